@@ -1,0 +1,20 @@
+# Developer tasks. The venv is the project's own (.venv); see README.
+PY ?= .venv/bin/python
+.PHONY: install lint format typecheck test bench demo ci
+
+install:
+	python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[dev]'
+lint:
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+format:
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+typecheck:
+	$(PY) -m mypy
+test:
+	$(PY) -m pytest -q
+bench:
+	$(PY) benchmarks/run_all.py
+demo:
+	.venv/bin/riskstream demo
+ci:
+	bash .ci/run

@@ -1,0 +1,38 @@
+"""One exception root for riskstream; each subclass maps to one HTTP status and one CLI line.
+
+Messages say what is wrong and what the operator can do, because they are printed as
+the single line a user sees (no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+from features.errors import RiskstreamError, StoreUnavailableError
+
+__all__ = [
+    "ConfigError",
+    "EmbeddedStackError",
+    "InfrastructureError",
+    "MissingExtraError",
+    "RiskstreamError",
+    "StoreUnavailableError",
+]
+
+
+class ConfigError(RiskstreamError):
+    """A setting or CLI argument is invalid."""
+
+    http_status = 400
+
+
+class MissingExtraError(RiskstreamError):
+    """An optional dependency group is not installed."""
+
+
+class EmbeddedStackError(RiskstreamError):
+    """The embedded broker or Redis could not be started."""
+
+
+class InfrastructureError(RiskstreamError):
+    """Kafka or Redis failed after retries; the worker should stop so it is restarted."""
+
+    http_status = 503

@@ -1,0 +1,178 @@
+"""The one typed, frozen settings tree, read from ``RISKSTREAM_*`` env vars and CLI flags.
+
+Everything configurable lives here so there is one place to read and one place to mask
+secrets. Nested groups use ``__`` in env names, e.g. ``RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS``.
+Faust's and confluent-kafka's own settings are *derived* from these, never set separately.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.sequence_config import SequenceStoreConfig
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how to authenticate to it."""
+
+    model_config = _FROZEN
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when security_protocol uses SASL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (masked in output).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the broker's TLS cert.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Consumer group session timeout; embedded mode uses 2000."
+    )
+    heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat interval.")
+    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka configuration shared by every confluent-kafka client we create."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = str(self.ssl_keyfile)
+        return conf
+
+
+class RedisSettings(BaseModel):
+    """Where Redis is; the URL may carry a password, so it is a secret."""
+
+    model_config = _FROZEN
+
+    url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// (TLS) URL; may include user:password.",
+    )
+    password: SecretStr | None = Field(None, description="AUTH password if not in the URL.")
+    ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss:// URLs.")
+    retry_attempts: int = Field(5, ge=0, description="Retries before a Redis error is fatal.")
+    retry_backoff_s: float = Field(0.2, gt=0, description="First backoff; doubles per retry.")
+
+
+class TopicSettings(BaseModel):
+    """Topic names (DESIGN §2 defaults) and how to create them."""
+
+    model_config = _FROZEN
+
+    transactions: str = Field("transactions", description="Input card transactions.")
+    scores: str = Field("scores", description="Every decision (audit trail).")
+    alerts: str = Field("alerts", description="Decisions at or over the threshold.")
+    dlq: str = Field("transactions.dlq", description="Undecodable input with the reason.")
+    feedback: str = Field("feedback", description="Analyst labels.")
+    partitions: int = Field(4, ge=1, description="Partitions when riskstream creates topics.")
+    replication_factor: int = Field(1, ge=1, description="Replication when creating topics.")
+
+    def all(self) -> list[str]:
+        """Every topic riskstream reads or writes, for up-front creation."""
+        return [self.transactions, self.scores, self.alerts, self.dlq, self.feedback]
+
+
+class BatchSettings(BaseModel):
+    """Micro-batching limits shared by the stream agent and the HTTP batcher."""
+
+    model_config = _FROZEN
+
+    max_batch: int = Field(256, ge=1, le=4096, description="Events per batch at most.")
+    max_wait_ms: float = Field(10.0, ge=0, description="Longest a batch waits to fill.")
+
+
+class Settings(BaseSettings):
+    """Effective configuration of a riskstream process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RISKSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    sequence: SequenceStoreConfig = Field(default_factory=SequenceStoreConfig)
+    model_path: Path | None = Field(
+        None, description="Model artifact folder; None = the packaged default artifact."
+    )
+    data_dir: Path = Field(Path("./riskstream-data"), description="Snapshots and local state.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    hash_user_ids_in_logs: bool = Field(True, description="Log a hash instead of the user id.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read env vars, then apply CLI overrides given as dotted keys (``kafka.bootstrap_servers``).
+
+    Overrides are merged into the nested dicts so one flag never resets its siblings.
+    """
+    base = Settings().model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = base
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return Settings.model_validate(_unwrap_secrets(base))
+
+
+def _unwrap_secrets(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _unwrap_secrets(v) for k, v in value.items()}
+    return value
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as plain JSON-able data with every secret replaced by ``***``.
+
+    Redis URLs keep scheme/host/port but lose the password, so an operator can still
+    see *where* it points.
+    """
+    data = settings.model_dump(mode="json")
+    data["redis"]["url"] = mask_url(settings.redis.url.get_secret_value())
+    return data
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:pw@host`` → ``redis://user:***@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,86 @@
+"""Settings come from env and flags; the CLI fails in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streams.settings import Settings, load_settings, mask_url, masked_dump
+
+
+def test_env_nested_and_flag_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS", "k1:9092")
+    monkeypatch.setenv("RISKSTREAM_BATCH__MAX_BATCH", "64")
+    s = load_settings(**{"kafka.bootstrap_servers": "k2:9093"})
+    assert s.kafka.bootstrap_servers == "k2:9093"
+    assert s.batch.max_batch == 64  # a sibling override does not reset env values
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.log_level = "DEBUG"  # type: ignore[misc]
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("RISKSTREAM_REDIS__URL", "rediss://app:s3cret@redis.internal:6380/0")
+    dumped = json.dumps(masked_dump(Settings()))
+    assert "hunter2" not in dumped and "s3cret" not in dumped
+    assert "rediss://app:***@redis.internal:6380/0" in dumped
+    assert mask_url("redis://h:1") == "redis://h:1"
+
+
+def test_confluent_config_passes_sasl_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_PASSWORD", "pw")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SSL_CAFILE", "/etc/ca.pem")
+    conf = Settings().kafka.confluent_config()
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["sasl.password"] == "pw"
+    assert conf["ssl.ca.location"] == "/etc/ca.pem"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_config_command_prints_masked_json() -> None:
+    out = _cli("config", "--redis-url", "redis://:pw@h:1/0")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["redis"]["url"] == "redis://:***@h:1/0"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["simulate", "--users", "-3", "--out", "x.parquet"], {}, "--users"),
+        (["simulate", "--users", "3", "--out", "x.txt"], {}, "unknown extension"),
+        (["config"], {"RISKSTREAM_LOG_LEVEL": "loud"}, "log_level"),
+        (["nosuch"], {}, "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_no_traceback(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    out = _cli(*args, env=env)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in out.stderr
