@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -98,9 +99,44 @@ def _parse_mcc(value: Any) -> str:
     raise ValueError("must be a 4-digit merchant category code")
 
 
-EventTime = Annotated[datetime, BeforeValidator(_parse_timestamp)]
-Amount = Annotated[Decimal, BeforeValidator(_parse_amount)]
-Mcc = Annotated[str, BeforeValidator(_parse_mcc)]
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_timestamp),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"},
+                {"type": "integer", "description": "epoch milliseconds"},
+            ]
+        }
+    ),
+]
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_parse_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)},
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$", "maxLength": 32},
+            ],
+            "description": "decimal amount > 0 in the transaction currency",
+        }
+    ),
+]
+Mcc = Annotated[
+    str,
+    BeforeValidator(_parse_mcc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^[0-9]{4}$"},
+                {"type": "integer", "minimum": 0, "maximum": 9999},
+            ],
+            "description": "ISO 18245 merchant category code",
+        }
+    ),
+]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
@@ -113,11 +149,13 @@ class Transaction(BaseModel):
     user_id: Id
     timestamp: EventTime
     amount: Amount
-    currency: str
+    currency: Annotated[str, Field(pattern="^[A-Za-z]{3}$", description="ISO 4217 code")]
     mcc: Mcc
     channel: Channel
     merchant_id: Id | None = None
-    country: str | None = None
+    country: Annotated[str, Field(pattern="^[A-Za-z]{2}$")] | None = Field(
+        None, description="ISO 3166-1 alpha-2 code"
+    )
     lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
     lon: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
     device_id: Id | None = None

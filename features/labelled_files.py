@@ -68,9 +68,9 @@ def file_format(path: Path) -> str:
 def iter_batches(path: Path | str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream canonical batches from any labelled file."""
     path = Path(path)
+    fmt = file_format(path)
     if not path.exists():
         raise LabelledFileError(f"{path}: no such file")
-    fmt = file_format(path)
     if fmt == "parquet":
         raw: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
     elif fmt == "csv":
