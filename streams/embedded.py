@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from streams.errors import EmbeddedStackError, MissingExtraError
 
@@ -40,6 +42,25 @@ def _die_with_parent() -> None:
         with contextlib.suppress(OSError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: PR_SET_PDEATHSIG fires when the parent *thread* exits, not the process. Children are
+#: therefore always spawned from this one long-lived thread, whichever thread asks.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-spawner")
+
+
+def _spawn(argv: list[str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
+    def run() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            preexec_fn=_die_with_parent,
+        )
+
+    return _SPAWNER.submit(run).result()
 
 
 def free_port() -> int:
@@ -129,20 +150,14 @@ def _start_with_retry(
     argv_for_port: Callable[[int], list[str]],
     ready: Callable[[int], bool],
     workdir: Path,
+    fixed_port: int | None = None,
 ) -> ChildServer:
     last_log = ""
     for attempt in range(_ATTEMPTS):
-        port = free_port()
+        port = fixed_port or free_port()
         log_path = workdir / f"{name}-{attempt}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                argv_for_port(port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=workdir,
-                preexec_fn=_die_with_parent,
-            )
+            proc = _spawn(argv_for_port(port), log, workdir)
         server = ChildServer(name, proc, port, log_path)
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while time.monotonic() < deadline and server.alive():
@@ -182,11 +197,18 @@ class EmbeddedStack:
 
         ensure_topics({"bootstrap.servers": self.bootstrap_servers}, topics, partitions)
 
-    def restart_redis(self) -> None:
-        """Start a fresh valkey-server on the same port (used by fault tests)."""
-        port = self.redis.port
+    def stop_redis(self) -> None:
+        """Stop valkey-server (fault tests); ``start_redis`` brings it back on the same port."""
         self.redis.stop()
-        self.redis = _start_redis(self.workdir, fixed_port=port)
+
+    def start_redis(self) -> None:
+        """Start a fresh (empty: memory only) valkey-server on the previous port."""
+        self.redis = _start_redis(self.workdir, fixed_port=self.redis.port)
+
+    def restart_redis(self) -> None:
+        """Stop and start Redis on the same port."""
+        self.stop_redis()
+        self.start_redis()
 
     def stop(self) -> None:
         for server in (self.kafka, self.redis):
@@ -205,7 +227,6 @@ def _start_redis(workdir: Path, fixed_port: int | None = None) -> ChildServer:
     binary = str(valkey_binary())
 
     def argv(port: int) -> list[str]:
-        port = fixed_port or port
         return [
             binary,
             "--port",
@@ -220,9 +241,7 @@ def _start_redis(workdir: Path, fixed_port: int | None = None) -> ChildServer:
             str(workdir),
         ]
 
-    if fixed_port is None:
-        return _start_with_retry("valkey", argv, _redis_ready, workdir)
-    return _start_with_retry("valkey", argv, lambda _p: _redis_ready(fixed_port), workdir)
+    return _start_with_retry("valkey", argv, _redis_ready, workdir, fixed_port)
 
 
 def _start_kafka(workdir: Path) -> ChildServer:
