@@ -15,6 +15,7 @@ for velocity counts and one ``lexsort`` for first-seen merchants/devices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -99,19 +100,20 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> FeatureSpec:
-        numeric = tuple(data["numeric"])  # type: ignore[arg-type]
+    def from_json(cls, data: dict[str, Any]) -> FeatureSpec:
+        """Rebuild from ``model.json``; refuses a spec this build cannot compute."""
+        numeric = tuple(str(x) for x in data["numeric"])
         if numeric != NUMERIC_FEATURES:
             raise ValueError(
                 f"artifact expects features {numeric}, this build computes {NUMERIC_FEATURES}"
             )
         return cls(
-            mcc_vocab=tuple(int(x) for x in data["mcc_vocab"]),  # type: ignore[attr-defined]
-            mean=tuple(float(x) for x in data["mean"]),  # type: ignore[attr-defined]
-            std=tuple(float(x) for x in data["std"]),  # type: ignore[attr-defined]
-            window_ms=int(data["window_ms"]),  # type: ignore[call-overload]
-            max_history=int(data["max_history"]),  # type: ignore[call-overload]
-            buckets=tuple(int(x) for x in data["buckets"]),  # type: ignore[attr-defined]
+            mcc_vocab=tuple(int(x) for x in data["mcc_vocab"]),
+            mean=tuple(float(x) for x in data["mean"]),
+            std=tuple(float(x) for x in data["std"]),
+            window_ms=int(data["window_ms"]),
+            max_history=int(data["max_history"]),
+            buckets=tuple(int(x) for x in data["buckets"]),
             version=str(data["version"]),
         )
 
