@@ -182,78 +182,69 @@ def windows_from_sorted(
     return Windows(out, hist_len)
 
 
-def windows_from_histories(
-    histories: list[np.ndarray], current: np.ndarray, spec: FeatureSpec
+def windows_for_batch(
+    prior: dict[str, np.ndarray], user_ids: list[str], records: np.ndarray, spec: FeatureSpec
 ) -> Windows:
-    """Serving path: each current event with the events known before it.
+    """Serving path: windows for a batch, from the store's prior sequences plus the batch.
 
-    ``histories[i]`` may hold anything known about the user (prior store content plus
-    earlier events of the same batch, even the event itself on a replay); only events
-    ordered before ``current[i]`` by (ts, tx) and inside the window are kept.
+    Builds one array of everything known (stored events ∪ this batch), deduplicated on
+    (user, transaction) with the stored copy winning (as HSETNX does), sorted by
+    (user, ts, tx) — the training layout — and then reuses ``windows_from_sorted``. So a
+    user's several events in one batch see each other in time order, a replayed event
+    never sees itself, and training and serving share the window code itself.
     """
-    kept = []
-    for hist, cur in zip(histories, current, strict=True):
-        ts, tx = hist["ts"], hist["tx"]
-        before = (ts < cur["ts"]) | ((ts == cur["ts"]) & (tx < cur["tx"]))
-        before &= ts >= cur["ts"] - spec.window_ms
-        h = hist[before]
-        if h.size > 1:
-            h = h[np.lexsort((h["tx"], h["ts"]))]
-        kept.append(h[-spec.max_history :] if spec.max_history else h[:0])
-    hist_len = np.array([h.size for h in kept], dtype=np.int64)
-    width = int(hist_len.max(initial=0)) + 1
-    out = np.zeros((len(kept), width), dtype=RECORD_DTYPE)
-    for i, h in enumerate(kept):
-        out[i, : h.size] = h
-        out[i, h.size] = current[i]
-    return Windows(out, hist_len)
-
-
-def batch_histories(
-    prior: dict[str, np.ndarray], user_ids: list[str], records: np.ndarray
-) -> list[np.ndarray]:
-    """Per event: what is known about its user (store content ∪ this batch), deduplicated.
-
-    ``windows_from_histories`` then keeps only what precedes each event, so several
-    events of one user in one batch see each other in time order, as in training.
-    """
-    by_user: dict[str, list[int]] = {}
-    for i, user in enumerate(user_ids):
-        by_user.setdefault(user, []).append(i)
-    known: dict[str, np.ndarray] = {}
-    for user, idx in by_user.items():
-        combined = np.concatenate([prior.get(user, records[:0]), records[idx]])
-        _, first = np.unique(combined["tx"], return_index=True)
-        known[user] = combined[np.sort(first)]
-    return [known[u] for u in user_ids]
+    users = list(dict.fromkeys(user_ids))
+    code = {u: i for i, u in enumerate(users)}
+    parts = [prior.get(u, records[:0]) for u in users]
+    n_prior = sum(p.size for p in parts)
+    n = records.size
+    all_rec = np.concatenate([*parts, records]) if n_prior else records.copy()
+    all_code = np.concatenate(
+        [
+            np.repeat(np.arange(len(users)), [p.size for p in parts]),
+            np.fromiter((code[u] for u in user_ids), np.int64, n),
+        ]
+    )
+    is_batch = np.arange(all_rec.size) >= n_prior
+    # 1) dedup on (user, tx): the first occurrence (stored, then earliest in batch) wins
+    by_id = np.lexsort((np.arange(all_rec.size), all_rec["tx"], all_code))
+    code_s, tx_s = all_code[by_id], all_rec["tx"][by_id]
+    same = np.zeros(by_id.size, dtype=bool)
+    same[1:] = (code_s[1:] == code_s[:-1]) & (tx_s[1:] == tx_s[:-1])
+    run_start = np.maximum.accumulate(np.where(~same, np.arange(by_id.size), 0))
+    rep = np.empty(all_rec.size, dtype=np.int64)
+    rep[by_id] = by_id[run_start]  # each row → the row that represents its (user, tx)
+    kept = np.sort(by_id[~same])
+    # 2) the survivors in the training layout, sorted by (user, ts, tx)
+    order = kept[np.lexsort((all_rec["tx"][kept], all_rec["ts"][kept], all_code[kept]))]
+    position = np.empty(all_rec.size, dtype=np.int64)
+    position[order] = np.arange(order.size)
+    index = position[rep[is_batch]]
+    return windows_from_sorted(all_rec[order], all_code[order], index, spec)
 
 
 # ------------------------------------------------------------------------ step features
 
 
-def _prev_index(flag: np.ndarray) -> np.ndarray:
-    """For each position, the index of the last earlier position where ``flag`` is set."""
-    b, length = flag.shape
-    idx = np.where(flag, np.arange(length)[None, :], -1)
-    incl = np.maximum.accumulate(idx, axis=1)
-    prev = np.full((b, length), -1, dtype=np.int64)
-    prev[:, 1:] = incl[:, :-1]
-    return prev
+def _prev_flagged(flag: np.ndarray, row_start: np.ndarray) -> np.ndarray:
+    """Flat index of the last earlier position *in the same row* where ``flag`` is set."""
+    idx = np.where(flag, np.arange(flag.size), -1)
+    incl = np.maximum.accumulate(idx)
+    prev = np.empty_like(incl)
+    prev[0] = -1
+    prev[1:] = incl[:-1]
+    return np.where(prev >= row_start, prev, -1)
 
 
-def _first_seen(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """True where a non-zero value appears for the first time in its row."""
-    b, length = values.shape
-    rows = np.broadcast_to(np.arange(b)[:, None], (b, length)).ravel()
-    pos = np.broadcast_to(np.arange(length)[None, :], (b, length)).ravel()
-    flat = values.ravel()
-    order = np.lexsort((pos, flat, rows))
-    r, v = rows[order], flat[order]
+def _first_seen(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """True where a non-zero value appears for the first time in its row (flat arrays)."""
+    order = np.lexsort((np.arange(values.size), values, rows))
+    r, v = rows[order], values[order]
     group_start = np.ones(order.size, dtype=bool)
     group_start[1:] = (r[1:] != r[:-1]) | (v[1:] != v[:-1])
     first = np.zeros(order.size, dtype=bool)
     first[order] = group_start
-    return first.reshape(b, length) & valid & (values != 0)
+    return first & (values != 0)
 
 
 def _haversine_km(
@@ -266,56 +257,65 @@ def _haversine_km(
 
 
 def step_features(win: Windows) -> np.ndarray:
-    """Raw (unnormalized) numeric features of every window position: [B, L, F] float64."""
-    rec = win.records
-    b, length = rec.shape
-    k = np.arange(length)[None, :]
-    valid = k <= win.hist_len[:, None]
+    """Raw (unnormalized) numeric features of every window position: [B, L, F] float64.
+
+    Computed on the valid positions only, flattened row after row (padding costs
+    nothing), then scattered back into the padded layout.
+    """
+    b, length = win.records.shape
+    valid = np.arange(length)[None, :] <= win.hist_len[:, None]
+    rec = win.records[valid]  # flat, row-major: rows in order, time-sorted inside a row
+    n = rec.size
+    counts = win.hist_len + 1
+    rows = np.repeat(np.arange(b), counts)
+    row_first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    row_start = row_first[rows]
+    k = np.arange(n) - row_start
+    has_prev = k >= 1
     ts = rec["ts"]
-    out = np.zeros((b, length, N_NUMERIC), dtype=np.float64)
-    la = np.log1p(np.maximum(rec["amount"], 0.0)) * valid
-    prev_sum = np.cumsum(la, axis=1) - la
-    has_prev = (k >= 1) & valid
-    out[..., 0] = la
-    out[..., 1] = np.where(has_prev, la - prev_sum / np.maximum(k, 1), 0.0)
-    dt = np.zeros((b, length))
-    dt[:, 1:] = (ts[:, 1:] - ts[:, :-1]) / 1000.0
-    out[..., 2] = np.where(has_prev, np.log1p(np.maximum(dt, 0.0)), 0.0)
-    out[..., 3] = has_prev
+    f = np.zeros((n, N_NUMERIC), dtype=np.float64)
+    la = np.log1p(np.maximum(rec["amount"], 0.0))
+    # per-row cumsum on the padded layout: a row's sums never depend on other rows' values
+    la2d = np.zeros((b, length))
+    la2d[valid] = la
+    prev_sum = (np.cumsum(la2d, axis=1) - la2d)[valid]
+    f[:, 0] = la
+    f[:, 1] = np.where(has_prev, la - prev_sum / np.maximum(k, 1), 0.0)
+    dt = np.zeros(n)
+    dt[1:] = (ts[1:] - ts[:-1]) / 1000.0
+    f[:, 2] = np.where(has_prev, np.log1p(np.maximum(dt, 0.0)), 0.0)
+    f[:, 3] = has_prev
     hour = (ts % _DAY_MS) / _HOUR_MS
     dow = ((ts // _DAY_MS) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    out[..., 4] = np.sin(2 * np.pi * hour / 24)
-    out[..., 5] = np.cos(2 * np.pi * hour / 24)
-    out[..., 6] = np.sin(2 * np.pi * dow / 7)
-    out[..., 7] = np.cos(2 * np.pi * dow / 7)
+    f[:, 4] = np.sin(2 * np.pi * hour / 24)
+    f[:, 5] = np.cos(2 * np.pi * hour / 24)
+    f[:, 6] = np.sin(2 * np.pi * dow / 7)
+    f[:, 7] = np.cos(2 * np.pi * dow / 7)
     country = rec["country"]
-    known = (country != 0) & valid
-    pc = _prev_index(known)
-    prev_country = np.take_along_axis(country, np.maximum(pc, 0), axis=1)
-    out[..., 8] = known & (pc >= 0) & (prev_country != country)
+    known = country != 0
+    pc = _prev_flagged(known, row_start)
+    f[:, 8] = known & (pc >= 0) & (country[np.maximum(pc, 0)] != country)
     lat, lon = rec["lat"].astype(np.float64), rec["lon"].astype(np.float64)
-    located = ~np.isnan(lat) & ~np.isnan(lon) & valid
-    pl = _prev_index(located)
+    located = ~np.isnan(lat) & ~np.isnan(lon)
+    pl = _prev_flagged(located, row_start)
     has_pl = located & (pl >= 0)
     plc = np.maximum(pl, 0)
-    lat0 = np.take_along_axis(lat, plc, axis=1)
-    lon0 = np.take_along_axis(lon, plc, axis=1)
     with np.errstate(invalid="ignore"):
-        km = np.where(has_pl, _haversine_km(lat0, lon0, lat, lon), 0.0)
-    hours = (ts - np.take_along_axis(ts, plc, axis=1)) / _HOUR_MS
-    out[..., 9] = np.log1p(np.nan_to_num(km))
-    out[..., 10] = np.where(has_pl, np.log1p(np.nan_to_num(km) / np.maximum(hours, 1 / 60)), 0.0)
-    out[..., 11] = _first_seen(rec["merchant"], valid)
-    out[..., 12] = _first_seen(rec["device"], valid)
-    g = np.where(valid, ts, np.iinfo(np.int64).max // 4)
-    g = np.minimum(g, _ROW_OFFSET - 1) + np.arange(b, dtype=np.int64)[:, None] * _ROW_OFFSET
-    flat = g.ravel()
-    idx = np.arange(flat.size).reshape(b, length)
+        km = np.where(has_pl, _haversine_km(lat[plc], lon[plc], lat, lon), 0.0)
+    km = np.nan_to_num(km)
+    hours = (ts - ts[plc]) / _HOUR_MS
+    f[:, 9] = np.log1p(km)
+    f[:, 10] = np.where(has_pl, np.log1p(km / np.maximum(hours, 1 / 60)), 0.0)
+    f[:, 11] = _first_seen(rec["merchant"], rows)
+    f[:, 12] = _first_seen(rec["device"], rows)
+    g = np.minimum(ts, _ROW_OFFSET - 1) + rows.astype(np.int64) * _ROW_OFFSET
+    idx = np.arange(n)
     for col, span in ((13, _HOUR_MS), (14, _DAY_MS)):
-        first = np.searchsorted(flat, flat - span, side="left").reshape(b, length)
-        out[..., col] = np.where(valid, np.log1p(idx - first), 0.0)
-    out[..., 15] = located
-    out[~valid] = 0.0
+        first = np.searchsorted(g, g - span, side="left")
+        f[:, col] = np.log1p(idx - first)
+    f[:, 15] = located
+    out = np.zeros((b, length, N_NUMERIC), dtype=np.float64)
+    out[valid] = f
     return out
 
 

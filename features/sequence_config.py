@@ -16,6 +16,10 @@ class SequenceStoreConfig(BaseModel):
     window_days: float = Field(30.0, gt=0, description="History kept, relative to newest event.")
     max_length: int = Field(256, ge=1, le=4096, description="Events kept per user at most.")
     ttl_s: int = Field(35 * 86_400, ge=1, description="Idle users vanish after this many seconds.")
+    cluster_mode: bool = Field(
+        False,
+        description="Redis Cluster: one script call per user (pipelined) instead of one per batch.",
+    )
 
     @property
     def window_ms(self) -> int:

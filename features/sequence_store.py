@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,44 +34,69 @@ from features.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 
+# KEYS: (zset, hash) per user. ARGV: window_ms, max_length, ttl_s, record size,
+# per-user event counts ("2,1,..."), timestamps ("t1,t2,..."), members (8 bytes each),
+# records (record size each). A few blobs per call instead of three args per event:
+# client-side command packing was the store's main cost. Each user's reply is the
+# prior sequence as one concatenated blob (one bulk string, one np.frombuffer).
 _APPEND_LUA = """
-local z, h = KEYS[1], KEYS[2]
-local window, maxlen, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local prior = {}
-local ids = redis.call('ZRANGE', z, 0, -1)
-if #ids > 0 then prior = redis.call('HMGET', h, unpack(ids)) end
-local newest = nil
-local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-if #top > 0 then newest = tonumber(top[2]) end
-for i = 4, #ARGV, 3 do
-  local ts = tonumber(ARGV[i])
-  if redis.call('HSETNX', h, ARGV[i + 1], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', z, ts, ARGV[i + 1])
+local window, maxlen, ttl, size = tonumber(ARGV[1]), tonumber(ARGV[2]),
+  tonumber(ARGV[3]), tonumber(ARGV[4])
+local counts, stamps = {}, {}
+for c in string.gmatch(ARGV[5], '[^,]+') do counts[#counts + 1] = tonumber(c) end
+for t in string.gmatch(ARGV[6], '[^,]+') do stamps[#stamps + 1] = tonumber(t) end
+local members, recs = ARGV[7], ARGV[8]
+local out, e = {}, 0
+for u = 1, #counts do
+  local z, h = KEYS[2 * u - 1], KEYS[2 * u]
+  local prior = ''
+  local ids = redis.call('ZRANGE', z, 0, -1)
+  if #ids > 0 then
+    local vals = redis.call('HMGET', h, unpack(ids))
+    local parts = {}
+    for i = 1, #vals do if vals[i] then parts[#parts + 1] = vals[i] end end
+    prior = table.concat(parts)
   end
-  if newest == nil or ts > newest then newest = ts end
+  out[u] = prior
+  local newest = nil
+  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if #top > 0 then newest = tonumber(top[2]) end
+  for _ = 1, counts[u] do
+    local ts = stamps[e + 1]
+    local member = string.sub(members, e * 8 + 1, e * 8 + 8)
+    if redis.call('HSETNX', h, member, string.sub(recs, e * size + 1, e * size + size)) == 1 then
+      redis.call('ZADD', z, ts, member)
+    end
+    if newest == nil or ts > newest then newest = ts end
+    e = e + 1
+  end
+  if newest ~= nil and counts[u] > 0 then
+    local cutoff = '(' .. string.format('%d', newest - window)
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+    if #old > 0 then
+      redis.call('HDEL', h, unpack(old))
+      redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+    end
+    local count = redis.call('ZCARD', z)
+    if count > maxlen then
+      local extra = redis.call('ZRANGE', z, 0, count - maxlen - 1)
+      redis.call('HDEL', h, unpack(extra))
+      redis.call('ZREMRANGEBYRANK', z, 0, count - maxlen - 1)
+    end
+    redis.call('EXPIRE', z, ttl)
+    redis.call('EXPIRE', h, ttl)
+  end
 end
-if newest ~= nil then
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. tostring(newest - window))
-  if #old > 0 then
-    redis.call('HDEL', h, unpack(old))
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. tostring(newest - window))
-  end
-  local n = redis.call('ZCARD', z)
-  if n > maxlen then
-    local extra = redis.call('ZRANGE', z, 0, n - maxlen - 1)
-    redis.call('HDEL', h, unpack(extra))
-    redis.call('ZREMRANGEBYRANK', z, 0, n - maxlen - 1)
-  end
-  redis.call('EXPIRE', z, ttl)
-  redis.call('EXPIRE', h, ttl)
-end
-return prior
+return out
 """
 
 _READ_LUA = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #ids == 0 then return {} end
-return redis.call('HMGET', KEYS[2], unpack(ids))
+if #ids == 0 then return '' end
+local vals = redis.call('HMGET', KEYS[2], unpack(ids))
+local parts = {}
+for i = 1, #vals do if vals[i] then parts[#parts + 1] = vals[i] end end
+return table.concat(parts)
 """
 
 
@@ -80,13 +105,13 @@ def tx_member(tx_hash: int) -> bytes:
     return int(tx_hash).to_bytes(8, "big")
 
 
-def decode_records(blobs: Iterable[bytes | None]) -> np.ndarray:
-    """Packed records from Redis → a record array sorted by (ts, tx)."""
-    raw = b"".join(b for b in blobs if b and len(b) == RECORD_SIZE)
-    if not raw:
-        return EMPTY.copy()
-    records = np.frombuffer(raw, dtype=RECORD_DTYPE).copy()
-    return records[np.lexsort((records["tx"], records["ts"]))]
+def decode_records(blob: bytes | None) -> np.ndarray:
+    """One user's packed records from Redis, already in (ts, tx) order (ZRANGE order)."""
+    if not blob:
+        return EMPTY
+    if len(blob) % RECORD_SIZE:
+        raise ValueError(f"corrupt sequence blob of {len(blob)} bytes")
+    return np.frombuffer(blob, dtype=RECORD_DTYPE)
 
 
 class SequenceStore(Protocol):
@@ -225,18 +250,37 @@ class RedisSequenceStore:
     async def append_and_read(
         self, user_ids: Sequence[str], records: np.ndarray
     ) -> dict[str, np.ndarray]:
-        groups = _group(user_ids, records)
+        if len(user_ids) != len(records):
+            raise ValueError("user_ids and records differ in length")
         cfg = self.config
-        users = list(groups)
+        users = list(dict.fromkeys(user_ids))
+        code = {u: i for i, u in enumerate(users)}
+        codes = np.fromiter((code[u] for u in user_ids), np.int64, len(user_ids))
+        order = np.argsort(codes, kind="stable")  # one sort; users stay contiguous
+        flat = np.ascontiguousarray(records[order])
+        counts = np.bincount(codes, minlength=len(users))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        # one script call per batch; per user on Redis Cluster (a script's keys must
+        # share one slot there, and each user's keys share the {user_id} slot)
+        calls = [(i, i + 1) for i in range(len(users))] if cfg.cluster_mode else [(0, len(users))]
 
         async def build(pipe: Any) -> None:
-            for user in users:
-                args: list[Any] = [cfg.window_ms, cfg.max_length, cfg.ttl_s]
-                for rec in groups[user]:
-                    args += [int(rec["ts"]), tx_member(int(rec["tx"])), rec.tobytes()]
-                await self._append(keys=list(self.keys(user)), args=args, client=pipe)
+            for lo, hi in calls:
+                part = flat[bounds[lo] : bounds[hi]]
+                args = [
+                    cfg.window_ms,
+                    cfg.max_length,
+                    cfg.ttl_s,
+                    RECORD_SIZE,
+                    ",".join(map(str, counts[lo:hi].tolist())),
+                    ",".join(map(str, part["ts"].tolist())),
+                    part["tx"].astype(">u8").tobytes(),
+                    part.tobytes(),
+                ]
+                keys = [k for u in users[lo:hi] for k in self.keys(u)]
+                await self._append(keys=keys, args=args, client=pipe)
 
-        replies = await self._run(build)
+        replies = [blob for reply in await self._run(build) for blob in reply]
         return {u: decode_records(r) for u, r in zip(users, replies, strict=True)}
 
     async def append_batch(self, user_ids: Sequence[str], records: np.ndarray) -> None:

@@ -28,12 +28,14 @@ def recs(*pairs: tuple[int, int]) -> np.ndarray:
     return np.concatenate([rec(tx, ts) for tx, ts in pairs])
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster-mode"])
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
     clients: list[aioredis.Redis] = []
 
     def make(config: SequenceStoreConfig | None = None):
         config = config or SequenceStoreConfig(key_prefix=unique_name("t") + ":")
+        if request.param == "redis-cluster-mode":
+            config = config.model_copy(update={"cluster_mode": True})
         if request.param == "memory":
             return InMemorySequenceStore(config)
         stack = request.getfixturevalue("stack")

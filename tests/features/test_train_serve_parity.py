@@ -9,11 +9,10 @@ import redis.asyncio as aioredis
 from features.events import records_from_table, sort_key
 from features.featurize import (
     N_NUMERIC,
-    batch_histories,
     featurize_windows,
     fit_spec,
     step_features,
-    windows_from_histories,
+    windows_for_batch,
     windows_from_sorted,
 )
 from features.sequence_config import SequenceStoreConfig
@@ -47,7 +46,7 @@ async def test_serving_features_from_redis_equal_training_features(stack, unique
             batch, bu = rec[ids], [str(users[i]) for i in ids]
             prior = await store.append_and_read(bu, batch)
             fb = featurize_windows(
-                windows_from_histories(batch_histories(prior, bu, batch), batch, spec),
+                windows_for_batch(prior, bu, batch, spec),
                 spec,
                 pad_to=64,
             )
