@@ -156,6 +156,20 @@ class FeatureBatch:
 # ----------------------------------------------------------------------------- windows
 
 
+def history_bounds(
+    ts: np.ndarray, user_codes: np.ndarray, index: np.ndarray, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first history index, history length) of events ``index`` in the sorted layout."""
+    index = np.asarray(index, dtype=np.int64)
+    user_start = np.searchsorted(user_codes, user_codes[index], side="left")
+    rel = ts - ts.min(initial=0)
+    span = np.int64(rel.max(initial=0)) + np.int64(spec.window_ms) + 1
+    key = user_codes.astype(np.int64) * span + rel
+    win_start = np.searchsorted(key, key[index] - spec.window_ms, side="left")
+    start = np.maximum(np.maximum(win_start, user_start), index - spec.max_history)
+    return start, index - start
+
+
 def windows_from_sorted(
     records: np.ndarray, user_codes: np.ndarray, index: np.ndarray, spec: FeatureSpec
 ) -> Windows:
@@ -164,20 +178,11 @@ def windows_from_sorted(
     History of event i = the user's events before i with ts ≥ ts_i − window, last
     ``max_history`` — exactly what the store holds before i arrives.
     """
-    index = np.asarray(index, dtype=np.int64)
-    ts = records["ts"]
-    user_start = np.searchsorted(user_codes, user_codes[index], side="left")
-    # first event inside the window: search in the user's own (sorted) timestamps
-    rel = ts - ts.min(initial=0)
-    span = np.int64(rel.max(initial=0)) + np.int64(spec.window_ms) + 1
-    key = user_codes.astype(np.int64) * span + rel
-    win_start = np.searchsorted(key, key[index] - spec.window_ms, side="left")
-    start = np.maximum(np.maximum(win_start, user_start), index - spec.max_history)
-    hist_len = index - start
+    start, hist_len = history_bounds(records["ts"], user_codes, index, spec)
     width = int(hist_len.max(initial=0)) + 1
     pos = start[:, None] + np.arange(width)[None, :]
     valid = np.arange(width)[None, :] <= hist_len[:, None]
-    out = np.zeros((index.size, width), dtype=RECORD_DTYPE)
+    out = np.zeros((start.size, width), dtype=RECORD_DTYPE)
     out[valid] = records[pos[valid]]
     return Windows(out, hist_len)
 
@@ -381,3 +386,23 @@ def fit_spec(
     return FeatureSpec(
         vocab, tuple(map(float, mean)), tuple(map(float, std)), window_ms, max_history
     )
+
+
+def windows_including_current(win: Windows, spec: FeatureSpec) -> Windows:
+    """Each window's history *with* its current event, as a later event would see it.
+
+    A copy of the current event is appended as a placeholder "next" event; when that
+    makes the history longer than ``max_history`` the oldest event drops out, exactly as
+    it would for the user's next real event. Used for cache refreshes (the embedding the
+    user's next event will need) and for fraud-case embeddings.
+    """
+    recs, n = win.records, win.hist_len + 1
+    ext = np.zeros((recs.shape[0], recs.shape[1] + 1), dtype=recs.dtype)
+    ext[:, :-1] = recs
+    full = n > spec.max_history
+    if full.any():
+        ext[full, :-1] = np.roll(ext[full, :-1], -1, axis=1)
+        n = np.where(full, n - 1, n)
+    rows = np.arange(recs.shape[0])
+    ext[rows, n] = ext[rows, n - 1]
+    return Windows(ext, n)

@@ -267,7 +267,7 @@ class RedisSequenceStore:
         async def build(pipe: Any) -> None:
             for lo, hi in calls:
                 part = flat[bounds[lo] : bounds[hi]]
-                args = [
+                args: list[Any] = [
                     cfg.window_ms,
                     cfg.max_length,
                     cfg.ttl_s,

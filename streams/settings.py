@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.sequence_config import SequenceStoreConfig
+from scoring.thresholds import ThresholdConfig
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -104,6 +105,37 @@ class BatchSettings(BaseModel):
     max_wait_ms: float = Field(10.0, ge=0, description="Longest a batch waits to fill.")
 
 
+class ModelSettings(BaseModel):
+    """Which artifact serves, where, and the embedding cache."""
+
+    model_config = _FROZEN
+
+    path: Path | None = Field(None, description="Artifact folder; None = the packaged default.")
+    shadow_path: Path | None = Field(
+        None, description="Optional shadow artifact: scored and recorded, never decides."
+    )
+    providers: tuple[str, ...] = Field(
+        ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        description="ONNX Runtime providers in order of preference (unavailable ones skipped).",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ORT threads; 0 = ORT decides.")
+    cache_capacity: int = Field(
+        200_000, ge=0, description="Users in the embedding cache; 0 disables it."
+    )
+
+
+class HttpSettings(BaseModel):
+    """The worker's HTTP server (scoring API, health, metrics)."""
+
+    model_config = _FROZEN
+
+    host: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 requires a token.")
+    port: int = Field(6066, ge=0, le=65535, description="Port; 0 disables the web server.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token required by /v1/score (and needed to bind publicly)."
+    )
+
+
 class Settings(BaseSettings):
     """Effective configuration of a riskstream process."""
 
@@ -119,12 +151,23 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     sequence: SequenceStoreConfig = Field(default_factory=SequenceStoreConfig)
-    model_path: Path | None = Field(
-        None, description="Model artifact folder; None = the packaged default artifact."
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    app_id: str = Field(
+        "riskstream", min_length=1, description="Faust app id = the Kafka consumer group."
     )
     data_dir: Path = Field(Path("./riskstream-data"), description="Snapshots and local state.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     hash_user_ids_in_logs: bool = Field(True, description="Log a hash instead of the user id.")
+
+    @model_validator(mode="after")
+    def _public_bind_needs_token(self) -> Settings:
+        if self.http.host not in ("127.0.0.1", "localhost", "::1") and self.http.token is None:
+            raise ValueError(
+                "http.host is not loopback: set RISKSTREAM_HTTP__TOKEN to expose the API"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -7,6 +7,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module's commands to ``app``."""
-    from streams.commands import data
+    from streams.commands import data, model, run
 
     data.register(app)
+    model.register(app)
+    run.register(app)

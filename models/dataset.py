@@ -1,0 +1,102 @@
+"""Labelled data for training and evaluation, in the training layout.
+
+Events are sorted by (user, event time, tx hash) — the layout ``windows_from_sorted``
+expects — and split by *time*: train < validation < test, so the test period is later
+than anything trained on. An event's history may reach back into an earlier period
+(that is the past, as in production); its label never leaks forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features.events import records_from_table
+from features.featurize import (
+    FeatureBatch,
+    FeatureSpec,
+    featurize_windows,
+    history_bounds,
+    windows_from_sorted,
+)
+from features.labelled_files import iter_batches
+
+
+@dataclass
+class LabelledData:
+    """Sorted records, user codes, labels and optional scenario names."""
+
+    records: np.ndarray
+    user_codes: np.ndarray
+    user_ids: np.ndarray  # user id per event (strings)
+    labels: np.ndarray  # int8
+    scenario: np.ndarray  # object array, None for legitimate / unknown
+    transaction_ids: np.ndarray
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path | str]) -> LabelledData:
+        """Read one or more labelled files (any supported format), streaming."""
+        recs, users, labels, scen, txids = [], [], [], [], []
+        for path in paths:
+            for batch in iter_batches(path):
+                recs.append(records_from_table(batch))
+                users.extend(batch.column("user_id").to_pylist())
+                labels.append(batch.column("is_fraud").to_numpy(zero_copy_only=False))
+                scen.extend(batch.column("scenario").to_pylist())
+                txids.extend(batch.column("transaction_id").to_pylist())
+        records = np.concatenate(recs)
+        user_arr = np.array(users, dtype=object)
+        uniq, codes = np.unique(user_arr.astype(str), return_inverse=True)
+        order = np.lexsort((records["tx"], records["ts"], codes))
+        return cls(
+            records=records[order],
+            user_codes=codes[order].astype(np.int64),
+            user_ids=uniq[codes[order]],
+            labels=np.concatenate(labels).astype(np.int8)[order],
+            scenario=np.array(scen, dtype=object)[order],
+            transaction_ids=np.array(txids, dtype=object)[order],
+        )
+
+    def __len__(self) -> int:
+        return int(self.records.size)
+
+    def time_split(
+        self, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices of train / validation / test, cut at event-time quantiles."""
+        ts = self.records["ts"]
+        cut1, cut2 = np.quantile(ts, [fractions[0], fractions[0] + fractions[1]])
+        return (
+            np.flatnonzero(ts < cut1),
+            np.flatnonzero((ts >= cut1) & (ts < cut2)),
+            np.flatnonzero(ts >= cut2),
+        )
+
+    def features(
+        self, index: np.ndarray, spec: FeatureSpec, pad_to: int | None = None
+    ) -> FeatureBatch:
+        """Model inputs for events ``index`` (each against its own history)."""
+        win = windows_from_sorted(self.records, self.user_codes, np.asarray(index), spec)
+        return featurize_windows(win, spec, pad_to=pad_to)
+
+    def history_lengths(self, index: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+        """History length of each event (cheap: no featurization)."""
+        return history_bounds(self.records["ts"], self.user_codes, np.asarray(index), spec)[1]
+
+
+def length_sorted_batches(
+    index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of similar history length (padding costs less), in random order."""
+    perm = rng.permutation(index.size)
+    chunks: list[np.ndarray] = []
+    pool = batch_size * 32
+    for start in range(0, perm.size, pool):
+        part = perm[start : start + pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        chunks.extend(part[i : i + batch_size] for i in range(0, part.size, batch_size))
+    order = rng.permutation(len(chunks))
+    return [index[chunks[i]] for i in order]

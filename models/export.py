@@ -1,0 +1,220 @@
+"""Export a trained model to an artifact folder: two ONNX graphs + model.json.
+
+``torch.onnx.export(dynamo=True)`` with dynamic batch and sequence axes. The exporter
+has been seen to silently specialise a dimension (DESIGN §8), so every export checks
+that each graph input dimension is symbolic and that ONNX Runtime equals PyTorch on
+shapes the trace never saw, before the artifact is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from features.featurize import N_NUMERIC, FeatureSpec
+from models.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, write_manifest
+from models.network import RiskModel
+
+OPSET = 18
+ENCODER_INPUTS = ("hist_num", "hist_mcc", "hist_channel", "hist_pad", "hist_len")
+HEAD_INPUTS = ("history_embedding", "cur_num", "cur_mcc", "cur_channel")
+
+
+class ExportError(RuntimeError):
+    """The exported graphs are not safe to serve."""
+
+
+def example_encoder_inputs(
+    b: int, t: int, n_mcc: int, seed: int = 0, lengths: list[int] | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Random valid encoder inputs; ``lengths`` default to a mix including 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    if lengths is None:
+        hist_len = torch.randint(0, t + 1, (b,), generator=g)
+        hist_len[0] = 0
+        if b > 1:
+            hist_len[1] = min(1, t)
+    else:
+        hist_len = torch.tensor(lengths, dtype=torch.int64)
+    pad = torch.arange(t)[None, :] >= hist_len[:, None]
+    num = torch.randn(b, t, N_NUMERIC, generator=g).masked_fill(pad[..., None], 0.0)
+    mcc = torch.randint(1, n_mcc, (b, t), generator=g).masked_fill(pad, 0)
+    chan = torch.randint(1, 5, (b, t), generator=g).masked_fill(pad, 0)
+    return num, mcc, chan, pad, hist_len
+
+
+def example_head_inputs(
+    b: int, n_mcc: int, emb_dim: int, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.tanh(torch.randn(b, emb_dim, generator=g)),
+        torch.randn(b, N_NUMERIC, generator=g),
+        torch.randint(0, n_mcc, (b,), generator=g),
+        torch.randint(0, 5, (b,), generator=g),
+    )
+
+
+def export_graphs(model: RiskModel, folder: Path) -> None:
+    """Write encoder.onnx and head.onnx with dynamic batch/sequence axes."""
+    model.eval()
+    cfg = model.cfg
+    batch = torch.export.Dim("batch", min=1, max=8192)
+    seq = torch.export.Dim("seq", min=1, max=4096)
+    enc_args = example_encoder_inputs(7, 17, cfg.n_mcc)
+    head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.encoder,
+            enc_args,
+            str(folder / ENCODER_FILE),
+            dynamo=True,
+            input_names=list(ENCODER_INPUTS),
+            output_names=["history_embedding"],
+            dynamic_shapes=(
+                {0: batch, 1: seq},
+                {0: batch, 1: seq},
+                {0: batch, 1: seq},
+                {0: batch, 1: seq},
+                {0: batch},
+            ),
+            opset_version=OPSET,
+            verbose=False,
+        )
+        torch.onnx.export(
+            model.head,
+            head_args,
+            str(folder / HEAD_FILE),
+            dynamo=True,
+            input_names=list(HEAD_INPUTS),
+            output_names=["logit"],
+            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}, {0: batch}),
+            opset_version=OPSET,
+            verbose=False,
+        )
+
+
+def symbolic_dims(path: Path) -> dict[str, list[str | int]]:
+    """Each graph input's dims: a name for symbolic dims, an int for fixed ones."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in graph.input
+    }
+
+
+def check_dynamic(folder: Path) -> None:
+    """Refuse graphs where a batch or sequence dimension was specialised."""
+    for name in (ENCODER_FILE, HEAD_FILE):
+        for inp, dims in symbolic_dims(folder / name).items():
+            fixed_ok = {N_NUMERIC} if inp.endswith("_num") else set()
+            if inp == "history_embedding":
+                fixed_ok = {dims[-1]} if isinstance(dims[-1], int) else set()
+            leading = dims[:-1] if fixed_ok else dims
+            if any(isinstance(d, int) for d in leading):
+                raise ExportError(f"{name}: input {inp} has a fixed dimension {dims}")
+
+
+def check_parity(
+    model: RiskModel, folder: Path, shapes: list[tuple[int, int]], atol: float = 1e-5
+) -> float:
+    """Max |ORT − torch| over the given (batch, seq) shapes; raises over ``atol``."""
+    import onnxruntime as ort
+
+    enc = ort.InferenceSession(str(folder / ENCODER_FILE), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(folder / HEAD_FILE), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model.eval()
+    for i, (b, t) in enumerate(shapes):
+        args = example_encoder_inputs(b, t, model.cfg.n_mcc, seed=100 + i)
+        cur = example_head_inputs(b, model.cfg.n_mcc, model.cfg.embedding_dim, seed=200 + i)[1:]
+        with torch.inference_mode():
+            emb_ref = model.encoder(*args)
+            logit_ref = model.head(emb_ref, *cur)
+        emb = enc.run(None, {n: a.numpy() for n, a in zip(ENCODER_INPUTS, args, strict=True)})[0]
+        logit = head.run(
+            None, dict(zip(HEAD_INPUTS, [emb, *(c.numpy() for c in cur)], strict=True))
+        )[0]
+        if not (np.isfinite(emb).all() and np.isfinite(logit).all()):
+            raise ExportError(f"non-finite output at batch={b} seq={t}")
+        worst = max(
+            worst,
+            float(np.abs(emb - emb_ref.numpy()).max()),
+            float(np.abs(logit - logit_ref.numpy()).max()),
+        )
+    if worst > atol:
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {worst:.2e} (> {atol})")
+    return worst
+
+
+def write_artifact(
+    model: RiskModel,
+    spec: FeatureSpec,
+    out: Path,
+    threshold: float,
+    metrics: dict[str, Any] | None = None,
+    fraud_cases: tuple[np.ndarray, np.ndarray] | None = None,
+    training: dict[str, Any] | None = None,
+    parity_shapes: list[tuple[int, int]] | None = None,
+) -> Path:
+    """Export, verify and write the artifact folder atomically (temp dir + rename)."""
+    out = Path(out)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".artifact-", dir=out.parent if out.parent.exists() else None)
+    )
+    try:
+        export_graphs(model, tmp)
+        check_dynamic(tmp)
+        parity = check_parity(model, tmp, parity_shapes or [(1, 1), (7, 17), (3, 64)])
+        if fraud_cases is not None:
+            ids, emb = fraud_cases
+            np.savez(
+                tmp / FRAUD_CASES_FILE,
+                ids=np.asarray(ids, dtype=str),
+                embeddings=np.asarray(emb, dtype=np.float32),
+            )
+        digest = hashlib.sha256(
+            (tmp / ENCODER_FILE).read_bytes() + (tmp / HEAD_FILE).read_bytes()
+        ).hexdigest()[:10]
+        created = datetime.now(UTC)
+        write_manifest(
+            tmp,
+            {
+                "model_version": f"tl-{created:%Y%m%d}-{digest}",
+                "created_at": created.isoformat(),
+                "opset": OPSET,
+                "feature_spec": spec.to_json(),
+                "network": model.cfg.to_json(),
+                "thresholds": {"global": float(threshold)},
+                "export_parity_max_abs_diff": parity,
+                "metrics": metrics or {},
+                "training": training or {},
+            },
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def update_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """Add evaluation metrics to model.json (hashes of the graphs stay valid)."""
+    path = folder / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["metrics"] = {**manifest.get("metrics", {}), **metrics}
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

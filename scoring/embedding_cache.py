@@ -1,0 +1,147 @@
+"""The history-embedding cache: per user, the latest embedding and the history it encodes.
+
+FAISS holds the vectors in a preallocated flat index (``IndexFlatIP``) whose rows are
+overwritten in place; a dict maps user → row and an LRU order evicts the coldest user
+when full. Updates are microseconds (DESIGN §8: ``IndexIDMap2`` replaces in O(n) and
+HNSW cannot remove at all). The same flat index can be searched by similarity.
+
+An entry is used only when its *history version* equals the version of the window
+being scored (count + first and last transaction of the window), so a stale embedding
+is never used: a miss costs one encoder run, a wrong hit would cost a wrong decision.
+Snapshots are tied to the model version: another model's embeddings are discarded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+from features.featurize import Windows
+from scoring.metrics import CACHE_EVENTS
+
+_P1, _P2, _P3 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xC2B2AE3D27D4EB4F),
+    np.uint64(0x165667B19E3779F9),
+)
+
+
+def history_versions(win: Windows) -> np.ndarray:
+    """A 64-bit id of each window's history: (length, first tx, last tx).
+
+    Windows are contiguous runs of the user's sorted events, so these three identify
+    the content; 0 means "no history".
+    """
+    b = win.hist_len.size
+    rows = np.arange(b)
+    n = win.hist_len.astype(np.uint64)
+    first = win.records["tx"][:, 0]
+    last = win.records["tx"][rows, np.maximum(win.hist_len - 1, 0)]
+    with np.errstate(over="ignore"):
+        v = (n * _P1) ^ (first * _P2) ^ (last * _P3)
+    return np.where(win.hist_len > 0, v | np.uint64(1), np.uint64(0))
+
+
+class EmbeddingCache(Protocol):
+    """Latest history embedding per user."""
+
+    def get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hit mask [B], embeddings [B, E] — rows of misses are undefined)."""
+        ...
+
+    def put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
+        """Store/replace entries."""
+        ...
+
+
+class FaissEmbeddingCache:
+    """Bounded LRU cache whose vectors live in a FAISS flat index."""
+
+    def __init__(self, dim: int, capacity: int = 100_000, model_version: str = "") -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.dim, self.capacity, self.model_version = dim, capacity, model_version
+        self.index = faiss.IndexFlatIP(dim)
+        self.index.add(np.zeros((capacity, dim), dtype=np.float32))
+        self._vectors = faiss.rev_swig_ptr(self.index.get_xb(), capacity * dim).reshape(
+            capacity, dim
+        )
+        self._versions = np.zeros(capacity, dtype=np.uint64)
+        self._rows: OrderedDict[str, int] = OrderedDict()
+        self._free = list(range(capacity - 1, -1, -1))
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = np.zeros(len(users), dtype=bool)
+        out = np.zeros((len(users), self.dim), dtype=np.float32)
+        for i, user in enumerate(users):
+            row = self._rows.get(user)
+            if row is not None and self._versions[row] == versions[i] and versions[i] != 0:
+                hit[i] = True
+                out[i] = self._vectors[row]
+                self._rows.move_to_end(user)
+        hits = int(hit.sum())
+        CACHE_EVENTS.labels("hit").inc(hits)
+        CACHE_EVENTS.labels("miss").inc(len(users) - hits)
+        return hit, out
+
+    def put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
+        for i, user in enumerate(users):
+            row = self._rows.get(user)
+            if row is None:
+                if not self._free:
+                    _, row = self._rows.popitem(last=False)
+                    self.evictions += 1
+                    CACHE_EVENTS.labels("eviction").inc()
+                else:
+                    row = self._free.pop()
+                self._rows[user] = row
+            else:
+                self._rows.move_to_end(user)
+            self._vectors[row] = embeddings[i]
+            self._versions[row] = versions[i]
+
+    def snapshot(self, folder: Path) -> None:
+        """Write the cache (atomically: temp files then rename)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        users = list(self._rows)
+        rows = np.array([self._rows[u] for u in users], dtype=np.int64)
+        tmp = folder / "cache.npz.tmp"
+        with tmp.open("wb") as fh:
+            np.savez(fh, vectors=self._vectors[rows], versions=self._versions[rows])
+        tmp.replace(folder / "cache.npz")
+        meta = {"model_version": self.model_version, "dim": self.dim, "users": users}
+        (folder / "cache.json.tmp").write_text(json.dumps(meta))
+        (folder / "cache.json.tmp").replace(folder / "cache.json")
+
+    def restore(self, folder: Path) -> int:
+        """Load a snapshot of the same model version; returns entries restored."""
+        meta_path, data_path = folder / "cache.json", folder / "cache.npz"
+        if not (meta_path.exists() and data_path.exists()):
+            return 0
+        meta = json.loads(meta_path.read_text())
+        if meta.get("model_version") != self.model_version or meta.get("dim") != self.dim:
+            return 0  # another model's embeddings are meaningless for this one
+        data = np.load(data_path)
+        users = meta["users"][-self.capacity :]
+        n = len(users)
+        self.put(users, data["versions"][-n:], data["vectors"][-n:])
+        return n
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Most similar cached users (inner product of the tanh embeddings)."""
+        by_row = {row: user for user, row in self._rows.items()}
+        sims, rows = self.index.search(
+            np.ascontiguousarray(vectors, dtype=np.float32), min(k + 8, self.capacity)
+        )
+        names = [[by_row[r] for r in rs if r in by_row][:k] for rs in rows]
+        return sims[:, :k], names

@@ -1,0 +1,333 @@
+"""The scoring engine: a batch of transactions → decisions.
+
+Per batch: one store round trip (append + read prior histories), one featurization,
+the encoder only for users whose cached embedding is stale or missing (grouped by
+length bucket), one head call, thresholds (one read, one write), reasons and similar
+cases for alerts. CPU-heavy steps run in a dedicated thread (ONNX Runtime releases the
+GIL), never on the event loop. ``refresh_cache`` runs after the batch is published and
+stores, for each user, the embedding its *next* event will need, so a returning user's
+latency path runs only the head.
+
+Hot swap: every batch takes a reference to the current ``ModelBundle`` when it starts,
+so in-flight batches finish on the old model and the next ones use the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from features.contracts import AlertRecord, Reason, ScoreRecord, SimilarCase, Transaction
+from features.events import records_from_transactions
+from features.featurize import (
+    FeatureBatch,
+    Windows,
+    featurize_windows,
+    windows_for_batch,
+    windows_including_current,
+)
+from features.sequence_store import SequenceStore
+from scoring.case_memory import FraudCaseMemory
+from scoring.embedding_cache import FaissEmbeddingCache, history_versions
+from scoring.metrics import MODEL_LATENCY_MS
+from scoring.onnx_model import OnnxRiskModel
+from scoring.reasons import explain
+from scoring.thresholds import ThresholdPolicy
+
+
+def alert_id(transaction_id: str, model_version: str) -> str:
+    """Deterministic: a replay re-publishes the same id, so consumers can de-duplicate."""
+    return hashlib.sha256(f"{transaction_id}|{model_version}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class ScoreRequest:
+    """One transaction to score; ``received`` is a ``time.monotonic()`` stamp."""
+
+    tx: Transaction
+    received: float = field(default_factory=time.monotonic)
+    dry_run: bool = False
+
+
+@dataclass
+class Decision:
+    """The engine's answer for one transaction."""
+
+    tx: Transaction
+    score: float
+    threshold: float
+    model_version: str
+    sequence_length: int
+    latency_ms: float
+    reasons: list[Reason] = field(default_factory=list)
+    similar_cases: list[SimilarCase] = field(default_factory=list)
+    shadow_score: float | None = None
+    shadow_model_version: str | None = None
+    received: float = 0.0  # time.monotonic() when the event entered the worker
+
+    @property
+    def is_alert(self) -> bool:
+        return self.score >= self.threshold
+
+    def score_record(self) -> ScoreRecord:
+        return ScoreRecord(**self._common())
+
+    def alert_record(self) -> AlertRecord:
+        return AlertRecord(**self._common(), reasons=self.reasons)
+
+    def _common(self) -> dict[str, object]:
+        return {
+            "alert_id": alert_id(self.tx.transaction_id, self.model_version),
+            "transaction_id": self.tx.transaction_id,
+            "user_id": self.tx.user_id,
+            "score": self.score,
+            "threshold": self.threshold,
+            "is_alert": self.is_alert,
+            "model_version": self.model_version,
+            "similar_cases": self.similar_cases,
+            "event_time": self.tx.timestamp,
+            "scored_at": datetime.now(UTC),
+            "latency_ms": self.latency_ms,
+            "sequence_length": self.sequence_length,
+            "shadow_score": self.shadow_score,
+            "shadow_model_version": self.shadow_model_version,
+        }
+
+
+@dataclass
+class ModelBundle:
+    """A model with the state that only makes sense for it (cache, case memory)."""
+
+    model: OnnxRiskModel
+    cache: FaissEmbeddingCache | None
+    memory: FraudCaseMemory | None
+
+
+@dataclass
+class _Pending:
+    """What ``refresh_cache`` needs from a scored batch."""
+
+    bundle: ModelBundle
+    users: list[str]
+    windows: Windows
+
+
+class ScoringEngine:
+    """Wires store, model, cache, thresholds and reasons; holds no I/O clients itself."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        store: SequenceStore,
+        thresholds: ThresholdPolicy,
+        shadow: OnnxRiskModel | None = None,
+        similar_k: int = 3,
+        reasons_top: int = 3,
+    ) -> None:
+        self.bundle = bundle
+        self.store = store
+        self.thresholds = thresholds
+        self.shadow = shadow
+        self.similar_k = similar_k
+        self.reasons_top = reasons_top
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-model")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def swap(self, bundle: ModelBundle) -> None:
+        """Use ``bundle`` for batches that start from now on (load and warm it first)."""
+        if not bundle.model.ready:
+            raise RuntimeError("load the new model before swapping it in")
+        self.bundle = bundle
+
+    async def _off_loop(self, fn, *args):  # type: ignore[no-untyped-def]  # generic helper
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def score(self, requests: list[ScoreRequest]) -> tuple[list[Decision], _Pending]:
+        """Score a batch; also returns what ``refresh_cache`` needs after publishing."""
+        bundle = self.bundle  # hot swap: this batch stays on this model
+        txs = [r.tx for r in requests]
+        users = [t.user_id for t in txs]
+        records = records_from_transactions(txs)
+        wet = [i for i, r in enumerate(requests) if not r.dry_run]
+        if len(wet) == len(requests):
+            prior = await self.store.append_and_read(users, records)
+        else:
+            prior = await self.store.read_batch(users)
+            if wet:
+                await self.store.append_batch([users[i] for i in wet], records[wet])
+        win, fb, emb, probs = await self._off_loop(self._compute, bundle, prior, users, records)
+        thresholds = await self.thresholds.thresholds(users)
+        alerts = np.flatnonzero(probs >= thresholds)
+        reasons, similar = await self._off_loop(self._explain, bundle, fb, emb, alerts)
+        if wet:
+            await self.thresholds.update([users[i] for i in wet], probs[wet], thresholds[wet])
+        shadow_scores = None
+        if self.shadow is not None:
+            shadow_scores = await self._off_loop(self.shadow.score, fb)
+        now = time.monotonic()
+        decisions = []
+        for i, req in enumerate(requests):
+            decisions.append(
+                Decision(
+                    tx=req.tx,
+                    score=float(probs[i]),
+                    threshold=float(thresholds[i]),
+                    model_version=bundle.model.version,
+                    sequence_length=int(fb.hist_len[i]),
+                    latency_ms=(now - req.received) * 1000.0,
+                    reasons=reasons.get(i, []),
+                    similar_cases=similar.get(i, []),
+                    shadow_score=None if shadow_scores is None else float(shadow_scores[i]),
+                    shadow_model_version=None if self.shadow is None else self.shadow.version,
+                    received=req.received,
+                )
+            )
+        pending = _Pending(bundle, [users[i] for i in wet], _take(win, np.asarray(wet, int)))
+        return decisions, pending
+
+    def _compute(
+        self,
+        bundle: ModelBundle,
+        prior: dict[str, np.ndarray],
+        users: list[str],
+        records: np.ndarray,
+    ) -> tuple[Windows, FeatureBatch, np.ndarray, np.ndarray]:
+        model = bundle.model
+        spec = model.artifact.spec
+        t0 = time.perf_counter()
+        win = windows_for_batch(prior, users, records, spec)
+        fb = featurize_windows(win, spec)
+        t1 = time.perf_counter()
+        MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
+        versions = history_versions(win)
+        if bundle.cache is not None:
+            hit, emb = bundle.cache.get(users, versions)
+        else:
+            hit, emb = (
+                np.zeros(len(users), bool),
+                np.zeros((len(users), model.artifact.embedding_dim), np.float32),
+            )
+        miss = np.flatnonzero(~hit)
+        if miss.size:
+            emb[miss] = encode_bucketed(model, fb, miss)
+        t2 = time.perf_counter()
+        MODEL_LATENCY_MS.labels("encoder").observe((t2 - t1) * 1000)
+        probs = model.score(fb, embedding=emb)
+        MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
+        return win, fb, emb, probs
+
+    def _explain(
+        self, bundle: ModelBundle, fb: FeatureBatch, emb: np.ndarray, alerts: np.ndarray
+    ) -> tuple[dict[int, list[Reason]], dict[int, list[SimilarCase]]]:
+        if alerts.size == 0:
+            return {}, {}
+        model = bundle.model
+
+        def head(e: np.ndarray, num: np.ndarray) -> np.ndarray:
+            reps = e.shape[0] // alerts.size
+            return model.head_logits(
+                e,
+                num.astype(np.float32),
+                np.repeat(fb.cur_mcc[alerts], reps),
+                np.repeat(fb.cur_channel[alerts], reps),
+            )
+
+        why = explain(
+            head,
+            emb[alerts],
+            fb.cur_num[alerts],
+            fb.cur_raw[alerts],
+            fb.cur_channel[alerts],
+            self.reasons_top,
+        )
+        reasons = {int(i): r for i, r in zip(alerts, why, strict=True)}
+        similar: dict[int, list[SimilarCase]] = {}
+        if bundle.memory is not None:
+            near = bundle.memory.nearest(emb[alerts], self.similar_k)
+            similar = {
+                int(i): [SimilarCase(case_id=c, similarity=round(s, 4)) for c, s in n]
+                for i, n in zip(alerts, near, strict=True)
+            }
+        return reasons, similar
+
+    async def refresh_cache(self, pending: _Pending) -> int:
+        """After publish: cache each user's embedding including their newest event."""
+        bundle = pending.bundle
+        if bundle.cache is None or not pending.users:
+            return 0
+        return int(await self._off_loop(self._refresh, bundle, pending))
+
+    def _refresh(self, bundle: ModelBundle, pending: _Pending) -> int:
+        if bundle.cache is None:
+            return 0
+        last: dict[str, int] = {}
+        for i, user in enumerate(pending.users):
+            prev = last.get(user)
+            if prev is None or _newer(pending.windows, i, prev):
+                last[user] = i
+        idx = np.fromiter(last.values(), dtype=np.int64, count=len(last))
+        spec = bundle.model.artifact.spec
+        nxt = windows_including_current(_take(pending.windows, idx), spec)
+        fb = featurize_windows(nxt, spec)
+        emb = encode_bucketed(bundle.model, fb, np.arange(idx.size))
+        bundle.cache.put(list(last), history_versions(nxt), emb)
+        return idx.size
+
+    async def feedback(self, user_id: str, transaction_id: str, label: str) -> float:
+        """Apply an analyst label: threshold moves; confirmed fraud joins the case memory."""
+        new_threshold = await self.thresholds.feedback(user_id, label)
+        bundle = self.bundle
+        if label == "fraud" and bundle.memory is not None:
+            seq = (await self.store.read_batch([user_id]))[user_id]
+            if seq.size:
+                spec = bundle.model.artifact.spec
+                win = Windows(
+                    np.concatenate([seq[-spec.max_history :], seq[-1:]])[None, :],
+                    np.array([min(seq.size, spec.max_history)]),
+                )
+                fb = featurize_windows(win, spec)
+                emb = await self._off_loop(bundle.model.encode, fb)
+                bundle.memory.add([transaction_id], emb)
+        return new_threshold
+
+
+def _newer(win: Windows, i: int, j: int) -> bool:
+    a = win.records[i, win.hist_len[i]]
+    b = win.records[j, win.hist_len[j]]
+    return bool((a["ts"], a["tx"]) > (b["ts"], b["tx"]))
+
+
+def _take(win: Windows, idx: np.ndarray) -> Windows:
+    return Windows(win.records[idx], win.hist_len[idx])
+
+
+def encode_bucketed(model: OnnxRiskModel, fb: FeatureBatch, rows: np.ndarray) -> np.ndarray:
+    """Encoder on ``rows``, one call per length bucket (short histories stay short)."""
+    spec = model.artifact.spec
+    out = np.zeros((rows.size, model.artifact.embedding_dim), dtype=np.float32)
+    buckets = np.array([spec.bucket(int(n)) for n in fb.hist_len[rows]])
+    for t in np.unique(buckets):
+        sel = np.flatnonzero(buckets == t)
+        r = rows[sel]
+        t = int(min(t, fb.hist_num.shape[1]))
+        part = FeatureBatch(
+            hist_num=fb.hist_num[r, :t],
+            hist_mcc=fb.hist_mcc[r, :t],
+            hist_channel=fb.hist_channel[r, :t],
+            hist_pad=fb.hist_pad[r, :t],
+            hist_len=fb.hist_len[r],
+            cur_num=fb.cur_num[r],
+            cur_mcc=fb.cur_mcc[r],
+            cur_channel=fb.cur_channel[r],
+            cur_raw=fb.cur_raw[r],
+        )
+        out[sel] = model.encode(part)
+    return out

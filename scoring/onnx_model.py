@@ -1,0 +1,183 @@
+"""``OnnxRiskModel``: the two ONNX graphs of an artifact behind one small adapter.
+
+Providers are always passed explicitly, in the configured order filtered by what this
+build of ONNX Runtime has (``get_available_providers()`` lists what was compiled in,
+not what will run), and ``session.get_providers()`` is logged: that is what runs.
+Graph inputs/outputs are checked against the artifact's feature spec at load, and the
+sessions are warmed up over every length bucket before ``ready`` turns true, so the
+first real request does not pay for lazy initialization.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from features.featurize import N_NUMERIC, FeatureBatch
+from models.artifact import ModelArtifact
+from scoring.errors import ModelLoadError
+from scoring.metrics import NONFINITE_FALLBACKS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ENCODER_INPUTS = {
+    "hist_num": ("tensor(float)", 3),
+    "hist_mcc": ("tensor(int64)", 2),
+    "hist_channel": ("tensor(int64)", 2),
+    "hist_pad": ("tensor(bool)", 2),
+    "hist_len": ("tensor(int64)", 1),
+}
+HEAD_INPUTS = {
+    "history_embedding": ("tensor(float)", 2),
+    "cur_num": ("tensor(float)", 2),
+    "cur_mcc": ("tensor(int64)", 1),
+    "cur_channel": ("tensor(int64)", 1),
+}
+
+
+@dataclass(frozen=True)
+class OnnxModelConfig:
+    """How to run the graphs."""
+
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    intra_op_threads: int = 0  # 0 = ONNX Runtime decides
+    fallback_score: float = 1.0  # fail closed: an unscorable event goes to review
+    warmup_batch: int = 8
+
+
+@dataclass
+class OnnxRiskModel:
+    """A loaded, verified, warmed-up model."""
+
+    artifact: ModelArtifact
+    config: OnnxModelConfig = field(default_factory=OnnxModelConfig)
+    encoder: ort.InferenceSession | None = field(default=None, init=False)
+    head: ort.InferenceSession | None = field(default=None, init=False)
+    ready: bool = field(default=False, init=False)
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def providers(self) -> list[str]:
+        """The providers actually running (empty before ``load``)."""
+        return list(self.encoder.get_providers()) if self.encoder else []
+
+    def load(self) -> OnnxRiskModel:
+        """Create sessions, check wiring, warm up. Idempotent."""
+        if self.ready:
+            return self
+        available = set(ort.get_available_providers())
+        wanted = [p for p in self.config.providers if p in available] or ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.config.intra_op_threads:
+            opts.intra_op_num_threads = self.config.intra_op_threads
+        self.encoder = ort.InferenceSession(str(self.artifact.encoder_path), opts, providers=wanted)
+        self.head = ort.InferenceSession(str(self.artifact.head_path), opts, providers=wanted)
+        log.info("model %s running on %s", self.version, self.encoder.get_providers())
+        self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
+        self._check(self.head, HEAD_INPUTS, "logit", "head")
+        self._warm_up()
+        self.ready = True
+        return self
+
+    def _check(
+        self, sess: ort.InferenceSession, inputs: dict[str, tuple[str, int]], output: str, what: str
+    ) -> None:
+        got = {i.name: i for i in sess.get_inputs()}
+        if set(got) != set(inputs):
+            raise ModelLoadError(
+                f"{what} graph inputs are {sorted(got)}, expected {sorted(inputs)}"
+            )
+        for name, (dtype, rank) in inputs.items():
+            meta = got[name]
+            if meta.type != dtype or len(meta.shape) != rank:
+                raise ModelLoadError(
+                    f"{what} input {name}: {meta.type} rank {len(meta.shape)}, "
+                    f"expected {dtype} rank {rank}"
+                )
+            if name.endswith("_num") and meta.shape[-1] != N_NUMERIC:
+                raise ModelLoadError(
+                    f"{what} input {name} has {meta.shape[-1]} features, the spec has {N_NUMERIC}"
+                )
+        outputs = [o.name for o in sess.get_outputs()]
+        if outputs != [output]:
+            raise ModelLoadError(f"{what} graph outputs are {outputs}, expected [{output!r}]")
+
+    def _warm_up(self) -> None:
+        b = self.config.warmup_batch
+        for t in self.artifact.spec.buckets:
+            hist_len = np.arange(b, dtype=np.int64) % (t + 1)
+            batch = FeatureBatch(
+                hist_num=np.zeros((b, t, N_NUMERIC), np.float32),
+                hist_mcc=np.ones((b, t), np.int64),
+                hist_channel=np.ones((b, t), np.int64),
+                hist_pad=np.arange(t)[None, :] >= hist_len[:, None],
+                hist_len=hist_len,
+                cur_num=np.zeros((b, N_NUMERIC), np.float32),
+                cur_mcc=np.ones(b, np.int64),
+                cur_channel=np.ones(b, np.int64),
+                cur_raw=np.zeros((b, N_NUMERIC), np.float32),
+            )
+            self.score(batch)
+
+    def encode(self, batch: FeatureBatch) -> np.ndarray:
+        """History embeddings [B, E] float32."""
+        if self.encoder is None:
+            raise ModelLoadError("model not loaded")
+        feeds = {
+            "hist_num": batch.hist_num,
+            "hist_mcc": batch.hist_mcc,
+            "hist_channel": batch.hist_channel,
+            "hist_pad": batch.hist_pad,
+            "hist_len": batch.hist_len,
+        }
+        return np.asarray(self.encoder.run(None, feeds)[0], dtype=np.float32)
+
+    def head_logits(
+        self,
+        embedding: np.ndarray,
+        cur_num: np.ndarray,
+        cur_mcc: np.ndarray,
+        cur_channel: np.ndarray,
+    ) -> np.ndarray:
+        """Logits [B] (calibrated: the sampling offset is inside the graph)."""
+        if self.head is None:
+            raise ModelLoadError("model not loaded")
+        feeds = {
+            "history_embedding": embedding.astype(np.float32, copy=False),
+            "cur_num": cur_num,
+            "cur_mcc": cur_mcc,
+            "cur_channel": cur_channel,
+        }
+        return np.asarray(self.head.run(None, feeds)[0], dtype=np.float64)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Sigmoid, with non-finite results replaced by the fallback score (and counted)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = 1.0 / (1.0 + np.exp(-logits))
+        bad = ~np.isfinite(p)
+        if bad.any():
+            NONFINITE_FALLBACKS.inc(int(bad.sum()))
+            p = np.where(bad, self.config.fallback_score, p)
+        return p
+
+    def score(self, batch: FeatureBatch, embedding: np.ndarray | None = None) -> np.ndarray:
+        """Fraud probabilities [B]; runs the encoder unless ``embedding`` is given."""
+        emb = self.encode(batch) if embedding is None else embedding
+        bad = ~np.isfinite(emb).all(axis=1)
+        logits = self.head_logits(emb, batch.cur_num, batch.cur_mcc, batch.cur_channel)
+        logits = np.where(bad, math.nan, logits)
+        return self.probabilities(logits)
+
+
+def score_in_buckets(model: OnnxRiskModel, batches: Sequence[FeatureBatch]) -> np.ndarray:
+    """Convenience for offline evaluation: concatenate scores of several batches."""
+    return np.concatenate([model.score(b) for b in batches]) if batches else np.zeros(0)

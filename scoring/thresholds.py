@@ -1,0 +1,191 @@
+"""Per-user dynamic thresholds: the global threshold adapted to each user's own scores.
+
+    personal  = mean_u + k · std_u               (Welford statistics of the user's scores)
+    w         = n_u / (n_u + credibility_n)       (credibility grows with the user's events)
+    threshold = clamp((1 − w) · global + w · personal + adjust_u,
+                      min_ratio · global, max_ratio · global)   (and within [lower, upper])
+
+The band is relative to the global threshold: the global one is calibrated for the
+target alert rate, and a calm user's tiny score variance must not pull their bar far
+below it (that raised the alert rate 4× in the first demo run).
+
+Only scores *below* the threshold in force update the statistics, so an ongoing attack
+cannot raise its own bar. Feedback moves ``adjust_u`` by ``feedback_step`` (a false
+positive up, a confirmed fraud down); it counts in units of 10 × the global threshold,
+so one step moves a user's bar by half the global threshold at the defaults.
+State: one small Redis hash per user (n, mean, m2, adj), read per batch in one pipelined
+round trip and written back in another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ThresholdConfig(BaseModel):
+    """Constants of the policy (documented in docs/MODEL.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: float = Field(3.0, description="Standard deviations above the user's mean score.")
+    credibility_n: float = Field(50.0, gt=0, description="Events at which w reaches 1/2.")
+    min_ratio: float = Field(0.8, ge=0, description="Lowest threshold as a share of the global.")
+    max_ratio: float = Field(10.0, ge=1, description="Highest threshold as a multiple of global.")
+    lower: float = Field(0.001, ge=0, le=1, description="Absolute floor of any threshold.")
+    upper: float = Field(0.99, ge=0, le=1, description="Absolute ceiling of any threshold.")
+    feedback_step: float = Field(0.05, ge=0, le=1, description="Move per analyst label.")
+    key_prefix: str = Field("riskstream:", description="Redis key prefix.")
+    ttl_s: int = Field(90 * 86_400, ge=1, description="Idle users' state expires.")
+
+
+@dataclass
+class UserStats:
+    """Welford statistics of a user's normal scores plus the feedback adjustment."""
+
+    n: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0
+    adj: float = 0.0
+
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.n) if self.n > 1 else 0.0
+
+    def add(self, score: float) -> None:
+        self.n += 1
+        delta = score - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (score - self.mean)
+
+
+def threshold_for(stats: UserStats, global_threshold: float, cfg: ThresholdConfig) -> float:
+    """The policy's formula (pure)."""
+    w = stats.n / (stats.n + cfg.credibility_n)
+    personal = stats.mean + cfg.k * stats.std()
+    t = (1 - w) * global_threshold + w * personal + stats.adj * global_threshold * 10
+    t = min(max(t, cfg.min_ratio * global_threshold), cfg.max_ratio * global_threshold)
+    return float(min(max(t, cfg.lower), cfg.upper))
+
+
+class ThresholdPolicy(Protocol):
+    """Thresholds for users, updated with their scores and with feedback."""
+
+    async def thresholds(self, users: Sequence[str]) -> np.ndarray: ...
+
+    async def update(
+        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+    ) -> None: ...
+
+    async def feedback(self, user: str, label: str) -> float: ...
+
+
+class _Base:
+    def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
+        self.global_threshold = global_threshold
+        self.config = config or ThresholdConfig()
+
+    def _apply(
+        self,
+        stats: dict[str, UserStats],
+        users: Sequence[str],
+        scores: np.ndarray,
+        thresholds: np.ndarray,
+    ) -> set[str]:
+        touched = set()
+        for user, score, t in zip(users, scores, thresholds, strict=True):
+            if score < t:  # alerts do not raise their own bar
+                stats.setdefault(user, UserStats()).add(float(score))
+                touched.add(user)
+        return touched
+
+    def _adjust(self, st: UserStats, label: str) -> None:
+        step = self.config.feedback_step
+        st.adj = float(np.clip(st.adj + (step if label == "legit" else -step), -0.5, 0.5))
+
+
+class InMemoryThresholdPolicy(_Base):
+    """Same policy, state in a dict (evaluation, tests)."""
+
+    def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
+        super().__init__(global_threshold, config)
+        self.stats: dict[str, UserStats] = {}
+
+    async def thresholds(self, users: Sequence[str]) -> np.ndarray:
+        return np.array(
+            [
+                threshold_for(self.stats.get(u, UserStats()), self.global_threshold, self.config)
+                for u in users
+            ]
+        )
+
+    async def update(
+        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+    ) -> None:
+        self._apply(self.stats, users, scores, thresholds)
+
+    async def feedback(self, user: str, label: str) -> float:
+        st = self.stats.setdefault(user, UserStats())
+        self._adjust(st, label)
+        return threshold_for(st, self.global_threshold, self.config)
+
+
+class RedisThresholdPolicy(_Base):
+    """Production policy: one hash per user, hash-tagged like the sequence keys."""
+
+    FIELDS = ("n", "mean", "m2", "adj")
+
+    def __init__(
+        self, client: aioredis.Redis, global_threshold: float, config: ThresholdConfig | None = None
+    ) -> None:
+        super().__init__(global_threshold, config)
+        self.client = client
+
+    def key(self, user: str) -> str:
+        return f"{self.config.key_prefix}thr:{{{user}}}"
+
+    async def _read(self, users: Sequence[str]) -> dict[str, UserStats]:
+        uniq = list(dict.fromkeys(users))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for u in uniq:
+                pipe.hmget(self.key(u), *self.FIELDS)
+            rows = await pipe.execute()
+        out = {}
+        for u, row in zip(uniq, rows, strict=True):
+            values = [float(v) if v is not None else 0.0 for v in row]
+            out[u] = UserStats(*values)
+        return out
+
+    async def thresholds(self, users: Sequence[str]) -> np.ndarray:
+        stats = await self._read(users)
+        return np.array(
+            [threshold_for(stats[u], self.global_threshold, self.config) for u in users]
+        )
+
+    async def update(
+        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+    ) -> None:
+        stats = await self._read(users)
+        touched = self._apply(stats, users, scores, thresholds)
+        await self._write({u: stats[u] for u in touched})
+
+    async def _write(self, stats: dict[str, UserStats]) -> None:
+        if not stats:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for u, st in stats.items():
+                mapping: dict[Any, Any] = {f: getattr(st, f) for f in self.FIELDS}
+                pipe.hset(self.key(u), mapping=mapping)
+                pipe.expire(self.key(u), self.config.ttl_s)
+            await pipe.execute()
+
+    async def feedback(self, user: str, label: str) -> float:
+        st = (await self._read([user]))[user]
+        self._adjust(st, label)
+        await self._write({user: st})
+        return threshold_for(st, self.global_threshold, self.config)

@@ -1,0 +1,174 @@
+"""``train`` and ``evaluate``: build a model artifact and measure it on held-out data."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the CLI."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+
+
+def _require_train_extra() -> None:
+    try:
+        import sklearn  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        from streams.errors import MissingExtraError
+
+        raise MissingExtraError(
+            "training needs the train extra: pip install torch==2.13.0 && "
+            "pip install 'riskstream[train]'"
+        ) from None
+
+
+def train_cmd(
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: int = typer.Option(12, min=1, help="Maximum epochs (early stopping may end sooner)."),
+    max_minutes: float = typer.Option(14.0, min=0.1, help="Training time budget."),
+    negative_rate: float = typer.Option(
+        0.05, min=0.001, max=1.0, help="Share of legitimate events kept per epoch."
+    ),
+    max_history: int = typer.Option(256, min=1, max=4096, help="History length cap."),
+    alert_rate: float = typer.Option(
+        0.005, min=1e-5, max=0.5, help="Target alert rate for the global threshold."
+    ),
+    report: Path | None = typer.Option(None, help="Evaluation report folder (default OUT/report)."),
+) -> None:
+    """Train the Transformer+LSTM and the baseline; export and evaluate the artifact."""
+    _require_train_extra()
+    import numpy as np
+
+    from models.dataset import LabelledData
+    from models.evaluate import BASELINE_FILE, evaluate
+    from models.export import update_metrics, write_artifact
+    from models.train import TrainConfig, fraud_case_embeddings, train
+
+    for path in data:
+        if not path.exists():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
+    with console.status("reading labelled data"):
+        dataset = LabelledData.from_files(data)
+    console.print(f"{len(dataset)} events, {int(dataset.labels.sum())} fraud")
+    cfg = TrainConfig(
+        seed=seed,
+        epochs=epochs,
+        max_minutes=max_minutes,
+        negative_rate=negative_rate,
+        max_history=max_history,
+        target_alert_rate=alert_rate,
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("epoch 1", total=1, info="")
+
+        def on_progress(event: str, v: dict[str, float]) -> None:
+            if event == "step":
+                bar.update(
+                    task,
+                    description=f"epoch {int(v['epoch'])}",
+                    total=v["steps"],
+                    completed=v["step"],
+                    info=f"loss {v['loss']:.4f}",
+                )
+            elif event == "epoch":
+                console.print(
+                    f"epoch {int(v['epoch'])}: loss {v['loss']:.4f} "
+                    f"val PR-AUC {v['val_pr_auc']:.4f} ({v['minutes']:.1f} min)"
+                )
+            elif event == "baseline":
+                bar.update(task, description="baseline (gradient-boosted trees)", info="")
+
+        outcome = train(dataset, cfg, on_progress)
+    train_idx, val_idx, test_idx = outcome.split_index  # type: ignore[misc]
+    fraud_idx = train_idx[dataset.labels[train_idx] == 1][-2000:]
+    cases = fraud_case_embeddings(outcome.model, dataset, outcome.spec, fraud_idx)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_artifact(
+        outcome.model,
+        outcome.spec,
+        out,
+        outcome.threshold,
+        fraud_cases=(dataset.transaction_ids[fraud_idx].astype(str), cases),
+        training={
+            "config": cfg.to_json(),
+            "history": outcome.history,
+            "seconds": outcome.seconds,
+            "files": [str(p) for p in data],
+            "events": len(dataset),
+            "split": [int(train_idx.size), int(val_idx.size), int(test_idx.size)],
+        },
+    )
+    if outcome.baseline is not None:
+        with (out / BASELINE_FILE).open("wb") as fh:
+            pickle.dump({"model": outcome.baseline, "threshold": outcome.baseline_threshold}, fh)
+        _rehash(out)
+    console.print(f"artifact written to {out} (trained in {outcome.seconds / 60:.1f} min)")
+    with console.status("evaluating on the held-out (latest) period"):
+        results = evaluate(out, dataset, report or out / "report", index=np.asarray(test_idx))
+    update_metrics(
+        out, {"test": {k: results[k] for k in ("transformer_lstm", "baseline") if k in results}}
+    )
+    typer.echo(
+        json.dumps(
+            {k: results[k] for k in ("transformer_lstm", "baseline") if k in results}, indent=2
+        )
+    )
+
+
+def _rehash(folder: Path) -> None:
+    """Re-write model.json so the file list covers files added after export."""
+    from models.artifact import MANIFEST_FILE, write_manifest
+
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest.pop("files", None)
+    manifest.pop("format", None)
+    write_manifest(folder, manifest)
+
+
+def evaluate_cmd(
+    model: Path | None = typer.Option(None, "--model", "-m", help="Artifact (default: packaged)."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
+    out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Report folder."),
+    max_negatives: int = typer.Option(200_000, min=1000, help="Legit events scored at most."),
+) -> None:
+    """Evaluate a model artifact and its baseline on any labelled file."""
+    _require_train_extra()
+    from models.artifact import DEFAULT_ARTIFACT
+    from models.dataset import LabelledData
+    from models.evaluate import evaluate
+
+    for path in data:
+        if not path.exists():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
+    dataset = LabelledData.from_files(data)
+    with console.status(f"scoring {len(dataset)} events"):
+        results = evaluate(model or DEFAULT_ARTIFACT, dataset, out, max_negatives=max_negatives)
+    console.print(f"report written to {out / 'report.md'}")
+    typer.echo(
+        json.dumps(
+            {
+                k: results[k]
+                for k in ("transformer_lstm", "baseline", "per_scenario_recall")
+                if k in results
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the streaming service (``riskstream_`` prefix, ms buckets, no user ids)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from scoring.metrics import MS_BUCKETS
+
+E2E_BUCKETS = (*MS_BUCKETS, 10_000, 30_000, 60_000)
+
+EVENTS = Counter("riskstream_events_total", "Input events by outcome.", ["outcome"])
+DEAD_LETTERS = Counter("riskstream_dead_letters_total", "Events sent to the DLQ.", ["reason"])
+ALERTS = Counter("riskstream_alerts_total", "Alerts published.")
+THRESHOLD_UPDATES = Counter(
+    "riskstream_threshold_feedback_total", "Feedback labels applied.", ["label"]
+)
+STAGE_MS = Histogram(
+    "riskstream_stage_latency_ms", "Time per batch in each stage.", ["stage"], buckets=MS_BUCKETS
+)
+INGEST_TO_PUBLISH_MS = Histogram(
+    "riskstream_ingest_to_publish_ms",
+    "From the worker receiving an event to its decision acked.",
+    buckets=E2E_BUCKETS,
+)
+EVENT_TO_PUBLISH_MS = Histogram(
+    "riskstream_event_time_to_publish_ms",
+    "From the transaction's event time to its decision acked (includes upstream delay).",
+    buckets=E2E_BUCKETS,
+)
+MODEL_INFO = Info("riskstream_model", "The model serving decisions.")
+READY = Gauge("riskstream_ready", "1 when the worker is ready to serve.")
+
+
+def reason_class(error: str) -> str:
+    """Low-cardinality class of a decode error for the DLQ metric label."""
+    if error.startswith("field '"):
+        return "field:" + error.split("'")[1].split(".")[0][:32]
+    for key, name in (
+        ("UTF-8", "encoding"),
+        ("not JSON", "json"),
+        ("over the", "size"),
+        ("nested", "depth"),
+        ("JSON object", "shape"),
+        ("constant", "json"),
+    ):
+        if key in error:
+            return name
+    return "other"

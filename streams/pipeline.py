@@ -1,0 +1,138 @@
+"""What the worker does with one batch of raw Kafka messages (no Faust imports here).
+
+decode → dead letters for bad input → score (engine) → publish every decision to
+``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache.
+The caller acks the batch to Kafka only when ``process`` returns, so a crash anywhere
+replays the batch; idempotent store writes and deterministic alert ids make the replay
+harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from features.contracts import DeadLetter, DecodeError, decode_transaction
+from scoring.engine import Decision, ScoreRequest
+from streams.metrics import (
+    ALERTS,
+    DEAD_LETTERS,
+    EVENT_TO_PUBLISH_MS,
+    EVENTS,
+    INGEST_TO_PUBLISH_MS,
+    STAGE_MS,
+    reason_class,
+)
+from streams.publisher import DecisionPublisher
+from streams.settings import TopicSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed message, transport-independent."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    received: float  # time.monotonic()
+
+
+def dead_letter(msg: RawMessage, error: str) -> bytes:
+    """The DLQ record: the reason, the original bytes (base64 if not UTF-8), the source."""
+    raw = msg.value or b""
+    encoding: Literal["utf-8", "base64"]
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode(), "base64"
+    record = DeadLetter(
+        error=error,
+        raw=text,
+        raw_encoding=encoding,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        at=datetime.now(UTC),
+    )
+    return record.model_dump_json().encode()
+
+
+class BatchPipeline:
+    """Decode, score, publish; one instance per worker."""
+
+    def __init__(
+        self,
+        score: Callable[[list[ScoreRequest]], Awaitable[tuple[list[Decision], Any]]],
+        publisher: DecisionPublisher,
+        topics: TopicSettings,
+        refresh: Callable[[Any], Awaitable[int]] | None = None,
+    ) -> None:
+        self._score = score
+        self._refresh = refresh
+        self.publisher = publisher
+        self.topics = topics
+
+    async def process(self, messages: list[RawMessage]) -> list[Decision]:
+        requests = []
+        for msg in messages:
+            try:
+                tx = decode_transaction(msg.value or b"")
+            except DecodeError as exc:
+                error = str(exc)
+                self.publisher.publish(self.topics.dlq, None, dead_letter(msg, error))
+                DEAD_LETTERS.labels(reason_class(error)).inc()
+                EVENTS.labels("dead_letter").inc()
+                continue
+            requests.append(ScoreRequest(tx, received=msg.received))
+        decisions: list[Decision] = []
+        pending = None
+        if requests:
+            t0 = time.perf_counter()
+            decisions, pending = await self._score(requests)
+            STAGE_MS.labels("score").observe((time.perf_counter() - t0) * 1000)
+            self.publish_decisions(decisions)
+        t1 = time.perf_counter()
+        await self.publisher.flush()
+        STAGE_MS.labels("publish").observe((time.perf_counter() - t1) * 1000)
+        now_mono, now_wall = time.monotonic(), time.time()
+        for d in decisions:
+            INGEST_TO_PUBLISH_MS.observe((now_mono - d.received) * 1000)
+            EVENT_TO_PUBLISH_MS.observe(max(0.0, (now_wall - d.tx.timestamp.timestamp()) * 1000))
+        EVENTS.labels("scored").inc(len(decisions))
+        if pending is not None and self._refresh is not None:
+            await self._refresh(pending)
+        return decisions
+
+    def publish_decisions(self, decisions: list[Decision]) -> None:
+        """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""
+        for d in decisions:
+            self.publisher.publish(
+                self.topics.scores, d.tx.user_id, d.score_record().model_dump_json().encode()
+            )
+            if d.is_alert:
+                self.publisher.publish(
+                    self.topics.alerts, d.tx.user_id, d.alert_record().model_dump_json().encode()
+                )
+                ALERTS.inc()
+
+
+def feedback_json(transaction_id: str, user_id: str, label: str, analyst: str | None) -> bytes:
+    """A feedback message (used by tools and tests)."""
+    return json.dumps(
+        {
+            "transaction_id": transaction_id,
+            "user_id": user_id,
+            "label": label,
+            "analyst": analyst,
+            "at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()

@@ -1,0 +1,175 @@
+"""The one place that builds the worker's components, once, from the settings.
+
+Constructors do no I/O; ``start()`` connects, loads and warms the model, restores the
+embedding cache and creates topics; ``ready()`` reflects the dependencies for /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from features.sequence_store import RedisSequenceStore
+from models.artifact import load_artifact
+from scoring.batcher import MicroBatcher
+from scoring.case_memory import FraudCaseMemory
+from scoring.embedding_cache import FaissEmbeddingCache
+from scoring.engine import Decision, ModelBundle, ScoreRequest, ScoringEngine
+from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
+from scoring.thresholds import RedisThresholdPolicy, ThresholdConfig
+from streams.kafka_admin import ensure_topics
+from streams.metrics import MODEL_INFO, READY
+from streams.pipeline import BatchPipeline
+from streams.publisher import DecisionPublisher
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_bundle(path: Path | None, settings: Settings) -> ModelBundle:
+    """Load, verify and warm a model with a fresh cache and case memory."""
+    artifact = load_artifact(path)
+    model = OnnxRiskModel(
+        artifact,
+        OnnxModelConfig(
+            providers=tuple(settings.model.providers),
+            intra_op_threads=settings.model.intra_op_threads,
+        ),
+    ).load()
+    cache = (
+        FaissEmbeddingCache(artifact.embedding_dim, settings.model.cache_capacity, artifact.version)
+        if settings.model.cache_capacity > 0
+        else None
+    )
+    return ModelBundle(model, cache, FraudCaseMemory.from_artifact(artifact))
+
+
+@dataclass
+class WorkerService:
+    """Everything a worker process needs, built from ``settings``."""
+
+    settings: Settings
+    redis: aioredis.Redis | None = field(default=None, init=False)
+    engine: ScoringEngine | None = field(default=None, init=False)
+    batcher: MicroBatcher[ScoreRequest, tuple[Decision, object]] | None = field(
+        default=None, init=False
+    )
+    publisher: DecisionPublisher | None = field(default=None, init=False)
+    pipeline: BatchPipeline | None = field(default=None, init=False)
+    cache_restored: bool = field(default=False, init=False)
+    _inflight: set[asyncio.Future[Any]] = field(default_factory=set, init=False)
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Remember a batch in flight so ``stop`` can let it finish."""
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.settings.data_dir / "cache"
+
+    async def start(self) -> None:
+        s = self.settings
+        ensure_topics(
+            s.kafka.confluent_config(),
+            s.topics.all(),
+            s.topics.partitions,
+            s.topics.replication_factor,
+        )
+        url = s.redis.url.get_secret_value()
+        options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
+        if s.redis.password is not None:
+            options["password"] = s.redis.password.get_secret_value()
+        if url.startswith("rediss://") and s.redis.ssl_ca_certs:
+            options["ssl_ca_certs"] = str(s.redis.ssl_ca_certs)
+        self.redis = aioredis.Redis.from_url(url, **options)
+        store = RedisSequenceStore(
+            self.redis, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
+        )
+        bundle = await asyncio.get_running_loop().run_in_executor(
+            None, load_bundle, s.model.path, s
+        )
+        if bundle.cache is not None:
+            restored = bundle.cache.restore(self.snapshot_dir)
+            log.info("embedding cache: %d entries restored", restored)
+        self.cache_restored = True
+        thresholds = RedisThresholdPolicy(
+            self.redis,
+            bundle.model.artifact.global_threshold,
+            ThresholdConfig(**{**s.thresholds.model_dump(), "key_prefix": s.sequence.key_prefix}),
+        )
+        shadow = None
+        if s.model.shadow_path is not None:
+            shadow = load_bundle(s.model.shadow_path, s).model
+        self.engine = ScoringEngine(bundle, store, thresholds, shadow)
+        self.publisher = DecisionPublisher(s.kafka.confluent_config())
+        self.publisher.start()
+        self.batcher = MicroBatcher(self._score_many, s.batch.max_batch, s.batch.max_wait_ms)
+        await self.batcher.start()
+        self.pipeline = BatchPipeline(
+            self._score_via_batcher, self.publisher, s.topics, refresh=self._refresh
+        )
+        MODEL_INFO.info(
+            {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
+        )
+        READY.set(1)
+
+    async def _score_many(self, reqs: list[ScoreRequest]) -> list[tuple[Decision, object]]:
+        """The batcher's function: one engine call for requests from every source."""
+        if self.engine is None:
+            raise RuntimeError("service not started")
+        decisions, pending = await self.engine.score(reqs)
+        return [(d, pending) for d in decisions]
+
+    async def _score_via_batcher(self, reqs: list[ScoreRequest]) -> tuple[list[Decision], object]:
+        if self.batcher is None:
+            raise RuntimeError("service not started")
+        results = await self.batcher.submit_many(reqs)
+        pendings = list({id(p): p for _, p in results}.values())
+        return [d for d, _ in results], pendings
+
+    async def _refresh(self, pendings: object) -> int:
+        if self.engine is None:
+            return 0
+        total = 0
+        for pending in pendings:  # type: ignore[attr-defined]
+            total += await self.engine.refresh_cache(pending)
+        return total
+
+    async def ready(self) -> dict[str, bool]:
+        """What /readyz reports: each dependency and the overall verdict."""
+        redis_ok = False
+        if self.redis is not None:
+            try:
+                redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+            except Exception:
+                redis_ok = False
+        model_ok = self.engine is not None and self.engine.bundle.model.ready
+        checks = {"redis": redis_ok, "model": model_ok, "cache_restored": self.cache_restored}
+        READY.set(1 if all(checks.values()) else 0)
+        return checks
+
+    async def stop(self) -> None:
+        """Finish batches in flight, drain the batcher, snapshot the cache, close clients."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=30)
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.engine is not None:
+            cache = self.engine.bundle.cache
+            if cache is not None:
+                try:
+                    cache.snapshot(self.snapshot_dir)
+                except OSError as exc:
+                    log.warning("cache snapshot failed: %s", exc)
+            self.engine.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        READY.set(0)

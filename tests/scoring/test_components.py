@@ -1,0 +1,92 @@
+"""Unit tests: batcher, cache, thresholds, case memory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scoring.batcher import MicroBatcher
+from scoring.case_memory import FraudCaseMemory
+from scoring.embedding_cache import FaissEmbeddingCache
+from scoring.thresholds import ThresholdConfig, UserStats, threshold_for
+
+
+async def test_batcher_closes_on_size_and_on_time() -> None:
+    sizes: list[int] = []
+
+    async def fn(reqs: list[int]) -> list[int]:
+        sizes.append(len(reqs))
+        return [r * 2 for r in reqs]
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=4, max_wait_ms=20)
+    await b.start()
+    try:
+        assert await b.submit_many(list(range(10))) == [r * 2 for r in range(10)]
+        assert sizes[:2] == [4, 4]
+        assert await b.submit(21) == 42  # a lone request waits at most max_wait_ms
+    finally:
+        await b.stop()
+
+
+async def test_failing_batch_fails_only_its_requests() -> None:
+    async def fn(reqs: list[int]) -> list[int]:
+        if 13 in reqs:
+            raise ValueError("bad batch")
+        return reqs
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=1, max_wait_ms=1)
+    await b.start()
+    try:
+        ok, bad = await asyncio.gather(b.submit(1), b.submit(13), return_exceptions=True)
+        assert ok == 1 and isinstance(bad, ValueError)
+        assert await b.submit(2) == 2  # the loop survived
+    finally:
+        await b.stop()
+
+
+def test_cache_versions_lru_and_snapshot(tmp_path: Path) -> None:
+    cache = FaissEmbeddingCache(4, capacity=2, model_version="m1")
+    v = np.array([11, 22, 33], dtype=np.uint64)
+    e = np.eye(3, 4, dtype=np.float32)
+    cache.put(["a", "b"], v[:2], e[:2])
+    hit, out = cache.get(["a", "b"], np.array([11, 99], dtype=np.uint64))
+    assert hit.tolist() == [True, False]  # a stale version is never used
+    np.testing.assert_array_equal(out[0], e[0])
+    cache.put(["c"], v[2:], e[2:])  # evicts the least recently used: b
+    assert cache.get(["b"], v[1:2])[0].tolist() == [False]
+    assert cache.evictions == 1
+    cache.snapshot(tmp_path)
+    warm = FaissEmbeddingCache(4, capacity=2, model_version="m1")
+    assert warm.restore(tmp_path) == 2
+    assert warm.get(["a", "c"], np.array([11, 33], dtype=np.uint64))[0].all()
+    other = FaissEmbeddingCache(4, capacity=2, model_version="m2")
+    assert other.restore(tmp_path) == 0  # another model's embeddings are discarded
+
+
+def test_threshold_policy_blends_with_credibility_and_clamps() -> None:
+    cfg = ThresholdConfig(k=3, credibility_n=50, min_ratio=0.8, max_ratio=4, upper=0.9)
+    assert threshold_for(UserStats(), 0.2, cfg) == pytest.approx(0.2)
+    noisy = UserStats()
+    for s in [0.3, 0.5, 0.1, 0.4] * 50:
+        noisy.add(s)
+    t = threshold_for(noisy, 0.2, cfg)
+    assert 0.2 < t <= 0.8  # a habitually high-scoring user gets a higher bar
+    calm = UserStats()
+    for _ in range(200):
+        calm.add(0.001)
+    assert threshold_for(calm, 0.2, cfg) == pytest.approx(0.16)  # floored at 0.8 x global
+    assert threshold_for(UserStats(adj=-5), 0.2, cfg) == pytest.approx(0.16)
+    assert threshold_for(UserStats(adj=5), 0.2, cfg) == pytest.approx(0.8)
+
+
+def test_case_memory_nearest_and_dedup() -> None:
+    mem = FraudCaseMemory(3, max_cases=2)
+    mem.add(["x", "y"], np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32))
+    assert mem.add(["x"], np.array([[1, 0, 0]], dtype=np.float32)) == 0
+    (near,) = mem.nearest(np.array([[0.9, 0.1, 0]], dtype=np.float32), k=1)
+    assert near[0][0] == "x" and near[0][1] > 0.9
+    mem.add(["z"], np.array([[0, 0, 1]], dtype=np.float32))  # FIFO drops x
+    assert mem.ids == ["y", "z"]

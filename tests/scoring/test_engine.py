@@ -1,0 +1,137 @@
+"""Scoring engine: cached scoring equals full recomputation; thresholds; reasons; swaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.contracts import Transaction
+from features.sequence_store import InMemorySequenceStore
+from features.simulator import SimulatorConfig, simulate
+from models.artifact import load_artifact
+from scoring.case_memory import FraudCaseMemory
+from scoring.embedding_cache import FaissEmbeddingCache
+from scoring.engine import ModelBundle, ScoreRequest, ScoringEngine, alert_id
+from scoring.onnx_model import OnnxRiskModel
+from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig
+
+
+@pytest.fixture(scope="module")
+def model() -> OnnxRiskModel:
+    return OnnxRiskModel(load_artifact()).load()
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Transaction]:
+    table = simulate(SimulatorConfig(users=25, days=20, seed=9))
+    rows = table.to_pylist()
+    for r in rows:
+        r.pop("is_fraud"), r.pop("scenario")
+    return [Transaction.model_validate({k: v for k, v in r.items() if v is not None}) for r in rows]
+
+
+def _engine(model: OnnxRiskModel, cached: bool) -> ScoringEngine:
+    cache = (
+        FaissEmbeddingCache(model.artifact.embedding_dim, 1000, model.version) if cached else None
+    )
+    memory = FraudCaseMemory.from_artifact(model.artifact)
+    return ScoringEngine(
+        ModelBundle(model, cache, memory),
+        InMemorySequenceStore(),
+        InMemoryThresholdPolicy(model.artifact.global_threshold),
+    )
+
+
+async def _run(engine: ScoringEngine, txs: list[Transaction], batch: int) -> list[float]:
+    scores = []
+    for s in range(0, len(txs), batch):
+        decisions, pending = await engine.score([ScoreRequest(t) for t in txs[s : s + batch]])
+        await engine.refresh_cache(pending)
+        scores.extend(d.score for d in decisions)
+    return scores
+
+
+async def test_cached_scoring_equals_full_recomputation(model, stream) -> None:
+    cached, plain = _engine(model, True), _engine(model, False)
+    try:
+        a = await _run(cached, stream, 7)
+        b = await _run(plain, stream, 7)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        cache = cached.bundle.cache
+        assert cache is not None and len(cache) == len({t.user_id for t in stream})
+    finally:
+        cached.close()
+        plain.close()
+
+
+async def test_cache_hits_for_returning_users(model, stream) -> None:
+    from scoring.metrics import CACHE_EVENTS
+
+    engine = _engine(model, True)
+    hits = CACHE_EVENTS.labels("hit")
+    try:
+        before = hits._value.get()
+        await _run(engine, stream, 1)  # one event per batch: every returning user can hit
+        assert hits._value.get() - before > len(stream) * 0.5
+    finally:
+        engine.close()
+
+
+async def test_alerts_have_ids_reasons_and_stay_deterministic(model, stream) -> None:
+    engine = _engine(model, True)
+    # everything alerts: exercise reasons
+    engine.thresholds = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0))
+    try:
+        decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:20]])
+        assert all(d.is_alert for d in decisions)
+        rec = decisions[0].alert_record()
+        assert rec.alert_id == alert_id(stream[0].transaction_id, model.version)
+        assert any(d.reasons for d in decisions)
+        for d in decisions:
+            assert all(r.contribution > 0 and r.text for r in d.reasons)
+    finally:
+        engine.close()
+
+
+async def test_dry_run_does_not_record_the_event(model, stream) -> None:
+    engine = _engine(model, False)
+    try:
+        await engine.score([ScoreRequest(stream[0], dry_run=True)])
+        seq = await engine.store.read_batch([stream[0].user_id])
+        assert seq[stream[0].user_id].size == 0
+        await engine.score([ScoreRequest(stream[0])])
+        seq = await engine.store.read_batch([stream[0].user_id])
+        assert seq[stream[0].user_id].size == 1
+    finally:
+        engine.close()
+
+
+async def test_hot_swap_between_batches(model, stream) -> None:
+    engine = _engine(model, True)
+    try:
+        other = OnnxRiskModel(load_artifact()).load()
+        engine.swap(ModelBundle(other, None, None))
+        decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:5]])
+        assert len(decisions) == 5 and engine.bundle.model is other
+        with pytest.raises(RuntimeError, match="load the new model"):
+            engine.swap(ModelBundle(OnnxRiskModel(load_artifact()), None, None))
+    finally:
+        engine.close()
+
+
+async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> None:
+    engine = _engine(model, False)
+    try:
+        await engine.score([ScoreRequest(t) for t in stream[:10]])
+        user = stream[0].user_id
+        base = float((await engine.thresholds.thresholds([user]))[0])
+        memory = engine.bundle.memory
+        assert memory is not None
+        n = len(memory)
+        lowered = await engine.feedback(user, "new-case-1", "fraud")
+        assert lowered < base
+        assert len(memory) == n + 1
+        raised = await engine.feedback(user, "new-case-1", "legit")
+        assert raised > lowered
+    finally:
+        engine.close()

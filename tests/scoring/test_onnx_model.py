@@ -1,0 +1,49 @@
+"""The packaged default artifact loads, is checked, warms up and scores safely."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.featurize import N_NUMERIC, FeatureBatch
+from models.artifact import load_artifact
+from scoring.metrics import NONFINITE_FALLBACKS
+from scoring.onnx_model import OnnxRiskModel
+
+
+def _batch(b: int, t: int) -> FeatureBatch:
+    rng = np.random.default_rng(0)
+    hist_len = np.arange(b) % (t + 1)
+    return FeatureBatch(
+        hist_num=rng.normal(size=(b, t, N_NUMERIC)).astype(np.float32),
+        hist_mcc=np.ones((b, t), np.int64),
+        hist_channel=np.ones((b, t), np.int64),
+        hist_pad=np.arange(t)[None, :] >= hist_len[:, None],
+        hist_len=hist_len,
+        cur_num=rng.normal(size=(b, N_NUMERIC)).astype(np.float32),
+        cur_mcc=np.ones(b, np.int64),
+        cur_channel=np.ones(b, np.int64),
+        cur_raw=np.zeros((b, N_NUMERIC), np.float32),
+    )
+
+
+def test_default_artifact_loads_and_scores_new_and_old_users() -> None:
+    model = OnnxRiskModel(load_artifact()).load()
+    assert model.ready
+    assert model.providers()[-1] == "CPUExecutionProvider"
+    p = model.score(_batch(9, 16))
+    assert p.shape == (9,) and np.all((p >= 0) & (p <= 1))
+    # cached embedding path gives the same scores as the full path
+    emb = model.encode(_batch(9, 16))
+    np.testing.assert_allclose(model.score(_batch(9, 16), embedding=emb), p, atol=1e-7)
+
+
+def test_non_finite_outputs_become_the_fallback_and_are_counted() -> None:
+    model = OnnxRiskModel(load_artifact()).load()
+    before = NONFINITE_FALLBACKS._value.get()
+    batch = _batch(4, 16)
+    emb = model.encode(batch)
+    emb[2] = np.nan
+    p = model.score(batch, embedding=emb)
+    assert p[2] == model.config.fallback_score
+    assert np.isfinite(p).all()
+    assert NONFINITE_FALLBACKS._value.get() == before + 1

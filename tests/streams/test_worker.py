@@ -1,0 +1,164 @@
+"""The worker end to end on the embedded stack: real Kafka protocol, real Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from features.simulator import SimulatorConfig, simulate
+from tests.kafka_helpers import read_topic
+from tests.worker_helpers import WorkerEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BAD = [
+    (b"\xff\x00 not even utf-8", "not UTF-8"),
+    (b'{"transaction_id":"bad-missing","user_id":"u"}', "is required"),
+    (
+        b'{"transaction_id":"bad-neg","user_id":"u","timestamp":1767225600000,"amount":"-3",'
+        b'"currency":"USD","mcc":"5411","channel":"online"}',
+        "must be > 0",
+    ),
+    (
+        b'{"transaction_id":"bad-ts","user_id":"u","timestamp":"soon","amount":"3",'
+        b'"currency":"USD","mcc":"5411","channel":"online"}',
+        "field 'timestamp'",
+    ),
+]
+
+
+def _events(n_users: int = 40, days: int = 10, seed: int = 4) -> list[tuple[str, bytes]]:
+    table = simulate(SimulatorConfig(users=n_users, days=days, seed=seed))
+    out = []
+    for row in table.to_pylist():
+        row.pop("is_fraud"), row.pop("scenario")
+        out.append(
+            (row["user_id"], json.dumps({k: v for k, v in row.items() if v is not None}).encode())
+        )
+    return out
+
+
+@pytest.fixture
+def wenv(stack, tmp_path: Path) -> WorkerEnv:
+    env = WorkerEnv(stack, tmp_path, f"w{uuid.uuid4().hex[:8]}")
+    stack.create_topics(list(env.topics.values()), partitions=2)
+    return env
+
+
+def _tx_id(m) -> str:  # type: ignore[no-untyped-def]
+    return json.loads(m.value())["transaction_id"]
+
+
+def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
+    events = _events()
+    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    worker = wenv.start()
+    try:
+        wenv.produce(events[:300] + [("bad", raw) for raw, _ in BAD] + events[300:])
+        scores = read_topic(
+            stack.bootstrap_servers,
+            wenv.topics["scores"],
+            expected=len(ids),
+            key_of=_tx_id,
+            timeout_s=120,
+        )
+        assert {_tx_id(m) for m in scores} == ids  # every event scored, none lost
+        dlq = read_topic(
+            stack.bootstrap_servers, wenv.topics["dlq"], expected=len(BAD), timeout_s=30
+        )
+        letters = [json.loads(m.value()) for m in dlq]
+        for _raw, needle in BAD:
+            assert any(needle in d["error"] for d in letters), needle
+        assert all(d["topic"] == wenv.topics["transactions"] and d["offset"] >= 0 for d in letters)
+        assert worker.alive()  # bad input never kills the worker
+        alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+        first_alert_ids = {json.loads(m.value())["alert_id"] for m in alerts}
+
+        client = redis.Redis.from_url(stack.redis_url)
+        sizes = {k: client.zcard(k) for k in client.scan_iter(f"{wenv.name}:seq:*:z")}
+        # replay everything: no new sequence entries, the same alert ids
+        wenv.produce(events)
+        read_topic(
+            stack.bootstrap_servers, wenv.topics["scores"], expected=2 * len(ids), timeout_s=120
+        )
+        assert {k: client.zcard(k) for k in client.scan_iter(f"{wenv.name}:seq:*:z")} == sizes
+        alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+        replay_ids = {json.loads(m.value())["alert_id"] for m in alerts}
+        assert first_alert_ids <= replay_ids
+        client.close()
+    finally:
+        assert worker.stop() == 0  # graceful SIGTERM
+
+
+def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
+    events = _events(n_users=60, days=12, seed=8)
+    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    worker = wenv.start()
+    wenv.produce(events)
+    # kill as soon as some (not all) decisions are out
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = read_topic(stack.bootstrap_servers, wenv.topics["scores"], timeout_s=1, idle_s=0.3)
+        if len(seen) > 200:
+            break
+    worker.kill()
+    assert len({_tx_id(m) for m in seen}) < len(ids), "the worker finished before the kill"
+    restarted = wenv.start()
+    try:
+        scores = read_topic(
+            stack.bootstrap_servers,
+            wenv.topics["scores"],
+            expected=len(ids),
+            key_of=_tx_id,
+            timeout_s=120,
+        )
+        got = {_tx_id(m) for m in scores}
+        assert got == ids, f"lost {len(ids - got)} events"
+    finally:
+        restarted.stop()
+
+
+def test_http_score_readyz_and_bad_requests(wenv: WorkerEnv) -> None:
+    worker = wenv.start()
+    try:
+        status, body = worker.get("/readyz")
+        assert status == 200 and body["redis"] and body["model"] and body["cache_restored"]
+        assert worker.get("/healthz")[0] == 200
+        tx = {
+            "transaction_id": "http-1",
+            "user_id": "u-http",
+            "timestamp": 1767225600000,
+            "amount": "25.00",
+            "currency": "EUR",
+            "mcc": "5411",
+            "channel": "contactless",
+        }
+        status, body = worker.post("/v1/score", json.dumps({**tx, "dry_run": True}).encode())
+        assert status == 200, body
+        (d,) = body["decisions"]
+        assert 0 <= d["score"] <= 1 and d["decision"] in ("approve", "review") and d["dry_run"]
+        status, body = worker.post(
+            "/v1/score", json.dumps([tx, {**tx, "transaction_id": "h2"}]).encode()
+        )
+        assert status == 200 and len(body["decisions"]) == 2
+        for raw, needle in [
+            (b"{oops", "not JSON"),
+            (b"[]", "non-empty"),
+            (json.dumps({**tx, "amount": "-1"}).encode(), "amount"),
+            (b"[1, 2]", "JSON object"),
+        ]:
+            status, body = worker.post("/v1/score", raw)
+            assert status == 400 and needle in body["error"], (raw, body)
+        metrics = worker.url("/metrics")
+        import urllib.request
+
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            text = r.read().decode()
+        assert "riskstream_events_total" in text and "riskstream_model_info" in text
+    finally:
+        worker.stop()
