@@ -92,6 +92,12 @@ def evaluate(
         b_scores = baseline_scores(baseline["model"], data, artifact.spec, idx)
         results["baseline"] = summary(y, b_scores, baseline["threshold"], weight)
         all_scores["baseline"] = b_scores
+    if np.all(weight == 1.0):  # every event scored: the threshold replay is meaningful
+        from models.threshold_eval import compare
+
+        results["per_user_thresholds"] = compare(
+            data.user_ids[idx], data.records["ts"][idx], scores, y, artifact.global_threshold
+        )
     results["per_scenario_recall"] = _per_scenario(
         data,
         idx,
@@ -194,6 +200,17 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {row['count']} | " + " | ".join(f"{row[m]:.3f}" for m in models) + " |"
         )
+    if "per_user_thresholds" in results:
+        p = results["per_user_thresholds"]
+        lines += [
+            "",
+            "## Per-user thresholds vs one global threshold (equal recall)",
+            "",
+            f"recall {p['recall']:.3f}: false positives {p['false_positives_per_user']} "
+            f"with per-user thresholds vs {p['false_positives_global']} with a global "
+            f"threshold of {p['global_threshold_matched']:.4f} "
+            f"({p['false_positive_change']:+.1%}).",
+        ]
     lat = results["latency"]
     lines += [
         "",

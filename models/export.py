@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -72,6 +73,8 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
     seq = torch.export.Dim("seq", min=1, max=4096)
     enc_args = example_encoder_inputs(7, 17, cfg.n_mcc)
     head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim)
+    # the exporter logs a warning per torchvision op it cannot find: not ours, not actionable
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -183,8 +183,9 @@ def train(
             stale = 0
         else:
             stale += 1
-        if stale >= cfg.patience or time.monotonic() > deadline:
-            break
+        epoch_s = (time.monotonic() - started) / (epoch + 1)
+        if stale >= cfg.patience or time.monotonic() + epoch_s > deadline:
+            break  # early stop, or the next epoch would not fit in the time budget
     if best[1] is not None:
         model.load_state_dict(best[1])
     with torch.no_grad():  # calibrated logits from here on

@@ -41,6 +41,13 @@ class KafkaSettings(BaseModel):
     )
     heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat interval.")
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=5000,
+        description="Longest a fetch may wait for data. Faust hard-codes 1500 ms; on the "
+        "embedded broker that put 0.5 s into p99 latency (measured), so it is configurable.",
+    )
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka configuration shared by every confluent-kafka client we create."""

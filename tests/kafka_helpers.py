@@ -27,6 +27,7 @@ def read_topic(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "reader-unused",
+            "fetch.wait.max.ms": 10,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         }

@@ -41,6 +41,7 @@ class WorkerEnv:
             "RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS": self.stack.bootstrap_servers,
             "RISKSTREAM_KAFKA__SESSION_TIMEOUT_MS": "2000",
             "RISKSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
+            "RISKSTREAM_KAFKA__FETCH_MAX_WAIT_MS": "10",
             "RISKSTREAM_REDIS__URL": self.stack.redis_url,
             "RISKSTREAM_REDIS__RETRY_ATTEMPTS": "8",
             "RISKSTREAM_SEQUENCE__KEY_PREFIX": f"{self.name}:",

@@ -7,8 +7,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module's commands to ``app``."""
-    from streams.commands import data, model, run
+    from streams.commands import data, loadtest, model, run
 
     data.register(app)
     model.register(app)
     run.register(app)
+    loadtest.register(app)

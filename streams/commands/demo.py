@@ -11,14 +11,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +65,7 @@ class Watcher:
                 "bootstrap.servers": self.bootstrap,
                 "group.id": "demo-unused",
                 "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
             }
         )
         parts = []
@@ -99,21 +95,6 @@ class Watcher:
             consumer.close()
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the worker did not become ready in time")
-
-
 def _wait_scored(watcher: Watcher, ids: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -133,7 +114,8 @@ def demo_cmd(
 ) -> None:
     """Run the embedded stack, a worker and simulated traffic; show alerts and a summary."""
     from features.simulator import SimulatorConfig, simulate
-    from streams.embedded import free_port, running_stack
+    from streams.embedded import running_stack
+    from streams.local_worker import start_worker
     from streams.producer import TransactionProducer, rows_as_json
     from streams.settings import Settings
 
@@ -168,28 +150,11 @@ def demo_cmd(
         console.print(
             f"embedded stack up: kafka {stack.bootstrap_servers}, redis {stack.redis_url}"
         )
-        port = free_port()
         workdir = Path(tempfile.mkdtemp(prefix="riskstream-demo-"))
-        env = {
-            **os.environ,
-            "RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-            "RISKSTREAM_KAFKA__SESSION_TIMEOUT_MS": "2000",
-            "RISKSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
-            "RISKSTREAM_REDIS__URL": stack.redis_url,
-            "RISKSTREAM_HTTP__PORT": str(port),
-            "RISKSTREAM_DATA_DIR": str(workdir),
-            "RISKSTREAM_LOG_LEVEL": "WARNING",
-        }
-        if model is not None:
-            env["RISKSTREAM_MODEL__PATH"] = str(model)
-        log_path = workdir / "worker.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker = start_worker(
+            stack, workdir, {"RISKSTREAM_MODEL__PATH": str(model)} if model is not None else None
+        )
+        log_path = worker.log_path
         watcher = Watcher(
             stack.bootstrap_servers,
             {"scores": topics.scores, "alerts": topics.alerts, "dlq": topics.dlq},
@@ -197,7 +162,7 @@ def demo_cmd(
         )
         try:
             with console.status("starting the worker (model load + warm-up)"):
-                _wait_ready(port, proc)
+                worker.wait_ready()
             watcher.start()
             producer = TransactionProducer(
                 {"bootstrap.servers": stack.bootstrap_servers}, topics.transactions
@@ -236,13 +201,8 @@ def demo_cmd(
             time.sleep(1.0)  # let the last alerts and dead letters arrive
         finally:
             watcher.stop()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        _summary(watcher, sent_at, labels, live_s, proc.returncode, log_path)
+            worker_rc = worker.stop()
+        _summary(watcher, sent_at, labels, live_s, worker_rc, log_path)
 
 
 def _summary(

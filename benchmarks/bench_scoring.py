@@ -1,0 +1,99 @@
+"""Scoring latency (warm vs cold cache) and throughput per batch size, on this machine.
+
+    python -m benchmarks.bench_scoring [--model DIR] [--repeat 200]
+
+Model only (featurized inputs prepared up front): what ONNX Runtime costs per batch.
+"warm" = history embedding cached, only the head runs; "cold" = encoder + head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from benchmarks.common import report
+from features.featurize import featurize_windows
+from models.artifact import load_artifact
+from models.dataset import LabelledData
+from scoring.engine import encode_bucketed
+from scoring.onnx_model import OnnxRiskModel
+
+
+def _pct(values: list[float]) -> tuple[float, float]:
+    arr = np.array(values) * 1000
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--repeat", type=int, default=300)
+    ap.add_argument("--providers", default="CPUExecutionProvider")
+    args = ap.parse_args()
+    from features.labelled_files import write_table
+    from features.simulator import SimulatorConfig, simulate
+    from scoring.onnx_model import OnnxModelConfig
+
+    artifact = load_artifact(args.model)
+    model = OnnxRiskModel(
+        artifact, OnnxModelConfig(providers=tuple(args.providers.split(",")))
+    ).load()
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "bench.parquet"
+    write_table(simulate(SimulatorConfig(users=800, days=30, seed=3)), path)
+    data = LabelledData.from_files([path])
+    rng = np.random.default_rng(0)
+    spec = artifact.spec
+    late = np.flatnonzero(data.records["ts"] > np.quantile(data.records["ts"], 0.8))
+    # batch 1: cold (encoder+head) vs warm (head only), realistic history lengths
+    cold, warm = [], []
+    for i in rng.choice(late, args.repeat):
+        fb = data.features(np.array([i]), spec)
+        t0 = time.perf_counter()
+        emb = encode_bucketed(model, fb, np.arange(1))
+        model.score(fb, embedding=emb)
+        t1 = time.perf_counter()
+        model.score(fb, embedding=emb)
+        t2 = time.perf_counter()
+        cold.append(t1 - t0)
+        warm.append(t2 - t1)
+    c50, c99 = _pct(cold)
+    w50, w99 = _pct(warm)
+    report(
+        "scoring_latency_batch1",
+        providers=model.providers(),
+        cold_p50_ms=round(c50, 3),
+        cold_p99_ms=round(c99, 3),
+        warm_p50_ms=round(w50, 3),
+        warm_p99_ms=round(w99, 3),
+        mean_history=float(data.history_lengths(late, spec).mean()),
+    )
+    # throughput per batch size, encoder+head, length-bucketed
+    for b in (1, 8, 32, 128, 512):
+        idx = rng.choice(late, b * max(1, 2048 // b))
+        batches = [data.features(idx[s : s + b], spec) for s in range(0, idx.size, b)]
+        t0 = time.perf_counter()
+        for fb in batches:
+            emb = encode_bucketed(model, fb, np.arange(len(fb)))
+            model.score(fb, embedding=emb)
+        full = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for fb in batches:
+            model.score(fb, embedding=np.zeros((len(fb), artifact.embedding_dim), np.float32))
+        head = time.perf_counter() - t0
+        report(
+            "scoring_throughput",
+            batch=b,
+            providers=model.providers(),
+            cold_sequences_per_s=round(idx.size / full),
+            warm_sequences_per_s=round(idx.size / head),
+        )
+    _ = featurize_windows  # imported for readers: features come from the shared featurizer
+
+
+if __name__ == "__main__":
+    main()
