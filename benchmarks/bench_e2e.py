@@ -1,0 +1,154 @@
+"""End-to-end throughput and latency of one worker, beside a trivial Faust forwarder.
+
+    python -m benchmarks.bench_e2e [--events 20000] [--rate 500] [--seconds 20]
+
+All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput;
+(2) the riskstream worker's throughput, events produced as fast as possible, until all
+are scored; (3) produce → decision-on-``scores`` latency at a fixed rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from benchmarks.common import report
+from features.simulator import SimulatorConfig, simulate
+from streams.embedded import running_stack
+from streams.local_worker import start_worker
+from streams.producer import rows_as_json
+from streams.settings import Settings
+
+
+def _reader(bootstrap: str, topic: str) -> Consumer:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-unused",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "auto.offset.reset": "earliest",
+        }
+    )  # Tansu under-reports end offsets
+    meta = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+    return c
+
+
+def _count_until(
+    consumer: Consumer, n: int, timeout_s: float, key: str | None = None
+) -> tuple[float, dict[str, float]]:
+    seen: dict[str, float] = {}
+    count = 0
+    deadline = time.monotonic() + timeout_s
+    last = float("nan")  # stays NaN if nothing arrives: never a fake rate
+    while count < n and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 0.05):
+            if m.error():
+                continue
+            now = time.monotonic()
+            if key is None:
+                count += 1
+            else:
+                tx = json.loads(m.value())[key]
+                if tx not in seen:
+                    seen[tx] = now
+                    count += 1
+            last = now
+    return last, seen
+
+
+def _produce(
+    bootstrap: str, topic: str, rows: list[tuple[str, bytes]], rate: float | None = None
+) -> dict[str, float]:
+    p = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 2, "queue.buffering.max.messages": 500_000}
+    )
+    sent = {}
+    start = time.monotonic()
+    for i, (k, v) in enumerate(rows):
+        if rate:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0.001:
+                time.sleep(delay)
+        p.produce(topic, key=k, value=v)
+        p.poll(0)
+        if rate:
+            sent[json.loads(v)["transaction_id"]] = time.monotonic()
+    p.flush(60)
+    return sent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--seconds", type=float, default=20)
+    args = ap.parse_args()
+    topics = Settings().topics
+    table = simulate(SimulatorConfig(users=3000, days=30, seed=5))
+    rows = list(rows_as_json(table, with_labels=False))
+    bulk, paced = (
+        rows[: args.events],
+        rows[args.events : args.events + int(args.rate * args.seconds)],
+    )
+    with running_stack([*topics.all(), "bench-in", "bench-out"], topics.partitions) as stack:
+        bs = stack.bootstrap_servers
+        # (1) trivial forwarder
+        env = {**os.environ, "BENCH_BROKER": bs, "BENCH_DATADIR": tempfile.mkdtemp()}
+        fwd = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.trivial_agent", "worker", "-l", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        out = _reader(bs, "bench-out")
+        _produce(bs, "bench-in", bulk[:200])  # warm-up: group join, first fetches
+        _count_until(out, 200, 60)
+        t0 = time.monotonic()
+        _produce(bs, "bench-in", bulk)
+        last, _ = _count_until(out, len(bulk), 300)
+        trivial_rate = len(bulk) / (last - t0)  # NaN if the forwarder produced nothing
+        fwd.send_signal(signal.SIGTERM)
+        fwd.wait(30)
+        out.close()
+        # (2) riskstream worker, max rate
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")))
+        worker.wait_ready()
+        scores = _reader(bs, topics.scores)
+        t0 = time.monotonic()
+        _produce(bs, topics.transactions, bulk)
+        last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
+        worker_rate = len(seen) / (last - t0)
+        # (3) fixed rate latency
+        sent = _produce(bs, topics.transactions, paced, rate=args.rate)
+        _, seen2 = _count_until(scores, len(paced), 120, key="transaction_id")
+        lat = np.array([(seen2[t] - sent[t]) * 1000 for t in sent if t in seen2])
+        worker.stop()
+        scores.close()
+    report(
+        "e2e",
+        events=len(bulk),
+        trivial_forwarder_events_per_s=round(trivial_rate),
+        worker_events_per_s=round(worker_rate),
+        ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
+        fixed_rate=args.rate,
+        fixed_rate_events=len(paced),
+        scored=int(lat.size),
+        latency_p50_ms=round(float(np.percentile(lat, 50)), 1),
+        latency_p99_ms=round(float(np.percentile(lat, 99)), 1),
+    )
+
+
+if __name__ == "__main__":
+    main()

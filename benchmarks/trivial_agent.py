@@ -1,0 +1,41 @@
+"""The yardstick for the end-to-end benchmark: a Faust agent that forwards every event.
+
+Per-event ``await topic.send()`` — the plain way to write a Faust pipeline (DESIGN §9:
+~1,800 events/s on this machine). Run by ``bench_e2e`` as
+``python -m benchmarks.trivial_agent worker -l warning`` with BENCH_BROKER/BENCH_IN/BENCH_OUT.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faust
+
+app = faust.App(
+    os.environ.get("BENCH_APP", "trivial-forwarder"),
+    broker=f"kafka://{os.environ.get('BENCH_BROKER', '127.0.0.1:9092')}",
+    value_serializer="raw",
+    key_serializer="raw",
+    autodiscover=False,
+    store="memory://",
+    broker_session_timeout=2,
+    broker_heartbeat_interval=0.3,
+    broker_rebalance_timeout=5,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    topic_allow_declare=False,
+    datadir=os.environ.get("BENCH_DATADIR", "/tmp/trivial-faust"),
+)
+source = app.topic(os.environ.get("BENCH_IN", "bench-in"))
+sink = app.topic(os.environ.get("BENCH_OUT", "bench-out"))
+
+
+@app.agent(source)
+async def forward(stream: Any) -> None:
+    async for event in stream.events():
+        await sink.send(key=event.key, value=event.value)
+
+
+if __name__ == "__main__":
+    app.main()
