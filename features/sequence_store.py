@@ -18,18 +18,14 @@ numpy's ``(ts, tx)`` order, so ties resolve identically everywhere.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features.errors import StoreUnavailableError
 from features.events import RECORD_DTYPE, RECORD_SIZE
+from features.redis_retry import TRANSIENT, run_pipeline
 from features.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
@@ -228,24 +224,8 @@ class RedisSequenceStore:
         return f"{base}:z", f"{base}:h"
 
     async def _run(self, build: Any) -> list[Any]:
-        """Execute a freshly built pipeline, retrying transient errors with backoff.
-
-        Safe to retry: the append script is idempotent per transaction.
-        """
-        delay = self.retry_backoff_s
-        for attempt in range(self.retry_attempts + 1):
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    await build(pipe)
-                    return list(await pipe.execute())
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                if attempt == self.retry_attempts:
-                    raise StoreUnavailableError(
-                        f"Redis unavailable after {attempt + 1} attempts: {exc}"
-                    ) from exc
-                await asyncio.sleep(delay * (1 + random.random() * 0.2))
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Execute a freshly built pipeline with the shared retry policy."""
+        return await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
 
     async def append_and_read(
         self, user_ids: Sequence[str], records: np.ndarray
@@ -299,7 +279,7 @@ class RedisSequenceStore:
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except TRANSIENT:
             return False
 
     async def close(self) -> None:

@@ -28,6 +28,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.redis_retry import run_pipeline
+
 
 class ThresholdConfig(BaseModel):
     """Constants of the policy (documented in docs/MODEL.md)."""
@@ -141,20 +143,28 @@ class RedisThresholdPolicy(_Base):
     FIELDS = ("n", "mean", "m2", "adj")
 
     def __init__(
-        self, client: aioredis.Redis, global_threshold: float, config: ThresholdConfig | None = None
+        self,
+        client: aioredis.Redis,
+        global_threshold: float,
+        config: ThresholdConfig | None = None,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
     ) -> None:
         super().__init__(global_threshold, config)
         self.client = client
+        self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
 
     def key(self, user: str) -> str:
         return f"{self.config.key_prefix}thr:{{{user}}}"
 
     async def _read(self, users: Sequence[str]) -> dict[str, UserStats]:
         uniq = list(dict.fromkeys(users))
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Any) -> None:
             for u in uniq:
                 pipe.hmget(self.key(u), *self.FIELDS)
-            rows = await pipe.execute()
+
+        rows = await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
         out = {}
         for u, row in zip(uniq, rows, strict=True):
             values = [float(v) if v is not None else 0.0 for v in row]
@@ -177,12 +187,14 @@ class RedisThresholdPolicy(_Base):
     async def _write(self, stats: dict[str, UserStats]) -> None:
         if not stats:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        async def build(pipe: Any) -> None:
             for u, st in stats.items():
                 mapping: dict[Any, Any] = {f: getattr(st, f) for f in self.FIELDS}
                 pipe.hset(self.key(u), mapping=mapping)
                 pipe.expire(self.key(u), self.config.ttl_s)
-            await pipe.execute()
+
+        await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
 
     async def feedback(self, user: str, label: str) -> float:
         st = (await self._read([user]))[user]

@@ -102,6 +102,8 @@ class WorkerService:
             self.redis,
             bundle.model.artifact.global_threshold,
             ThresholdConfig(**{**s.thresholds.model_dump(), "key_prefix": s.sequence.key_prefix}),
+            s.redis.retry_attempts,
+            s.redis.retry_backoff_s,
         )
         shadow = None
         if s.model.shadow_path is not None:

@@ -1,0 +1,107 @@
+"""Fault injection on the embedded stack: Redis outage, rebalance. Counts are printed.
+
+Each test checks the promise: every input transaction gets at least one decision on
+`scores`; distinct alert ids equal distinct over-threshold decisions; nothing valid is
+dead-lettered; the worker stays up (or exits loudly and recovers on restart).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_helpers import read_topic
+from tests.streams.test_worker import _events, _tx_id
+from tests.worker_helpers import WorkerEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def wenv(stack, tmp_path: Path) -> WorkerEnv:
+    env = WorkerEnv(stack, tmp_path, f"f{uuid.uuid4().hex[:8]}")
+    stack.create_topics(list(env.topics.values()), partitions=2)
+    return env
+
+
+def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
+    scores = read_topic(
+        stack.bootstrap_servers,
+        wenv.topics["scores"],
+        expected=len(ids),
+        key_of=_tx_id,
+        timeout_s=180,
+    )
+    decisions = [json.loads(m.value()) for m in scores]
+    scored = {d["transaction_id"] for d in decisions}
+    alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+    alert_ids = {json.loads(m.value())["alert_id"] for m in alerts}
+    over = {d["transaction_id"] for d in decisions if d["is_alert"]}
+    dlq = read_topic(stack.bootstrap_servers, wenv.topics["dlq"], timeout_s=2)
+    print(
+        f"\n[{name}] in={len(ids)} scored={len(scored & ids)} "
+        f"duplicates_delivered={len(decisions) - len(scored)} alerts={len(alert_ids)} "
+        f"over_threshold={len(over)} dead_letters={len(dlq)} lost={len(ids - scored)}"
+    )
+    assert ids <= scored, f"lost {len(ids - scored)} events"
+    assert len(alert_ids) >= len(over)  # per model version: one id per alerted transaction
+    assert not dlq, "a valid event was dead-lettered"
+
+
+def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
+    events = _events(n_users=80, days=14, seed=31)
+    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    worker = wenv.start()
+    try:
+        wenv.produce(events[: len(events) // 2])
+        read_topic(
+            stack.bootstrap_servers,
+            wenv.topics["scores"],
+            expected=200,
+            key_of=_tx_id,
+            timeout_s=60,
+        )
+        stack.stop_redis()
+        wenv.produce(events[len(events) // 2 :])
+        deadline = time.monotonic() + 15
+        red = False
+        while time.monotonic() < deadline and not red:
+            red = worker.get("/readyz")[0] == 503
+            time.sleep(0.2)
+        assert red, "/readyz stayed green while Redis was down"
+        time.sleep(2.0)
+        stack.start_redis()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and worker.get("/readyz")[0] != 200:
+            time.sleep(0.2)
+        assert worker.get("/readyz")[0] == 200
+        _check_and_report("redis-outage", stack, wenv, ids)
+        assert worker.alive(), "the worker died instead of retrying"
+    finally:
+        worker.stop()
+
+
+def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
+    events = _events(n_users=80, days=14, seed=32)
+    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    first = wenv.start()
+    second = wenv.start()
+    try:
+        wenv.produce(events)
+        read_topic(
+            stack.bootstrap_servers,
+            wenv.topics["scores"],
+            expected=300,
+            key_of=_tx_id,
+            timeout_s=60,
+        )
+        assert second.stop() == 0  # graceful leave mid-stream → rebalance to the first
+        _check_and_report("rebalance", stack, wenv, ids)
+        assert first.alive()
+    finally:
+        first.stop()
+        second.stop()
