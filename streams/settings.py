@@ -166,7 +166,6 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("./riskstream-data"), description="Snapshots and local state.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
-    hash_user_ids_in_logs: bool = Field(True, description="Log a hash instead of the user id.")
 
     @model_validator(mode="after")
     def _public_bind_needs_token(self) -> Settings:

@@ -57,12 +57,12 @@ class WorkerEnv:
             "RISKSTREAM_LOG_LEVEL": "WARNING",
         }
 
-    def start(self, wait_ready: bool = True) -> Worker:
+    def start(self, wait_ready: bool = True, extra_env: dict[str, str] | None = None) -> Worker:
         port = free_port()
         log = (self.tmp / f"worker-{uuid.uuid4().hex[:6]}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.env(port),
+            env={**self.env(port), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

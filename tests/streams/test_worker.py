@@ -162,3 +162,20 @@ def test_http_score_readyz_and_bad_requests(wenv: WorkerEnv) -> None:
         assert "riskstream_events_total" in text and "riskstream_model_info" in text
     finally:
         worker.stop()
+
+
+def test_bearer_token_required_when_configured(wenv: WorkerEnv) -> None:
+    worker = wenv.start(extra_env={"RISKSTREAM_HTTP__TOKEN": "s3cret-token"})
+    try:
+        tx = {"transaction_id": "tok-1", "user_id": "u-tok", "timestamp": 1767225600000,
+              "amount": "5", "currency": "EUR", "mcc": "5411", "channel": "online",
+              "dry_run": True}
+        body = json.dumps(tx).encode()
+        assert worker.post("/v1/score", body)[0] == 401
+        assert worker.post("/v1/score", body, {"Authorization": "Bearer wrong"})[0] == 401
+        status, _ = worker.post("/v1/score", body, {"Authorization": "Bearer s3cret-token"})
+        assert status == 200
+        log_text = Path(worker.log.name).read_text(errors="replace")
+        assert "s3cret-token" not in log_text  # secrets never reach the logs
+    finally:
+        worker.stop()
