@@ -1,6 +1,6 @@
 """End-to-end throughput and latency of one worker, beside a trivial Faust forwarder.
 
-    python -m benchmarks.bench_e2e [--events 20000] [--rate 500] [--seconds 20]
+    python -m benchmarks.bench_e2e [--events 20000] [--rates 200,500] [--seconds 20]
 
 All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput;
 (2) the riskstream worker's throughput, events produced as fast as possible, until all
@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -92,22 +93,25 @@ def _produce(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20_000)
-    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--rates", default="200,500", help="Fixed rates for the latency runs.")
     ap.add_argument("--seconds", type=float, default=20)
     args = ap.parse_args()
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=3000, days=30, seed=5))
     rows = list(rows_as_json(table, with_labels=False))
-    bulk, paced = (
-        rows[: args.events],
-        rows[args.events : args.events + int(args.rate * args.seconds)],
-    )
+    rates = [float(r) for r in args.rates.split(",")]
+    bulk = rows[: args.events]
+    paced_sets, start = [], args.events
+    for rate in rates:
+        n = int(rate * args.seconds)
+        paced_sets.append(rows[start : start + n])
+        start += n
     with running_stack([*topics.all(), "bench-in", "bench-out"], topics.partitions) as stack:
         bs = stack.bootstrap_servers
-        # (1) trivial forwarder
+        # (1) trivial forwarder: per-event `await topic.send()`
         env = {**os.environ, "BENCH_BROKER": bs, "BENCH_DATADIR": tempfile.mkdtemp()}
         fwd = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.trivial_agent", "worker", "-l", "warning"],
+            [sys.executable, "-m", "benchmarks.trivial_agent", "worker", "-l", "warn"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -122,7 +126,7 @@ def main() -> None:
         fwd.send_signal(signal.SIGTERM)
         fwd.wait(30)
         out.close()
-        # (2) riskstream worker, max rate
+        # (2) riskstream worker, produced as fast as possible
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")))
         worker.wait_ready()
         scores = _reader(bs, topics.scores)
@@ -130,10 +134,26 @@ def main() -> None:
         _produce(bs, topics.transactions, bulk)
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
         worker_rate = len(seen) / (last - t0)
-        # (3) fixed rate latency
-        sent = _produce(bs, topics.transactions, paced, rate=args.rate)
-        _, seen2 = _count_until(scores, len(paced), 120, key="transaction_id")
-        lat = np.array([(seen2[t] - sent[t]) * 1000 for t in sent if t in seen2])
+        # (3) fixed-rate latency, one run per rate
+        latency = {}
+        for rate, paced in zip(rates, paced_sets, strict=True):
+            time.sleep(2)
+            sent: dict[str, float] = {}
+            producer = threading.Thread(  # read decisions while producing, not after
+                target=lambda p=paced, r=rate, out=sent: out.update(
+                    _produce(bs, topics.transactions, p, rate=r)
+                )
+            )
+            producer.start()
+            _, seen2 = _count_until(scores, len(paced), 180, key="transaction_id")
+            producer.join()
+            lat = np.array([(seen2[t] - sent[t]) * 1000 for t in sent if t in seen2])
+            latency[f"{rate:.0f}/s"] = {
+                "events": len(paced),
+                "scored": int(lat.size),
+                "p50_ms": round(float(np.percentile(lat, 50)), 1),
+                "p99_ms": round(float(np.percentile(lat, 99)), 1),
+            }
         worker.stop()
         scores.close()
     report(
@@ -142,11 +162,7 @@ def main() -> None:
         trivial_forwarder_events_per_s=round(trivial_rate),
         worker_events_per_s=round(worker_rate),
         ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
-        fixed_rate=args.rate,
-        fixed_rate_events=len(paced),
-        scored=int(lat.size),
-        latency_p50_ms=round(float(np.percentile(lat, 50)), 1),
-        latency_p99_ms=round(float(np.percentile(lat, 99)), 1),
+        produce_to_decision_latency=latency,
     )
 
 

@@ -2,7 +2,7 @@
 
 Per-event ``await topic.send()`` — the plain way to write a Faust pipeline (DESIGN §9:
 ~1,800 events/s on this machine). Run by ``bench_e2e`` as
-``python -m benchmarks.trivial_agent worker -l warning`` with BENCH_BROKER/BENCH_IN/BENCH_OUT.
+``python -m benchmarks.trivial_agent worker -l warn`` with BENCH_BROKER/BENCH_IN/BENCH_OUT.
 """
 
 from __future__ import annotations
