@@ -82,7 +82,12 @@ class _Matcher:
         meta = consumer.list_topics(SCORES_TOPIC, timeout=10).topics[SCORES_TOPIC]
         consumer.assign([TopicPartition(SCORES_TOPIC, p, -1) for p in meta.partitions])
         while not self.stop.is_set():
-            for msg in consumer.consume(1000, 0.05):
+            # Locust runs under gevent: this "thread" is a greenlet, and a blocking
+            # librdkafka call would starve the hub. Poll without blocking, then yield.
+            batch = consumer.consume(1000, 0)
+            if not batch:
+                time.sleep(0.005)  # gevent-patched: yields to the other greenlets
+            for msg in batch:
                 if msg.error():
                     continue
                 tx = json.loads(msg.value() or b"{}").get("transaction_id")

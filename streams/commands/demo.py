@@ -106,7 +106,7 @@ def _wait_scored(watcher: Watcher, ids: list[str], timeout_s: float) -> None:
 def demo_cmd(
     rate: float = typer.Option(200.0, min=1, max=20_000, help="Live transactions per second."),
     duration: float = typer.Option(60.0, min=1, max=3600, help="Live phase length, seconds."),
-    users: int = typer.Option(1500, min=10, max=200_000, help="Simulated card holders."),
+    users: int = typer.Option(600, min=10, max=200_000, help="Simulated card holders."),
     fraud_rate: float = typer.Option(0.005, min=0.0, max=0.2, help="Simulated fraud share."),
     seed: int = typer.Option(7, help="Simulator seed."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Artifact (default packaged)."),

@@ -43,14 +43,14 @@ def loadtest_cmd(
         raise typer.BadParameter("use kafka or http", param_hint="--kind")
     if not LOCUSTFILE.exists():
         raise typer.BadParameter(f"{LOCUSTFILE} not found: run from a source checkout")
-    try:
-        import locust  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # find_spec, not import: importing locust monkey-patches this process with gevent,
+    # which breaks the threads and child processes of the embedded stack
+    if importlib.util.find_spec("locust") is None:
         from streams.errors import MissingExtraError
 
-        raise MissingExtraError(
-            "the load extra is missing: pip install 'riskstream[load]'"
-        ) from None
+        raise MissingExtraError("the load extra is missing: pip install 'riskstream[load]'")
     topics = Settings().topics
     out.mkdir(parents=True, exist_ok=True)
     with running_stack(topics.all(), topics.partitions) as stack:

@@ -167,9 +167,16 @@ def test_http_score_readyz_and_bad_requests(wenv: WorkerEnv) -> None:
 def test_bearer_token_required_when_configured(wenv: WorkerEnv) -> None:
     worker = wenv.start(extra_env={"RISKSTREAM_HTTP__TOKEN": "s3cret-token"})
     try:
-        tx = {"transaction_id": "tok-1", "user_id": "u-tok", "timestamp": 1767225600000,
-              "amount": "5", "currency": "EUR", "mcc": "5411", "channel": "online",
-              "dry_run": True}
+        tx = {
+            "transaction_id": "tok-1",
+            "user_id": "u-tok",
+            "timestamp": 1767225600000,
+            "amount": "5",
+            "currency": "EUR",
+            "mcc": "5411",
+            "channel": "online",
+            "dry_run": True,
+        }
         body = json.dumps(tx).encode()
         assert worker.post("/v1/score", body)[0] == 401
         assert worker.post("/v1/score", body, {"Authorization": "Bearer wrong"})[0] == 401
