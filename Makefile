@@ -13,7 +13,7 @@ typecheck:
 test:
 	$(PY) -m pytest -q
 bench:
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 demo:
 	.venv/bin/riskstream demo
 ci:

@@ -35,8 +35,11 @@ _STARTUP_TIMEOUT_S = 30.0
 _ATTEMPTS = 5
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the parent dies (Linux only)."""
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the parent dies (Linux only).
+
+    PR_SET_PDEATHSIG follows the parent *thread*: spawn from a long-lived thread.
+    """
     os.setpgrp()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
@@ -57,7 +60,7 @@ def _spawn(argv: list[str], log: IO[bytes], cwd: Path) -> subprocess.Popen[bytes
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     return _SPAWNER.submit(run).result()

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.embedded import EmbeddedStack, free_port
+from streams.embedded import EmbeddedStack, die_with_parent, free_port
 
 
 def embedded_env(
@@ -86,5 +86,6 @@ def start_worker(
             env=embedded_env(stack, data_dir, port, extra_env),
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # never outlives the demo or load test
         )
     return LocalWorker(proc, port, log_path)

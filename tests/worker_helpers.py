@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streams.embedded import EmbeddedStack, free_port
+from streams.embedded import EmbeddedStack, die_with_parent, free_port
 
 
 @dataclass
@@ -65,6 +65,7 @@ class WorkerEnv:
             env={**self.env(port), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # a killed test run leaves no worker behind
         )
         worker = Worker(proc, port, log)
         if wait_ready:

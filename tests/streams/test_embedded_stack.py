@@ -68,8 +68,11 @@ async def test_redis_pipeline_and_lua_round_trip(stack) -> None:
 
 
 def test_stack_command_prints_urls_and_ctrl_c_leaves_no_child() -> None:
+    from streams.embedded import die_with_parent
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "stack"],
+        preexec_fn=die_with_parent,  # a killed test run must not leave this behind
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
