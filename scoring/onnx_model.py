@@ -49,6 +49,9 @@ class OnnxModelConfig:
     intra_op_threads: int = 0  # 0 = ONNX Runtime decides
     fallback_score: float = 1.0  # fail closed: an unscorable event goes to review
     warmup_batch: int = 8
+    #: "auto": IO binding when a GPU provider runs (inputs copied once, outputs bound on
+    #: the device); "always" also on CPU (tests prove it equals plain ``run``)
+    io_binding: str = "auto"
 
 
 @dataclass
@@ -82,6 +85,13 @@ class OnnxRiskModel:
         self.encoder = ort.InferenceSession(str(self.artifact.encoder_path), opts, providers=wanted)
         self.head = ort.InferenceSession(str(self.artifact.head_path), opts, providers=wanted)
         log.info("model %s running on %s", self.version, self.encoder.get_providers())
+        gpu = any(
+            p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+            for p in self.encoder.get_providers()
+        )
+        self._bind = self.config.io_binding == "always" or (
+            self.config.io_binding == "auto" and gpu
+        )
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
         self._check(self.head, HEAD_INPUTS, "logit", "head")
         self._warm_up()
@@ -139,7 +149,7 @@ class OnnxRiskModel:
             "hist_pad": batch.hist_pad,
             "hist_len": batch.hist_len,
         }
-        return np.asarray(self.encoder.run(None, feeds)[0], dtype=np.float32)
+        return np.asarray(self._run(self.encoder, feeds, "history_embedding"), dtype=np.float32)
 
     def head_logits(
         self,
@@ -157,7 +167,19 @@ class OnnxRiskModel:
             "cur_mcc": cur_mcc,
             "cur_channel": cur_channel,
         }
-        return np.asarray(self.head.run(None, feeds)[0], dtype=np.float64)
+        return np.asarray(self._run(self.head, feeds, "logit"), dtype=np.float64)
+
+    def _run(
+        self, sess: ort.InferenceSession, feeds: dict[str, np.ndarray], output: str
+    ) -> np.ndarray:
+        if not getattr(self, "_bind", False):
+            return np.asarray(sess.run(None, feeds)[0])
+        binding = sess.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output(output)  # allocated on the session's device
+        sess.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0])
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Sigmoid, with non-finite results replaced by the fallback score (and counted)."""

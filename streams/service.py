@@ -39,6 +39,7 @@ def load_bundle(path: Path | None, settings: Settings) -> ModelBundle:
         OnnxModelConfig(
             providers=tuple(settings.model.providers),
             intra_op_threads=settings.model.intra_op_threads,
+            io_binding=settings.model.io_binding,
         ),
     ).load()
     cache = (

@@ -126,6 +126,9 @@ class ModelSettings(BaseModel):
         description="ONNX Runtime providers in order of preference (unavailable ones skipped).",
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads; 0 = ORT decides.")
+    io_binding: Literal["auto", "always", "never"] = Field(
+        "auto", description="ORT IO binding; auto = when a GPU provider actually runs."
+    )
     cache_capacity: int = Field(
         200_000, ge=0, description="Users in the embedding cache; 0 disables it."
     )

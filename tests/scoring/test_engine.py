@@ -135,3 +135,21 @@ async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> 
         assert raised > lowered
     finally:
         engine.close()
+
+
+async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None:
+    engine = _engine(model, False)
+    shadow = OnnxRiskModel(load_artifact()).load()
+    engine.shadow = shadow
+    engine.thresholds = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0, upper=1.0))
+    try:
+        decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:10]])
+        for d in decisions:
+            assert d.shadow_score is not None and d.shadow_model_version == shadow.version
+            assert abs(d.shadow_score - d.score) < 1e-6  # same artifact: same score
+            assert d.score_record().shadow_score == d.shadow_score
+        engine.shadow = None
+        plain, _ = await engine.score([ScoreRequest(t, dry_run=True) for t in stream[10:15]])
+        assert all(d.shadow_score is None for d in plain)
+    finally:
+        engine.close()

@@ -47,3 +47,13 @@ def test_non_finite_outputs_become_the_fallback_and_are_counted() -> None:
     assert p[2] == model.config.fallback_score
     assert np.isfinite(p).all()
     assert NONFINITE_FALLBACKS._value.get() == before + 1
+
+
+def test_io_binding_path_equals_plain_run() -> None:
+    from scoring.onnx_model import OnnxModelConfig
+
+    plain = OnnxRiskModel(load_artifact()).load()
+    bound = OnnxRiskModel(load_artifact(), OnnxModelConfig(io_binding="always")).load()
+    batch = _batch(7, 32)
+    np.testing.assert_allclose(bound.encode(batch), plain.encode(batch), atol=1e-6)
+    np.testing.assert_allclose(bound.score(batch), plain.score(batch), atol=1e-6)
