@@ -141,7 +141,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        return f"invalid setting {loc}: {first['msg']}"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        return f"invalid setting {loc}: {msg}" if loc else f"invalid settings: {msg}"
     if isinstance(exc, RiskstreamError):
         return exc.one_line()
     return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -73,6 +73,7 @@ def test_config_command_prints_masked_json() -> None:
         (["simulate", "--users", "3", "--out", "x.txt"], {}, "unknown extension"),
         (["config"], {"RISKSTREAM_LOG_LEVEL": "loud"}, "log_level"),
         (["nosuch"], {}, "No such command"),
+        (["config"], {"RISKSTREAM_HTTP__HOST": "0.0.0.0"}, "invalid settings: http.host"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback(
