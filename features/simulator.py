@@ -450,6 +450,35 @@ def _build_online(
     )
 
 
+def _build_offline(
+    world: _World,
+    users: np.ndarray,
+    ts: np.ndarray,
+    amount: np.ndarray,
+    cats: np.ndarray,
+    channel: np.ndarray,
+    merchant: np.ndarray,
+    city: np.ndarray,
+    kind: int,
+) -> _Columns:
+    """Fraudulent card-present events at real merchants (located, no device)."""
+    n = ts.size
+    return _Columns(
+        users,
+        ts,
+        amount,
+        cats,
+        channel,
+        merchant,
+        city,
+        world.m_lat[merchant],
+        world.m_lon[merchant],
+        np.full(n, -1),
+        np.ones(n, np.int8),
+        np.full(n, kind, np.int8),
+    )
+
+
 def _account_takeover(
     world: _World, legit: _Columns, sizes: np.ndarray, t0: float, span: float
 ) -> _Columns:
@@ -501,21 +530,7 @@ def _lost_stolen(
             rng.random(ep.size) < 0.6, CHANNELS.index("contactless"), CHANNELS.index("card_present")
         ),
     )
-    n = ep.size
-    return _Columns(
-        user,
-        ts,
-        amount,
-        cats,
-        channel,
-        merchant,
-        city,
-        world.m_lat[merchant],
-        world.m_lon[merchant],
-        np.full(n, -1),
-        np.ones(n, np.int8),
-        np.full(n, 2, np.int8),
-    )
+    return _build_offline(world, user, ts, amount, cats, channel, merchant, city, 2)
 
 
 def _stolen_card_number(
@@ -547,21 +562,7 @@ def _impossible_travel(
     merchant = world.offline_merchant(city, cats, None, np.zeros(ep.size, bool))
     amount = np.exp(rng.normal(CAT_MU[cats] + 0.4 + world.wealth[user], CAT_SIGMA[cats]))
     channel = np.where(cats == ATM_CAT, CHANNELS.index("atm"), CHANNELS.index("card_present"))
-    n = ep.size
-    return _Columns(
-        user,
-        ts,
-        amount,
-        cats,
-        channel,
-        merchant,
-        city,
-        world.m_lat[merchant],
-        world.m_lon[merchant],
-        np.full(n, -1),
-        np.ones(n, np.int8),
-        np.full(n, 4, np.int8),
-    )
+    return _build_offline(world, user, ts, amount, cats, channel, merchant, city, 4)
 
 
 def _compromised_merchant(

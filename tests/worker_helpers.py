@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from features.simulator import SimulatorConfig, simulate
 from streams.embedded import EmbeddedStack, die_with_parent, free_port
 
 
@@ -142,3 +143,18 @@ class Worker:
                 self.proc.wait()
         self.log.close()
         return int(self.proc.returncode)
+
+
+def events_for(n_users: int = 40, days: int = 10, seed: int = 4) -> list[tuple[str, bytes]]:
+    table = simulate(SimulatorConfig(users=n_users, days=days, seed=seed))
+    out = []
+    for row in table.to_pylist():
+        row.pop("is_fraud"), row.pop("scenario")
+        out.append(
+            (row["user_id"], json.dumps({k: v for k, v in row.items() if v is not None}).encode())
+        )
+    return out
+
+
+def tx_id_of(m: Any) -> str:
+    return json.loads(m.value())["transaction_id"]

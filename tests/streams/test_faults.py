@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.kafka_helpers import read_topic
-from tests.streams.test_worker import _events, _tx_id
-from tests.worker_helpers import WorkerEnv
+from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def wenv(stack, tmp_path: Path) -> WorkerEnv:
-    env = WorkerEnv(stack, tmp_path, f"f{uuid.uuid4().hex[:8]}")
-    stack.create_topics(list(env.topics.values()), partitions=2)
-    return env
 
 
 def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
@@ -33,7 +23,7 @@ def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
         stack.bootstrap_servers,
         wenv.topics["scores"],
         expected=len(ids),
-        key_of=_tx_id,
+        key_of=tx_id_of,
         timeout_s=180,
     )
     decisions = [json.loads(m.value()) for m in scores]
@@ -53,7 +43,7 @@ def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
 
 
 def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
-    events = _events(n_users=80, days=14, seed=31)
+    events = events_for(n_users=80, days=14, seed=31)
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
     try:
@@ -62,7 +52,7 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
             stack.bootstrap_servers,
             wenv.topics["scores"],
             expected=200,
-            key_of=_tx_id,
+            key_of=tx_id_of,
             timeout_s=60,
         )
         stack.stop_redis()
@@ -86,7 +76,7 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
 
 
 def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
-    events = _events(n_users=80, days=14, seed=32)
+    events = events_for(n_users=80, days=14, seed=32)
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     first = wenv.start()
     second = wenv.start()
@@ -96,7 +86,7 @@ def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
             stack.bootstrap_servers,
             wenv.topics["scores"],
             expected=300,
-            key_of=_tx_id,
+            key_of=tx_id_of,
             timeout_s=60,
         )
         assert second.stop() == 0  # graceful leave mid-stream → rebalance to the first

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
-from features.simulator import SimulatorConfig, simulate
 from tests.kafka_helpers import read_topic
-from tests.worker_helpers import WorkerEnv
+from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,30 +30,8 @@ BAD = [
 ]
 
 
-def _events(n_users: int = 40, days: int = 10, seed: int = 4) -> list[tuple[str, bytes]]:
-    table = simulate(SimulatorConfig(users=n_users, days=days, seed=seed))
-    out = []
-    for row in table.to_pylist():
-        row.pop("is_fraud"), row.pop("scenario")
-        out.append(
-            (row["user_id"], json.dumps({k: v for k, v in row.items() if v is not None}).encode())
-        )
-    return out
-
-
-@pytest.fixture
-def wenv(stack, tmp_path: Path) -> WorkerEnv:
-    env = WorkerEnv(stack, tmp_path, f"w{uuid.uuid4().hex[:8]}")
-    stack.create_topics(list(env.topics.values()), partitions=2)
-    return env
-
-
-def _tx_id(m) -> str:  # type: ignore[no-untyped-def]
-    return json.loads(m.value())["transaction_id"]
-
-
 def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
-    events = _events()
+    events = events_for()
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
     try:
@@ -64,10 +40,10 @@ def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
             stack.bootstrap_servers,
             wenv.topics["scores"],
             expected=len(ids),
-            key_of=_tx_id,
+            key_of=tx_id_of,
             timeout_s=120,
         )
-        assert {_tx_id(m) for m in scores} == ids  # every event scored, none lost
+        assert {tx_id_of(m) for m in scores} == ids  # every event scored, none lost
         dlq = read_topic(
             stack.bootstrap_servers, wenv.topics["dlq"], expected=len(BAD), timeout_s=30
         )
@@ -96,7 +72,7 @@ def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
 
 
 def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
-    events = _events(n_users=60, days=12, seed=8)
+    events = events_for(n_users=60, days=12, seed=8)
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
     wenv.produce(events)
@@ -107,17 +83,17 @@ def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
         if len(seen) > 200:
             break
     worker.kill()
-    assert len({_tx_id(m) for m in seen}) < len(ids), "the worker finished before the kill"
+    assert len({tx_id_of(m) for m in seen}) < len(ids), "the worker finished before the kill"
     restarted = wenv.start()
     try:
         scores = read_topic(
             stack.bootstrap_servers,
             wenv.topics["scores"],
             expected=len(ids),
-            key_of=_tx_id,
+            key_of=tx_id_of,
             timeout_s=120,
         )
-        got = {_tx_id(m) for m in scores}
+        got = {tx_id_of(m) for m in scores}
         assert got == ids, f"lost {len(ids - got)} events"
     finally:
         restarted.stop()
