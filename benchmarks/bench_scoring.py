@@ -14,7 +14,6 @@ import time
 import numpy as np
 
 from benchmarks.common import report
-from features.featurize import featurize_windows
 from models.artifact import load_artifact
 from models.dataset import LabelledData
 from scoring.engine import encode_bucketed
@@ -92,7 +91,6 @@ def main() -> None:
             cold_sequences_per_s=round(idx.size / full),
             warm_sequences_per_s=round(idx.size / head),
         )
-    _ = featurize_windows  # imported for readers: features come from the shared featurizer
 
 
 if __name__ == "__main__":

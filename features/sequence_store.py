@@ -96,11 +96,6 @@ return table.concat(parts)
 """
 
 
-def tx_member(tx_hash: int) -> bytes:
-    """The sorted-set member for a transaction: 8 bytes, big-endian (sorts numerically)."""
-    return int(tx_hash).to_bytes(8, "big")
-
-
 def decode_records(blob: bytes | None) -> np.ndarray:
     """One user's packed records from Redis, already in (ts, tx) order (ZRANGE order)."""
     if not blob:

@@ -3,7 +3,7 @@
 FAISS holds the vectors in a preallocated flat index (``IndexFlatIP``) whose rows are
 overwritten in place; a dict maps user → row and an LRU order evicts the coldest user
 when full. Updates are microseconds (DESIGN §8: ``IndexIDMap2`` replaces in O(n) and
-HNSW cannot remove at all). The same flat index can be searched by similarity.
+HNSW cannot remove at all).
 
 An entry is used only when its *history version* equals the version of the window
 being scored (count + first and last transaction of the window), so a stale embedding
@@ -136,12 +136,3 @@ class FaissEmbeddingCache:
         n = len(users)
         self.put(users, data["versions"][-n:], data["vectors"][-n:])
         return n
-
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
-        """Most similar cached users (inner product of the tanh embeddings)."""
-        by_row = {row: user for user, row in self._rows.items()}
-        sims, rows = self.index.search(
-            np.ascontiguousarray(vectors, dtype=np.float32), min(k + 8, self.capacity)
-        )
-        names = [[by_row[r] for r in rs if r in by_row][:k] for rs in rows]
-        return sims[:, :k], names

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +62,7 @@ class OnnxRiskModel:
     encoder: ort.InferenceSession | None = field(default=None, init=False)
     head: ort.InferenceSession | None = field(default=None, init=False)
     ready: bool = field(default=False, init=False)
+    io_bound: bool = field(default=False, init=False)
 
     @property
     def version(self) -> str:
@@ -89,7 +89,7 @@ class OnnxRiskModel:
             p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
             for p in self.encoder.get_providers()
         )
-        self._bind = self.config.io_binding == "always" or (
+        self.io_bound = self.config.io_binding == "always" or (
             self.config.io_binding == "auto" and gpu
         )
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
@@ -172,7 +172,7 @@ class OnnxRiskModel:
     def _run(
         self, sess: ort.InferenceSession, feeds: dict[str, np.ndarray], output: str
     ) -> np.ndarray:
-        if not getattr(self, "_bind", False):
+        if not self.io_bound:
             return np.asarray(sess.run(None, feeds)[0])
         binding = sess.io_binding()
         for name, value in feeds.items():
@@ -198,8 +198,3 @@ class OnnxRiskModel:
         logits = self.head_logits(emb, batch.cur_num, batch.cur_mcc, batch.cur_channel)
         logits = np.where(bad, math.nan, logits)
         return self.probabilities(logits)
-
-
-def score_in_buckets(model: OnnxRiskModel, batches: Sequence[FeatureBatch]) -> np.ndarray:
-    """Convenience for offline evaluation: concatenate scores of several batches."""
-    return np.concatenate([model.score(b) for b in batches]) if batches else np.zeros(0)

@@ -10,7 +10,6 @@ harmless.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -123,16 +122,3 @@ class BatchPipeline:
                     self.topics.alerts, d.tx.user_id, d.alert_record().model_dump_json().encode()
                 )
                 ALERTS.inc()
-
-
-def feedback_json(transaction_id: str, user_id: str, label: str, analyst: str | None) -> bytes:
-    """A feedback message (used by tools and tests)."""
-    return json.dumps(
-        {
-            "transaction_id": transaction_id,
-            "user_id": user_id,
-            "label": label,
-            "analyst": analyst,
-            "at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
