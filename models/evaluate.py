@@ -145,6 +145,7 @@ def _similarity_effect(
     beta is chosen on one half of the users (grid search on PR-AUC) and both variants are
     reported on the other half, so the figure is not fitted to itself.
     """
+    from features.events import id_hash
     from models.metrics import weighted_pr_auc
     from scoring.case_memory import FraudCaseMemory
 
@@ -154,7 +155,8 @@ def _similarity_effect(
     near = memory.nearest(embeddings, k=1)
     sim = np.array([n[0][1] if n else 0.0 for n in near])
     logit = np.log(np.clip(scores, 1e-9, 1 - 1e-9) / np.clip(1 - scores, 1e-9, 1))
-    fit = (np.array([hash(u) for u in data.user_ids[idx]]) % 2) == 0
+    # stable across processes (Python's str hash is salted per process)
+    fit = (np.array([id_hash(str(u)) for u in data.user_ids[idx]], dtype=np.uint64) % 2) == 0
     best_beta, best = 0.0, -1.0
     for beta in (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0):
         pr = weighted_pr_auc(y[fit], logit[fit] + beta * sim[fit], weight[fit])

@@ -164,11 +164,14 @@ class ScoringEngine:
             if wet:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
         win, fb, emb, probs = await self._off_loop(self._compute, bundle, prior, users, records)
-        thresholds = await self.thresholds.thresholds(users)
+        stats = await self.thresholds.read(users)  # read once; update reuses it
+        thresholds = self.thresholds.thresholds_for(users, stats)
         alerts = np.flatnonzero(probs >= thresholds)
         reasons, similar = await self._off_loop(self._explain, bundle, fb, emb, alerts)
         if wet:
-            await self.thresholds.update([users[i] for i in wet], probs[wet], thresholds[wet])
+            await self.thresholds.update(
+                [users[i] for i in wet], probs[wet], thresholds[wet], stats
+            )
         shadow_scores = None
         if self.shadow is not None:
             shadow_scores = await self._off_loop(self.shadow.score, fb)

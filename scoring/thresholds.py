@@ -76,12 +76,24 @@ def threshold_for(stats: UserStats, global_threshold: float, cfg: ThresholdConfi
 
 
 class ThresholdPolicy(Protocol):
-    """Thresholds for users, updated with their scores and with feedback."""
+    """Thresholds for users, updated with their scores and with feedback.
+
+    Per batch: ``read`` once, ``thresholds_for`` (pure), then ``update`` with the same
+    stats, so the state is read once and written once.
+    """
+
+    async def read(self, users: Sequence[str]) -> dict[str, UserStats]: ...
+
+    def thresholds_for(self, users: Sequence[str], stats: dict[str, UserStats]) -> np.ndarray: ...
 
     async def thresholds(self, users: Sequence[str]) -> np.ndarray: ...
 
     async def update(
-        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+        self,
+        users: Sequence[str],
+        scores: np.ndarray,
+        thresholds: np.ndarray,
+        stats: dict[str, UserStats] | None = None,
     ) -> None: ...
 
     async def feedback(self, user: str, label: str) -> float: ...
@@ -91,6 +103,22 @@ class _Base:
     def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
         self.global_threshold = global_threshold
         self.config = config or ThresholdConfig()
+
+    async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
+        raise NotImplementedError
+
+    def thresholds_for(self, users: Sequence[str], stats: dict[str, UserStats]) -> np.ndarray:
+        """The policy's threshold for each user from already-read statistics."""
+        return np.array(
+            [
+                threshold_for(stats.get(u, UserStats()), self.global_threshold, self.config)
+                for u in users
+            ]
+        )
+
+    async def thresholds(self, users: Sequence[str]) -> np.ndarray:
+        """Read and compute in one call (when the stats are not needed afterwards)."""
+        return self.thresholds_for(users, await self.read(users))
 
     def _apply(
         self,
@@ -118,16 +146,15 @@ class InMemoryThresholdPolicy(_Base):
         super().__init__(global_threshold, config)
         self.stats: dict[str, UserStats] = {}
 
-    async def thresholds(self, users: Sequence[str]) -> np.ndarray:
-        return np.array(
-            [
-                threshold_for(self.stats.get(u, UserStats()), self.global_threshold, self.config)
-                for u in users
-            ]
-        )
+    async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
+        return self.stats  # the live state: updates go straight into it
 
     async def update(
-        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+        self,
+        users: Sequence[str],
+        scores: np.ndarray,
+        thresholds: np.ndarray,
+        stats: dict[str, UserStats] | None = None,
     ) -> None:
         self._apply(self.stats, users, scores, thresholds)
 
@@ -157,7 +184,7 @@ class RedisThresholdPolicy(_Base):
     def key(self, user: str) -> str:
         return f"{self.config.key_prefix}thr:{{{user}}}"
 
-    async def _read(self, users: Sequence[str]) -> dict[str, UserStats]:
+    async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         uniq = list(dict.fromkeys(users))
 
         async def build(pipe: Any) -> None:
@@ -171,16 +198,16 @@ class RedisThresholdPolicy(_Base):
             out[u] = UserStats(*values)
         return out
 
-    async def thresholds(self, users: Sequence[str]) -> np.ndarray:
-        stats = await self._read(users)
-        return np.array(
-            [threshold_for(stats[u], self.global_threshold, self.config) for u in users]
-        )
-
     async def update(
-        self, users: Sequence[str], scores: np.ndarray, thresholds: np.ndarray
+        self,
+        users: Sequence[str],
+        scores: np.ndarray,
+        thresholds: np.ndarray,
+        stats: dict[str, UserStats] | None = None,
     ) -> None:
-        stats = await self._read(users)
+        """Apply scores to ``stats`` (read again only if not given) and write them back."""
+        if stats is None:
+            stats = await self.read(users)
         touched = self._apply(stats, users, scores, thresholds)
         await self._write({u: stats[u] for u in touched})
 
@@ -197,7 +224,7 @@ class RedisThresholdPolicy(_Base):
         await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
 
     async def feedback(self, user: str, label: str) -> float:
-        st = (await self._read([user]))[user]
+        st = (await self.read([user]))[user]
         self._adjust(st, label)
         await self._write({user: st})
         return threshold_for(st, self.global_threshold, self.config)
