@@ -73,6 +73,12 @@ class WorkerEnv:
             worker.wait_ready()
         return worker
 
+    def read(self, name: str, **kwargs: Any) -> list[Any]:
+        """Messages of one of this test's topics (``scores``, ``alerts``, ``dlq``, ...)."""
+        from tests.kafka_helpers import read_topic
+
+        return read_topic(self.stack.bootstrap_servers, self.topics[name], **kwargs)
+
     def produce(self, payloads: list[tuple[str, bytes]], topic: str | None = None) -> None:
         producer = Producer({"bootstrap.servers": self.stack.bootstrap_servers, "linger.ms": 5})
         for key, value in payloads:

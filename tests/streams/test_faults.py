@@ -12,26 +12,24 @@ import time
 
 import pytest
 
-from tests.kafka_helpers import read_topic
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
-    scores = read_topic(
-        stack.bootstrap_servers,
-        wenv.topics["scores"],
+    scores = wenv.read(
+        "scores",
         expected=len(ids),
         key_of=tx_id_of,
         timeout_s=180,
     )
     decisions = [json.loads(m.value()) for m in scores]
     scored = {d["transaction_id"] for d in decisions}
-    alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+    alerts = wenv.read("alerts", timeout_s=5)
     alert_ids = {json.loads(m.value())["alert_id"] for m in alerts}
     over = {d["transaction_id"] for d in decisions if d["is_alert"]}
-    dlq = read_topic(stack.bootstrap_servers, wenv.topics["dlq"], timeout_s=2)
+    dlq = wenv.read("dlq", timeout_s=2)
     print(
         f"\n[{name}] in={len(ids)} scored={len(scored & ids)} "
         f"duplicates_delivered={len(decisions) - len(scored)} alerts={len(alert_ids)} "
@@ -48,9 +46,8 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
     worker = wenv.start()
     try:
         wenv.produce(events[: len(events) // 2])
-        read_topic(
-            stack.bootstrap_servers,
-            wenv.topics["scores"],
+        wenv.read(
+            "scores",
             expected=200,
             key_of=tx_id_of,
             timeout_s=60,
@@ -82,9 +79,8 @@ def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
     second = wenv.start()
     try:
         wenv.produce(events)
-        read_topic(
-            stack.bootstrap_servers,
-            wenv.topics["scores"],
+        wenv.read(
+            "scores",
             expected=300,
             key_of=tx_id_of,
             timeout_s=60,

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.kafka_helpers import read_topic
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,34 +35,29 @@ def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
     worker = wenv.start()
     try:
         wenv.produce(events[:300] + [("bad", raw) for raw, _ in BAD] + events[300:])
-        scores = read_topic(
-            stack.bootstrap_servers,
-            wenv.topics["scores"],
+        scores = wenv.read(
+            "scores",
             expected=len(ids),
             key_of=tx_id_of,
             timeout_s=120,
         )
         assert {tx_id_of(m) for m in scores} == ids  # every event scored, none lost
-        dlq = read_topic(
-            stack.bootstrap_servers, wenv.topics["dlq"], expected=len(BAD), timeout_s=30
-        )
+        dlq = wenv.read("dlq", expected=len(BAD), timeout_s=30)
         letters = [json.loads(m.value()) for m in dlq]
         for _raw, needle in BAD:
             assert any(needle in d["error"] for d in letters), needle
         assert all(d["topic"] == wenv.topics["transactions"] and d["offset"] >= 0 for d in letters)
         assert worker.alive()  # bad input never kills the worker
-        alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+        alerts = wenv.read("alerts", timeout_s=5)
         first_alert_ids = {json.loads(m.value())["alert_id"] for m in alerts}
 
         client = redis.Redis.from_url(stack.redis_url)
         sizes = {k: client.zcard(k) for k in client.scan_iter(f"{wenv.name}:seq:*:z")}
         # replay everything: no new sequence entries, the same alert ids
         wenv.produce(events)
-        read_topic(
-            stack.bootstrap_servers, wenv.topics["scores"], expected=2 * len(ids), timeout_s=120
-        )
+        wenv.read("scores", expected=2 * len(ids), timeout_s=120)
         assert {k: client.zcard(k) for k in client.scan_iter(f"{wenv.name}:seq:*:z")} == sizes
-        alerts = read_topic(stack.bootstrap_servers, wenv.topics["alerts"], timeout_s=5)
+        alerts = wenv.read("alerts", timeout_s=5)
         replay_ids = {json.loads(m.value())["alert_id"] for m in alerts}
         assert first_alert_ids <= replay_ids
         client.close()
@@ -79,16 +73,15 @@ def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
     # kill as soon as some (not all) decisions are out
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        seen = read_topic(stack.bootstrap_servers, wenv.topics["scores"], timeout_s=1, idle_s=0.3)
+        seen = wenv.read("scores", timeout_s=1, idle_s=0.3)
         if len(seen) > 200:
             break
     worker.kill()
     assert len({tx_id_of(m) for m in seen}) < len(ids), "the worker finished before the kill"
     restarted = wenv.start()
     try:
-        scores = read_topic(
-            stack.bootstrap_servers,
-            wenv.topics["scores"],
+        scores = wenv.read(
+            "scores",
             expected=len(ids),
             key_of=tx_id_of,
             timeout_s=120,
