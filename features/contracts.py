@@ -231,10 +231,28 @@ class ScoreRecord(BaseModel):
     shadow_model_version: str | None = None
 
 
+class AlertContext(BaseModel):
+    """What an analyst needs to triage an alert without another lookup.
+
+    Only fields of the incoming transaction that are not card data: no PAN exists in the
+    contract, and device ids and coordinates stay out of alerts on purpose.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: Decimal
+    currency: str
+    mcc: str
+    channel: str
+    merchant_id: str | None = None
+    country: str | None = None
+
+
 class AlertRecord(ScoreRecord):
     """A decision at or over the user's threshold, on the ``alerts`` topic."""
 
     reasons: list[Reason]
+    context: AlertContext | None = None
 
 
 class DeadLetter(BaseModel):

@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from features.contracts import AlertRecord, Reason, ScoreRecord, SimilarCase, Transaction
+from features.contracts import (
+    AlertContext,
+    AlertRecord,
+    Reason,
+    ScoreRecord,
+    SimilarCase,
+    Transaction,
+)
 from features.events import records_from_transactions
 from features.featurize import (
     FeatureBatch,
@@ -79,7 +86,16 @@ class Decision:
         return ScoreRecord(**self._common())
 
     def alert_record(self) -> AlertRecord:
-        return AlertRecord(**self._common(), reasons=self.reasons)
+        tx = self.tx
+        context = AlertContext(
+            amount=tx.amount,
+            currency=tx.currency,
+            mcc=tx.mcc,
+            channel=tx.channel,
+            merchant_id=tx.merchant_id,
+            country=tx.country,
+        )
+        return AlertRecord(**self._common(), reasons=self.reasons, context=context)
 
     def _common(self) -> dict[str, object]:
         return {
@@ -286,7 +302,7 @@ class ScoringEngine:
 
     async def feedback(self, user_id: str, transaction_id: str, label: str) -> float:
         """Apply an analyst label: threshold moves; confirmed fraud joins the case memory."""
-        new_threshold = await self.thresholds.feedback(user_id, label)
+        new_threshold = await self.thresholds.feedback(user_id, label, transaction_id)
         bundle = self.bundle
         if label == "fraud" and bundle.memory is not None:
             seq = (await self.store.read_batch([user_id]))[user_id]

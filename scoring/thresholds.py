@@ -96,7 +96,7 @@ class ThresholdPolicy(Protocol):
         stats: dict[str, UserStats] | None = None,
     ) -> None: ...
 
-    async def feedback(self, user: str, label: str) -> float: ...
+    async def feedback(self, user: str, label: str, transaction_id: str) -> float: ...
 
 
 class _Base:
@@ -134,9 +134,18 @@ class _Base:
                 touched.add(user)
         return touched
 
-    def _adjust(self, st: UserStats, label: str) -> None:
+    def _adjust(self, st: UserStats, label: str, previous: str | None) -> None:
+        """Move the user's adjustment once per labelled transaction.
+
+        The same label again (a replayed message, a double click) changes nothing; a
+        changed label (an analyst's correction) undoes the earlier move first.
+        """
+        if previous == label:
+            return
         step = self.config.feedback_step
-        st.adj = float(np.clip(st.adj + (step if label == "legit" else -step), -0.5, 0.5))
+        moves = 1 if previous is None else 2
+        delta = (step if label == "legit" else -step) * moves
+        st.adj = float(np.clip(st.adj + delta, -0.5, 0.5))
 
 
 class InMemoryThresholdPolicy(_Base):
@@ -145,6 +154,7 @@ class InMemoryThresholdPolicy(_Base):
     def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
         super().__init__(global_threshold, config)
         self.stats: dict[str, UserStats] = {}
+        self.labels: dict[tuple[str, str], str] = {}
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         return self.stats  # the live state: updates go straight into it
@@ -158,9 +168,11 @@ class InMemoryThresholdPolicy(_Base):
     ) -> None:
         self._apply(self.stats, users, scores, thresholds)
 
-    async def feedback(self, user: str, label: str) -> float:
+    async def feedback(self, user: str, label: str, transaction_id: str) -> float:
         st = self.stats.setdefault(user, UserStats())
-        self._adjust(st, label)
+        previous = self.labels.get((user, transaction_id))
+        self.labels[(user, transaction_id)] = label
+        self._adjust(st, label, previous)
         return threshold_for(st, self.global_threshold, self.config)
 
 
@@ -223,8 +235,26 @@ class RedisThresholdPolicy(_Base):
 
         await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
 
-    async def feedback(self, user: str, label: str) -> float:
+    def label_key(self, user: str, transaction_id: str) -> str:
+        return f"{self.config.key_prefix}label:{{{user}}}:{transaction_id}"
+
+    async def feedback(self, user: str, label: str, transaction_id: str) -> float:
+        """Record the label (``SET … GET``: the previous one comes back) and apply it.
+
+        Feedback is keyed by user on its topic, so one worker applies a user's labels
+        in order; the read-modify-write below does not race with itself.
+        """
+        key = self.label_key(user, transaction_id)
+
+        async def mark(pipe: Any) -> None:
+            pipe.set(key, label, ex=self.config.ttl_s, get=True)
+
+        (previous,) = await run_pipeline(
+            self.client, mark, self.retry_attempts, self.retry_backoff_s
+        )
+        prev = previous.decode() if isinstance(previous, bytes) else previous
         st = (await self.read([user]))[user]
-        self._adjust(st, label)
-        await self._write({user: st})
+        if prev != label:
+            self._adjust(st, label, prev)
+            await self._write({user: st})
         return threshold_for(st, self.global_threshold, self.config)

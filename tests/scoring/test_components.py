@@ -90,3 +90,28 @@ def test_case_memory_nearest_and_dedup() -> None:
     assert near[0][0] == "x" and near[0][1] > 0.9
     mem.add(["z"], np.array([[0, 0, 1]], dtype=np.float32))  # FIFO drops x
     assert mem.ids == ["y", "z"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_feedback_is_applied_once_per_transaction_and_corrections_undo(
+    kind: str, stack, unique_name
+) -> None:
+    import redis.asyncio as aioredis
+
+    from scoring.thresholds import InMemoryThresholdPolicy, RedisThresholdPolicy
+
+    cfg = ThresholdConfig(key_prefix=unique_name("thr") + ":")
+    client = aioredis.Redis.from_url(stack.redis_url) if kind == "redis" else None
+    policy = RedisThresholdPolicy(client, 0.2, cfg) if client else InMemoryThresholdPolicy(0.2, cfg)
+    try:
+        base = float((await policy.thresholds(["u1"]))[0])
+        lowered = await policy.feedback("u1", "fraud", "tx-1")
+        assert lowered < base
+        assert await policy.feedback("u1", "fraud", "tx-1") == pytest.approx(lowered)  # replay
+        corrected = await policy.feedback("u1", "legit", "tx-1")  # undo fraud, apply legit
+        assert corrected > base
+        assert await policy.feedback("u1", "legit", "tx-2") > corrected  # another tx counts
+    finally:
+        if client is not None:
+            await client.aclose()

@@ -131,6 +131,8 @@ async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> 
         lowered = await engine.feedback(user, "new-case-1", "fraud")
         assert lowered < base
         assert len(memory) == n + 1
+        assert await engine.feedback(user, "new-case-1", "fraud") == lowered  # replayed label
+        assert len(memory) == n + 1
         raised = await engine.feedback(user, "new-case-1", "legit")
         assert raised > lowered
     finally:
