@@ -2,8 +2,8 @@
 
     personal  = mean_u + k · std_u               (Welford statistics of the user's scores)
     w         = n_u / (n_u + credibility_n)       (credibility grows with the user's events)
-    threshold = clamp((1 − w) · global + w · personal + adjust_u,
-                      min_ratio · global, max_ratio · global)   (and within [lower, upper])
+    threshold = clamp((1 − w) · global + w · personal, min_ratio · global, max_ratio · global)
+                + 10 · global · adjust_u                (then within [lower, upper])
 
 The band is relative to the global threshold: the global one is calibrated for the
 target alert rate, and a calm user's tiny score variance must not pull their bar far
@@ -12,7 +12,10 @@ below it (that raised the alert rate 4× in the first demo run).
 Only scores *below* the threshold in force update the statistics, so an ongoing attack
 cannot raise its own bar. Feedback moves ``adjust_u`` by ``feedback_step`` (a false
 positive up, a confirmed fraud down); it counts in units of 10 × the global threshold,
-so one step moves a user's bar by half the global threshold at the defaults.
+so one step moves a user's bar by half the global threshold at the defaults. The
+adjustment applies *after* the band: the band guards against statistics (a calm user's
+tiny variance), not against an analyst's decision, so a confirmed fraud lowers even a
+bar already at the floor (down to ``lower``).
 State: one small Redis hash per user (n, mean, m2, adj), read per batch in one pipelined
 round trip and written back in another.
 """
@@ -70,8 +73,9 @@ def threshold_for(stats: UserStats, global_threshold: float, cfg: ThresholdConfi
     """The policy's formula (pure)."""
     w = stats.n / (stats.n + cfg.credibility_n)
     personal = stats.mean + cfg.k * stats.std()
-    t = (1 - w) * global_threshold + w * personal + stats.adj * global_threshold * 10
+    t = (1 - w) * global_threshold + w * personal
     t = min(max(t, cfg.min_ratio * global_threshold), cfg.max_ratio * global_threshold)
+    t += stats.adj * global_threshold * 10
     return float(min(max(t, cfg.lower), cfg.upper))
 
 

@@ -132,6 +132,8 @@ def create_app(
             await svc.stop()
 
     app.service(Lifecycle)
+    if settings.console.enabled:
+        _add_console(app, svc, settings)
 
     @app.agent(tx_topic)
     async def score_transactions(stream: StreamT[Any]) -> None:
@@ -175,6 +177,30 @@ def create_app(
 
     _add_views(app, svc, settings)
     return app, svc
+
+
+def _add_console(app: faust.App, svc: WorkerService, settings: Settings) -> None:
+    """The analyst console: a topic feed started and stopped with the app, and its views."""
+    from streams.console.feed import ConsoleFeed
+    from streams.console.state import ConsoleState
+    from streams.console.views import add_console_views
+
+    c = settings.console
+    state = ConsoleState(capacity=c.capacity, horizon_s=max(c.lookback_s, 86_400))
+    t = settings.topics
+    feed = ConsoleFeed(
+        settings.kafka.confluent_config(), state, t.alerts, t.feedback, t.scores, c.lookback_s
+    )
+
+    class ConsoleService(mode.Service):
+        async def on_start(self) -> None:
+            feed.start(asyncio.get_running_loop())
+
+        async def on_stop(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, feed.stop)
+
+    app.service(ConsoleService)
+    add_console_views(app, svc, settings, state)
 
 
 def _take_events(stream: StreamT[Any], n: int, within: float) -> AsyncIterator[Sequence[Any]]:

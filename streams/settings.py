@@ -146,6 +146,18 @@ class HttpSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The analyst console at ``/console`` on the worker's HTTP server (docs/console.md)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(False, description="Serve the console (off by default).")
+    capacity: int = Field(5000, ge=10, description="Recent alerts kept in memory for the queue.")
+    lookback_s: int = Field(
+        86_400, ge=0, description="How far back the console reads the topics when it starts."
+    )
+
+
 class Settings(BaseSettings):
     """Effective configuration of a riskstream process."""
 
@@ -164,6 +176,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     app_id: str = Field(
         "riskstream", min_length=1, description="Faust app id = the Kafka consumer group."
     )
@@ -176,6 +189,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "http.host is not loopback: set RISKSTREAM_HTTP__TOKEN to expose the API"
             )
+        if self.console.enabled and self.http.port == 0:
+            raise ValueError("console.enabled needs the HTTP server: set http.port")
         return self
 
     @field_validator("log_level", mode="before")

@@ -111,6 +111,11 @@ def demo_cmd(
     seed: int = typer.Option(7, help="Simulator seed."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Artifact (default packaged)."),
     quiet_alerts: bool = typer.Option(False, "--quiet-alerts", help="Summary only."),
+    analyst_console: bool = typer.Option(
+        False,
+        "--console",
+        help="Serve the analyst console and keep running after the traffic until Ctrl-C.",
+    ),
 ) -> None:
     """Run the embedded stack, a worker and simulated traffic; show alerts and a summary."""
     from features.simulator import SimulatorConfig, simulate
@@ -151,9 +156,10 @@ def demo_cmd(
             f"embedded stack up: kafka {stack.bootstrap_servers}, redis {stack.redis_url}"
         )
         workdir = Path(tempfile.mkdtemp(prefix="riskstream-demo-"))
-        worker = start_worker(
-            stack, workdir, {"RISKSTREAM_MODEL__PATH": str(model)} if model is not None else None
-        )
+        env = {"RISKSTREAM_MODEL__PATH": str(model)} if model is not None else {}
+        if analyst_console:
+            env["RISKSTREAM_CONSOLE__ENABLED"] = "true"
+        worker = start_worker(stack, workdir, env)
         log_path = worker.log_path
         watcher = Watcher(
             stack.bootstrap_servers,
@@ -163,6 +169,11 @@ def demo_cmd(
         try:
             with console.status("starting the worker (model load + warm-up)"):
                 worker.wait_ready()
+            if analyst_console:
+                console.print(
+                    f"[bold]analyst console[/]: http://127.0.0.1:{worker.port}/console "
+                    "(any name signs in on loopback)"
+                )
             watcher.start()
             producer = TransactionProducer(
                 {"bootstrap.servers": stack.bootstrap_servers}, topics.transactions
@@ -199,10 +210,23 @@ def demo_cmd(
             live_s = time.monotonic() - start
             _wait_scored(watcher, list(sent_at), timeout_s=60)
             time.sleep(1.0)  # let the last alerts and dead letters arrive
+            if analyst_console:
+                _hold_for_console(worker.port)
         finally:
             watcher.stop()
             worker_rc = worker.stop()
         _summary(watcher, sent_at, labels, live_s, worker_rc, log_path)
+
+
+def _hold_for_console(port: int) -> None:
+    console.print(
+        f"traffic done; the console stays at http://127.0.0.1:{port}/console — Ctrl-C to stop"
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _summary(

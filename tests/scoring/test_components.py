@@ -78,8 +78,10 @@ def test_threshold_policy_blends_with_credibility_and_clamps() -> None:
     for _ in range(200):
         calm.add(0.001)
     assert threshold_for(calm, 0.2, cfg) == pytest.approx(0.16)  # floored at 0.8 x global
-    assert threshold_for(UserStats(adj=-5), 0.2, cfg) == pytest.approx(0.16)
-    assert threshold_for(UserStats(adj=5), 0.2, cfg) == pytest.approx(0.8)
+    # feedback applies after the band: an analyst's label moves even a floored bar
+    assert threshold_for(UserStats(n=1000, mean=0.01, adj=-0.05), 0.2, cfg) == pytest.approx(0.06)
+    assert threshold_for(UserStats(adj=-5), 0.2, cfg) == pytest.approx(cfg.lower)
+    assert threshold_for(UserStats(adj=5), 0.2, cfg) == pytest.approx(cfg.upper)
 
 
 def test_case_memory_nearest_and_dedup() -> None:
