@@ -82,7 +82,7 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
 
             page.get_by_test_id("confirm").click()
             decision = page.get_by_test_id("decision")
-            decision.filter(has_text="→").wait_for(timeout=15_000)
+            decision.filter(has_text="→").wait_for(timeout=40_000)  # the threshold move
             assert "Dana Analyst" in decision.inner_text()
             assert page.get_by_test_id("confirm").is_disabled()  # no second click
             page.screenshot(path=str(shots / "console-case.png"))

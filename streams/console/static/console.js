@@ -271,11 +271,27 @@ async function decide(label) {
     else if (r.applied) effect = `User's threshold ${fmtScore(r.threshold_before)} → ${fmtScore(r.threshold_after)}.`;
     else effect = `Sent; the user's threshold (${fmtScore(r.threshold_after)}) has not moved yet.`;
     showDecision(r.review, effect);
+    if (r.status === "sent" && !r.applied) watchThreshold(alertId, r.review, r.threshold_before);
     render();
     loadNumbers().catch(() => {});
   } catch (err) {
     $("#decision").textContent = `Not sent: ${err.message}`;
     $("#confirm").disabled = false; $("#legit").disabled = false;
+  }
+}
+
+// The worker applies labels asynchronously; when it is slower than the server's wait, keep
+// checking for a while so the analyst still sees the effect of the click.
+async function watchThreshold(alertId, review, before) {
+  for (let i = 0; i < 30 && state.selected === alertId; i++) {
+    await new Promise((ok) => setTimeout(ok, 1000));
+    const data = await api(`/console/api/case/${encodeURIComponent(alertId)}`).catch(() => null);
+    if (data && Math.abs(data.current_threshold - before) > 1e-9) {
+      if (state.selected === alertId) {
+        showDecision(review, `User's threshold ${fmtScore(before)} → ${fmtScore(data.current_threshold)}.`);
+      }
+      return;
+    }
   }
 }
 
