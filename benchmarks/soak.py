@@ -85,13 +85,21 @@ def main() -> None:
     ap.add_argument("--valid", type=int, default=20_000)
     ap.add_argument("--fuzz", type=int, default=10_000)
     args = ap.parse_args()
+    report("soak", **run_soak(args.valid, args.fuzz))
+
+
+def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
+    """The soak on its own embedded stack; returns the counts (``lost`` must be 0).
+
+    Also run by ``tests/streams/test_soak.py`` at full size, so CI proves the numbers too.
+    """
     rng = random.Random(7)
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=800, days=30, seed=12))
-    valid = list(rows_as_json(table, with_labels=False))[: args.valid]
+    valid = list(rows_as_json(table, with_labels=False))[:n_valid]
     template = json.loads(valid[0][1])
     mixed: list[tuple[str, bytes, bool]] = [(k, v, True) for k, v in valid]
-    for i in range(args.fuzz):
+    for i in range(n_fuzz):
         mixed.insert(rng.randrange(len(mixed) + 1), ("fuzz", fuzzed(rng, template, i), False))
     valid_ids = {json.loads(v)["transaction_id"] for _, v in valid}
     started = time.monotonic()
@@ -149,10 +157,9 @@ def main() -> None:
         for d in letters
         if d["raw"].startswith("{") and json.loads(d["raw"]).get("transaction_id") in valid_ids
     )
-    report(
-        "soak",
+    return dict(
         valid_in=len(valid_ids),
-        fuzzed_in=args.fuzz,
+        fuzzed_in=n_fuzz,
         scored=len(scored & valid_ids),
         lost=len(valid_ids - scored),
         duplicates_delivered=len(decisions) - len(scored),
