@@ -208,6 +208,15 @@ class EmbeddedStack:
         """Start a fresh (empty: memory only) valkey-server on the previous port."""
         self.redis = _start_redis(self.workdir, fixed_port=self.redis.port)
 
+    def stop_kafka(self) -> None:
+        """Stop the broker (fault tests). Tansu keeps everything in memory: topics, offsets
+        and groups are gone until ``start_kafka`` and the topics are created again."""
+        self.kafka.stop()
+
+    def start_kafka(self) -> None:
+        """Start a fresh (empty) broker on the previous port."""
+        self.kafka = _start_kafka(self.workdir, fixed_port=self.kafka.port)
+
     def restart_redis(self) -> None:
         """Stop and start Redis on the same port."""
         self.stop_redis()
@@ -247,7 +256,7 @@ def _start_redis(workdir: Path, fixed_port: int | None = None) -> ChildServer:
     return _start_with_retry("valkey", argv, _redis_ready, workdir, fixed_port)
 
 
-def _start_kafka(workdir: Path) -> ChildServer:
+def _start_kafka(workdir: Path, fixed_port: int | None = None) -> ChildServer:
     binary = str(tansu_binary())
 
     def argv(port: int) -> list[str]:
@@ -263,7 +272,7 @@ def _start_kafka(workdir: Path) -> ChildServer:
             "memory://tansu/",
         ]
 
-    return _start_with_retry("tansu", argv, _kafka_ready, workdir)
+    return _start_with_retry("tansu", argv, _kafka_ready, workdir, fixed_port)
 
 
 _LIVE: list[EmbeddedStack] = []

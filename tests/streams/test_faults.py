@@ -91,3 +91,41 @@ def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_broker_stop_and_restart_worker_reconnects_and_resumes(tmp_path) -> None:
+    """Tansu is memory-only: a restart comes back empty. The worker must ride it out.
+
+    Runs on its own stack (it stops that broker). Phase 1 is scored; the broker is down
+    for 5 s (the worker stays up, no crash loop); the topics are created again; phase 2
+    is scored by the *same* worker process, nothing lost.
+    """
+    import uuid
+
+    from streams.embedded import running_stack
+
+    with running_stack() as own:
+        wenv = WorkerEnv(own, tmp_path, f"b{uuid.uuid4().hex[:8]}")
+        own.create_topics(list(wenv.topics.values()), partitions=2)
+        events = events_for(n_users=60, days=10, seed=33)
+        half = len(events) // 2
+        first, second = events[:half], events[half:]
+        worker = wenv.start()
+        try:
+            wenv.produce(first)
+            _check_and_report("broker-restart phase 1", own, wenv, _ids(first))
+            pid = worker.proc.pid
+            own.stop_kafka()
+            time.sleep(5)
+            assert worker.alive(), "the worker must not exit while the broker is away"
+            own.start_kafka()
+            own.create_topics(list(wenv.topics.values()), partitions=2)
+            wenv.produce(second)
+            _check_and_report("broker-restart phase 2 (empty broker)", own, wenv, _ids(second))
+            assert worker.alive() and worker.proc.pid == pid  # resumed, not restarted
+        finally:
+            worker.stop()
+
+
+def _ids(events: list[tuple[str, bytes]]) -> set[str]:
+    return {json.loads(v)["transaction_id"] for _, v in events}

@@ -85,3 +85,36 @@ def test_bad_input_is_one_line_no_traceback(
     assert len(lines) == 1, out.stderr
     assert needle in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_faust_transport_gets_the_same_sasl_and_tls_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings → Faust credentials → the kwargs Faust hands to aiokafka (its public helper)."""
+    import ssl
+
+    import certifi
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from streams.app import _faust_settings
+
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_PASSWORD", "pw")
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SSL_CAFILE", certifi.where())
+    auth = credentials_to_aiokafka_auth(_faust_settings(Settings())["broker_credentials"])
+    assert auth["security_protocol"] == "SASL_SSL"
+    assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("svc", "pw")
+    context = auth["ssl_context"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.cert_store_stats()["x509_ca"] > 0  # the CA file was loaded
+
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "SSL")
+    monkeypatch.delenv("RISKSTREAM_KAFKA__SASL_MECHANISM")
+    tls_only = credentials_to_aiokafka_auth(_faust_settings(Settings())["broker_credentials"])
+    assert tls_only["security_protocol"] == "SSL" and "sasl_mechanism" not in tls_only
+
+    monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
+    assert "broker_credentials" not in _faust_settings(Settings())
