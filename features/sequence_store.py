@@ -1,19 +1,25 @@
 """Where each user's 30-day sequence lives: the ``SequenceStore`` interface and two stores.
 
-``RedisSequenceStore`` keeps, per user, a sorted set (member = 8-byte big-endian hash of
-the transaction id, score = event time in ms) and a hash (member → 53-byte record). Both
-keys carry the ``{user_id}`` hash tag, so they live in one Redis Cluster slot. One Lua
-script per user reads the sequence as it was, appends the new events idempotently
-(``HSETNX``: the same transaction twice changes nothing), trims by event time relative
-to the user's newest event (so replaying last year's file works) and by length, and
-refreshes the TTL — atomically. All users of a batch go in one pipeline: one round trip.
+``RedisSequenceStore`` keeps, per user, **one string**: the user's 53-byte records,
+concatenated in ``(ts, tx)`` order. The key carries the ``{user_id}`` hash tag (Redis
+Cluster). One Lua script per batch, for all its users, does per user, atomically:
 
-The script returns the sequence *before* the append, so each new event is featurized
-against exactly what preceded it, never against itself or later events: the same
-history the training path builds from a file (train/serve parity).
+* ``GET`` the sequence as it was: returned to the client, so each new event is featurized
+  against exactly what preceded it (train/serve parity);
+* skip events already stored (idempotent on the transaction id: a plain substring search
+  for the 8-byte tx hash, accepted only at a record's tx offset);
+* append in order: the usual case, a string append, because the client sends each user's
+  new events sorted; a late event is inserted at its place (scan back from the end);
+* trim relative to the newest event time (not the wall clock: replaying last year's file
+  works) and to the maximum length: the string is sorted, so both cut its front;
+* ``SET … EX ttl`` once, so idle users vanish.
 
-Big-endian tx hashes make Redis' tie order (equal scores sort by member bytes) equal to
-numpy's ``(ts, tx)`` order, so ties resolve identically everywhere.
+Why a string and not a sorted set + hash (the first layout): reading 47 hash fields back and
+concatenating them in Lua cost ~117 µs per event on the server; one ``GET`` of a 2.5 KB
+string costs about as much as one field. ``read_batch`` is one pipelined ``GET`` per user.
+
+Ties in event time order by the tx hash (as an unsigned integer), like numpy's
+``lexsort((tx, ts))`` everywhere else, so ties resolve identically in training and serving.
 """
 
 from __future__ import annotations
@@ -29,75 +35,78 @@ from features.redis_retry import TRANSIENT, run_pipeline
 from features.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
+# The script reads a record's event time at byte 0 and its tx hash at byte 8 (both
+# little-endian, as RECORD_DTYPE lays them out; tests/features pins the offsets).
 
-# KEYS: (zset, hash) per user. ARGV: window_ms, max_length, ttl_s, record size,
-# per-user event counts ("2,1,..."), timestamps ("t1,t2,..."), members (8 bytes each),
-# records (record size each). A few blobs per call instead of three args per event:
-# client-side command packing was the store's main cost. Each user's reply is the
-# prior sequence as one concatenated blob (one bulk string, one np.frombuffer).
+# KEYS: one per user. ARGV: window_ms, max_length, ttl_s, record size, per-user event
+# counts ("2,1,..."), the new records (record size each; each user's sorted by (ts, tx)).
+# Returns each user's prior sequence as one blob.
 _APPEND_LUA = """
 local window, maxlen, ttl, size = tonumber(ARGV[1]), tonumber(ARGV[2]),
   tonumber(ARGV[3]), tonumber(ARGV[4])
-local counts, stamps = {}, {}
-for c in string.gmatch(ARGV[5], '[^,]+') do counts[#counts + 1] = tonumber(c) end
-for t in string.gmatch(ARGV[6], '[^,]+') do stamps[#stamps + 1] = tonumber(t) end
-local members, recs = ARGV[7], ARGV[8]
-local out, e = {}, 0
-for u = 1, #counts do
-  local z, h = KEYS[2 * u - 1], KEYS[2 * u]
-  local prior = ''
-  local ids = redis.call('ZRANGE', z, 0, -1)
-  if #ids > 0 then
-    local vals = redis.call('HMGET', h, unpack(ids))
-    local parts = {}
-    for i = 1, #vals do if vals[i] then parts[#parts + 1] = vals[i] end end
-    prior = table.concat(parts)
+local recs = ARGV[6]
+local byte, sub, find = string.byte, string.sub, string.find
+
+local function ts_at(s, i)  -- event time of record i (0-based); little-endian int64
+  local a, b, c, d, e, f, g, h = byte(s, i * size + 1, i * size + 8)
+  return a + 256 * (b + 256 * (c + 256 * (d + 256 * (e + 256 * (f + 256 * (g + 256 * h))))))
+end
+
+local function after(s, i, r, j)  -- is record i of s after record j of r in (ts, tx) order?
+  local ti, tj = ts_at(s, i), ts_at(r, j)
+  if ti ~= tj then return ti > tj end
+  for k = 16, 9, -1 do  -- tx: little-endian uint64, most significant byte last
+    local x, y = byte(s, i * size + k), byte(r, j * size + k)
+    if x ~= y then return x > y end
   end
-  out[u] = prior
-  local newest = nil
-  local top = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-  if #top > 0 then newest = tonumber(top[2]) end
-  for _ = 1, counts[u] do
-    local ts = stamps[e + 1]
-    local member = string.sub(members, e * 8 + 1, e * 8 + 8)
-    if redis.call('HSETNX', h, member, string.sub(recs, e * size + 1, e * size + size)) == 1 then
-      redis.call('ZADD', z, ts, member)
+  return false
+end
+
+local function stored(s, tx)  -- is this tx hash at a record's tx offset?
+  local from = 1
+  while true do
+    local p = find(s, tx, from, true)
+    if not p then return false end
+    if (p - 1) % size == 8 then return true end
+    from = p + 1
+  end
+end
+
+local out, e, u = {}, 0, 0
+for c in string.gmatch(ARGV[5], '[^,]+') do
+  u = u + 1
+  local key = KEYS[u]
+  local seq = redis.call('GET', key) or ''
+  out[u] = seq
+  local n, changed = #seq / size, false
+  for _ = 1, tonumber(c) do
+    local rec = sub(recs, e * size + 1, e * size + size)
+    if not stored(seq, sub(rec, 9, 16)) then
+      if n == 0 or after(rec, 0, seq, n - 1) then
+        seq = seq .. rec
+      else  -- a late event: insert after the last record not after it
+        local j = n - 1
+        while j >= 0 and after(seq, j, rec, 0) do j = j - 1 end
+        seq = sub(seq, 1, (j + 1) * size) .. rec .. sub(seq, (j + 1) * size + 1)
+      end
+      n, changed = n + 1, true
     end
-    if newest == nil or ts > newest then newest = ts end
     e = e + 1
   end
-  if newest ~= nil and counts[u] > 0 then
-    local cutoff = '(' .. string.format('%d', newest - window)
-    local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-    if #old > 0 then
-      redis.call('HDEL', h, unpack(old))
-      redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-    end
-    local count = redis.call('ZCARD', z)
-    if count > maxlen then
-      local extra = redis.call('ZRANGE', z, 0, count - maxlen - 1)
-      redis.call('HDEL', h, unpack(extra))
-      redis.call('ZREMRANGEBYRANK', z, 0, count - maxlen - 1)
-    end
-    redis.call('EXPIRE', z, ttl)
-    redis.call('EXPIRE', h, ttl)
+  if changed then
+    local cutoff, drop = ts_at(seq, n - 1) - window, 0
+    while drop < n and ts_at(seq, drop) < cutoff do drop = drop + 1 end
+    if n - drop > maxlen then drop = n - maxlen end
+    if drop > 0 then seq = sub(seq, drop * size + 1) end
+    redis.call('SET', key, seq, 'EX', ttl)
   end
 end
 return out
 """
 
-_READ_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #ids == 0 then return '' end
-local vals = redis.call('HMGET', KEYS[2], unpack(ids))
-local parts = {}
-for i = 1, #vals do if vals[i] then parts[#parts + 1] = vals[i] end end
-return table.concat(parts)
-"""
-
 
 def decode_records(blob: bytes | None) -> np.ndarray:
-    """One user's packed records from Redis, already in (ts, tx) order (ZRANGE order)."""
+    """One user's packed records from Redis, already in (ts, tx) order."""
     if not blob:
         return EMPTY
     if len(blob) % RECORD_SIZE:
@@ -203,7 +212,6 @@ class RedisSequenceStore:
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
         self._append = client.register_script(_APPEND_LUA)
-        self._read = client.register_script(_READ_LUA)
 
     @classmethod
     def from_url(
@@ -213,10 +221,9 @@ class RedisSequenceStore:
         client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         return cls(client, config, **kwargs)
 
-    def keys(self, user_id: str) -> tuple[str, str]:
-        """(sorted set, hash) keys, hash-tagged on the user id."""
-        base = f"{self.config.key_prefix}seq:{{{user_id}}}"
-        return f"{base}:z", f"{base}:h"
+    def key(self, user_id: str) -> str:
+        """The user's key, hash-tagged on the user id."""
+        return f"{self.config.key_prefix}seq:{{{user_id}}}"
 
     async def _run(self, build: Any) -> list[Any]:
         """Execute a freshly built pipeline with the shared retry policy."""
@@ -231,7 +238,8 @@ class RedisSequenceStore:
         users = list(dict.fromkeys(user_ids))
         code = {u: i for i, u in enumerate(users)}
         codes = np.fromiter((code[u] for u in user_ids), np.int64, len(user_ids))
-        order = np.argsort(codes, kind="stable")  # one sort; users stay contiguous
+        # one sort: users stay contiguous, each user's new events in (ts, tx) order
+        order = np.lexsort((records["tx"], records["ts"], codes))
         flat = np.ascontiguousarray(records[order])
         counts = np.bincount(codes, minlength=len(users))
         bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -248,11 +256,9 @@ class RedisSequenceStore:
                     cfg.ttl_s,
                     RECORD_SIZE,
                     ",".join(map(str, counts[lo:hi].tolist())),
-                    ",".join(map(str, part["ts"].tolist())),
-                    part["tx"].astype(">u8").tobytes(),
                     part.tobytes(),
                 ]
-                keys = [k for u in users[lo:hi] for k in self.keys(u)]
+                keys = [self.key(u) for u in users[lo:hi]]
                 await self._append(keys=keys, args=args, client=pipe)
 
         replies = [blob for reply in await self._run(build) for blob in reply]
@@ -266,7 +272,7 @@ class RedisSequenceStore:
 
         async def build(pipe: Any) -> None:
             for user in users:
-                await self._read(keys=list(self.keys(user)), args=[], client=pipe)
+                pipe.get(self.key(user))
 
         replies = await self._run(build)
         return {u: decode_records(r) for u, r in zip(users, replies, strict=True)}

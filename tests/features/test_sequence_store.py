@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from features.errors import StoreUnavailableError
-from features.events import RECORD_DTYPE
+from features.events import RECORD_DTYPE, RECORD_SIZE
 from features.sequence_config import DAY_MS, SequenceStoreConfig
 from features.sequence_store import InMemorySequenceStore, RedisSequenceStore
 
@@ -116,11 +116,11 @@ async def test_redis_keys_are_hash_tagged_and_expire(stack, unique_name) -> None
         store = RedisSequenceStore(client, SequenceStoreConfig(key_prefix=prefix, ttl_s=60))
         await store.append_batch(["alice"], recs((1, T0)))
         keys = sorted(k.decode() for k in await client.keys(prefix + "*"))
-        assert keys == [f"{prefix}seq:{{alice}}:h", f"{prefix}seq:{{alice}}:z"]
-        for key in keys:
-            assert 0 < await client.ttl(key) <= 60
-        # Redis Cluster hashes only the part between the first { and }: both keys share it
-        assert {k[k.index("{") + 1 : k.index("}")] for k in keys} == {"alice"}
+        assert keys == [f"{prefix}seq:{{alice}}"]  # one compact string per user
+        assert 0 < await client.ttl(keys[0]) <= 60
+        assert await client.strlen(keys[0]) == RECORD_SIZE
+        # Redis Cluster hashes only the part between the first { and }
+        assert keys[0][keys[0].index("{") + 1 : keys[0].index("}")] == "alice"
     finally:
         await client.aclose()
 
@@ -172,5 +172,57 @@ async def test_redis_restart_mid_stream_recovers_with_retries(stack, unique_name
         await back
         seq = (await store.read_batch(["u"]))["u"]
         assert seq["tx"].tolist() == [2]  # memory-only Redis lost event 1; event 2 not dropped
+    finally:
+        await client.aclose()
+
+
+def test_record_layout_the_lua_script_relies_on() -> None:
+    assert RECORD_DTYPE.fields["ts"][1] == 0 and RECORD_DTYPE.fields["tx"][1] == 8
+    assert RECORD_DTYPE["ts"].str == "<i8" and RECORD_DTYPE["tx"].str == "<u8"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_store_matches_the_reference_store_on_random_streams(
+    seed: int, stack, unique_name
+) -> None:
+    """Differential test: ties, late events, repeats within and across batches, trims.
+
+    The in-memory store is the readable reference; the Lua script must agree with it on
+    every prior sequence it returns and on the final state.
+    """
+    rng = np.random.default_rng(seed)
+    config = SequenceStoreConfig(
+        key_prefix=unique_name("diff") + ":", window_days=1.0, max_length=12
+    )
+    client = aioredis.Redis.from_url(stack.redis_url)
+    redis_store, reference = RedisSequenceStore(client, config), InMemorySequenceStore(config)
+    try:
+        seen: list[tuple[str, int, int]] = []
+        for _ in range(25):
+            batch = []
+            for _ in range(int(rng.integers(1, 40))):
+                if seen and rng.random() < 0.15:  # a repeat of an earlier event
+                    batch.append(seen[int(rng.integers(len(seen)))])
+                    continue
+                user = f"u{rng.integers(4)}"
+                tx = int(rng.integers(1, 2**63, dtype=np.int64)) * int(rng.integers(1, 3))
+                # mostly moving forward, some late, some exact ties
+                ts = T0 + len(seen) * 600_000 + int(rng.integers(-6, 2)) * 3_600_000
+                if seen and rng.random() < 0.1:
+                    ts = seen[-1][2]
+                batch.append((user, tx % 2**64, ts))
+                seen.append(batch[-1])
+            users = [u for u, _, _ in batch]
+            records = recs(*[(tx, ts) for _, tx, ts in batch])
+            got = await redis_store.append_and_read(users, records)
+            want = await reference.append_and_read(users, records)
+            for u in want:
+                assert got[u].tobytes() == want[u].tobytes(), u
+        final_got = await redis_store.read_batch(["u0", "u1", "u2", "u3", "nobody"])
+        final_want = await reference.read_batch(["u0", "u1", "u2", "u3", "nobody"])
+        for u in final_want:
+            assert final_got[u].tobytes() == final_want[u].tobytes(), u
+        assert sum(v.size for v in final_got.values()) > 12
     finally:
         await client.aclose()

@@ -21,4 +21,4 @@ def test_soak_20k_valid_10k_fuzzed_with_faults_loses_nothing() -> None:
     assert counts["valid_in_dlq"] == 0
     assert counts["dead_letters"] >= 10_000  # every fuzzed event (replays may repeat a few)
     assert counts["alert_transactions"] == counts["over_threshold"]
-    assert counts["sequence_index_mismatches"] == 0
+    assert counts["sequences_with_duplicates"] == 0
