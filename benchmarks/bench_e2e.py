@@ -4,7 +4,8 @@
 
 All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput;
 (2) the riskstream worker's throughput, events produced as fast as possible, until all
-are scored; (3) produce → decision-on-``scores`` latency at a fixed rate.
+are scored; (3) produce → decision-on-``scores`` latency at a fixed rate; (4) the same two
+Kafka hops through a plain confluent-kafka relay at the same rates: the broker's floor.
 """
 
 from __future__ import annotations
@@ -90,6 +91,47 @@ def _produce(
     return sent
 
 
+def _kafka_floor(bootstrap: str, rate: float, n: int) -> dict[str, float]:
+    """Produce → relay (confluent consume + produce) → consume: the broker path alone.
+
+    The same two Kafka hops a decision takes (into the worker, out to ``scores``), with
+    no Faust and no scoring, measured the same way: what no worker can go below.
+    """
+    stop = threading.Event()
+
+    def relay() -> None:
+        c = _reader(bootstrap, "floor-in")
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+        while not stop.is_set():
+            for m in c.consume(500, 0.05):
+                if not m.error():
+                    p.produce("floor-out", key=m.key(), value=m.value())
+                    p.poll(0)
+            p.flush(10)
+        c.close()
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    out = _reader(bootstrap, "floor-out")
+    rows = [(str(i), json.dumps({"transaction_id": f"f{rate}-{i}"}).encode()) for i in range(n)]
+    sent: dict[str, float] = {}
+    producer = threading.Thread(
+        target=lambda: sent.update(_produce(bootstrap, "floor-in", rows, rate=rate))
+    )
+    time.sleep(1)
+    producer.start()
+    _, seen = _count_until(out, n, 120, key="transaction_id")
+    producer.join()
+    stop.set()
+    thread.join(5)
+    out.close()
+    lat = np.array([(seen[t] - sent[t]) * 1000 for t in sent if t in seen])
+    return {
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20_000)
@@ -106,7 +148,8 @@ def main() -> None:
         n = int(rate * args.seconds)
         paced_sets.append(rows[start : start + n])
         start += n
-    with running_stack([*topics.all(), "bench-in", "bench-out"], topics.partitions) as stack:
+    topic_names = [*topics.all(), "bench-in", "bench-out", "floor-in", "floor-out"]
+    with running_stack(topic_names, topics.partitions) as stack:
         bs = stack.bootstrap_servers
         # (1) trivial forwarder: per-event `await topic.send()`
         env = {**os.environ, "BENCH_BROKER": bs, "BENCH_DATADIR": tempfile.mkdtemp()}
@@ -156,6 +199,10 @@ def main() -> None:
             }
         worker.stop()
         scores.close()
+        # (4) the broker path alone at the same rates (after the worker stopped)
+        floor = {
+            f"{rate:.0f}/s": _kafka_floor(bs, rate, int(rate * args.seconds)) for rate in rates
+        }
     report(
         "e2e",
         events=len(bulk),
@@ -163,6 +210,7 @@ def main() -> None:
         worker_events_per_s=round(worker_rate),
         ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
         produce_to_decision_latency=latency,
+        kafka_two_hop_floor_latency=floor,
     )
 
 

@@ -14,6 +14,7 @@ Snapshots are tied to the model version: another model's embeddings are discarde
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,12 @@ class EmbeddingCache(Protocol):
 
 
 class FaissEmbeddingCache:
-    """Bounded LRU cache whose vectors live in a FAISS flat index."""
+    """Bounded LRU cache whose vectors live in a FAISS flat index.
+
+    A lock serializes get/put/snapshot: refreshes run in executor threads while the
+    periodic snapshot may run in another, and a snapshot must never pair a row's new
+    version with its half-written vector.
+    """
 
     def __init__(self, dim: int, capacity: int = 100_000, model_version: str = "") -> None:
         if capacity < 1:
@@ -76,11 +82,16 @@ class FaissEmbeddingCache:
         self._rows: OrderedDict[str, int] = OrderedDict()
         self._free = list(range(capacity - 1, -1, -1))
         self.evictions = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._get(users, versions)
+
+    def _get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hit = np.zeros(len(users), dtype=bool)
         out = np.zeros((len(users), self.dim), dtype=np.float32)
         for i, user in enumerate(users):
@@ -95,6 +106,10 @@ class FaissEmbeddingCache:
         return hit, out
 
     def put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
+        with self._lock:
+            self._put(users, versions, embeddings)
+
+    def _put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
         for i, user in enumerate(users):
             row = self._rows.get(user)
             if row is None:
@@ -113,11 +128,13 @@ class FaissEmbeddingCache:
     def snapshot(self, folder: Path) -> None:
         """Write the cache (atomically: temp files then rename)."""
         folder.mkdir(parents=True, exist_ok=True)
-        users = list(self._rows)
-        rows = np.array([self._rows[u] for u in users], dtype=np.int64)
+        with self._lock:  # copy under the lock, write outside it
+            users = list(self._rows)
+            rows = np.array([self._rows[u] for u in users], dtype=np.int64)
+            vectors, versions = self._vectors[rows], self._versions[rows]
         tmp = folder / "cache.npz.tmp"
         with tmp.open("wb") as fh:
-            np.savez(fh, vectors=self._vectors[rows], versions=self._versions[rows])
+            np.savez(fh, vectors=vectors, versions=versions)
         tmp.replace(folder / "cache.npz")
         meta = {"model_version": self.model_version, "dim": self.dim, "users": users}
         (folder / "cache.json.tmp").write_text(json.dumps(meta))

@@ -51,6 +51,11 @@ class OnnxModelConfig:
     #: "auto": IO binding when a GPU provider runs (inputs copied once, outputs bound on
     #: the device); "always" also on CPU (tests prove it equals plain ``run``)
     io_binding: str = "auto"
+    #: ORT's pool threads busy-wait for work by default. In a worker that shares a few
+    #: cores with its consumer, producer and event loop, that burned half the process'
+    #: CPU: 2.96 → 1.57 ms CPU per event at 500 tx/s on 2 cores when turned off (see
+    #: docs/BENCHMARKS.md). Worth turning on only on a dedicated many-core scorer.
+    allow_spinning: bool = False
 
 
 @dataclass
@@ -82,6 +87,9 @@ class OnnxRiskModel:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.config.intra_op_threads:
             opts.intra_op_num_threads = self.config.intra_op_threads
+        if not self.config.allow_spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.encoder = ort.InferenceSession(str(self.artifact.encoder_path), opts, providers=wanted)
         self.head = ort.InferenceSession(str(self.artifact.head_path), opts, providers=wanted)
         log.info("model %s running on %s", self.version, self.encoder.get_providers())

@@ -1,7 +1,8 @@
 """What the worker does with one batch of raw Kafka messages (no Faust imports here).
 
 decode → dead letters for bad input → score (engine) → publish every decision to
-``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache.
+``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache (in
+the background, after the batch is done).
 The caller acks the batch to Kafka only when ``process`` returns, so a crash anywhere
 replays the batch; idempotent store writes and deterministic alert ids make the replay
 harmless.
@@ -9,6 +10,7 @@ harmless.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -79,6 +81,7 @@ class BatchPipeline:
         self._refresh = refresh
         self.publisher = publisher
         self.topics = topics
+        self._refreshing: asyncio.Task[int] | None = None
 
     async def process(self, messages: list[RawMessage]) -> list[Decision]:
         requests = []
@@ -108,8 +111,29 @@ class BatchPipeline:
             EVENT_TO_PUBLISH_MS.observe(max(0.0, (now_wall - d.tx.timestamp.timestamp()) * 1000))
         EVENTS.labels("scored").inc(len(decisions))
         if pending is not None and self._refresh is not None:
-            await self._refresh(pending)
+            # The refresh (an encoder run per scored user, so their next event finds a
+            # fresh cache entry) runs in the background: the next batch can be fetched
+            # and scored meanwhile. Refreshes stay in order: each waits for the previous,
+            # so a user's newer embedding is never overwritten by an older one, and a
+            # batch whose users' refresh is still running just misses the cache.
+            previous = self._refreshing
+            self._refreshing = asyncio.ensure_future(self._refresh_after(previous, pending))
         return decisions
+
+    async def _refresh_after(self, previous: asyncio.Task[int] | None, pending: Any) -> int:
+        if previous is not None:
+            await asyncio.wait([previous])
+        assert self._refresh is not None
+        try:
+            return await self._refresh(pending)
+        except Exception:  # the cache is an optimization: a failed refresh only costs a miss
+            log.warning("embedding cache refresh failed", exc_info=True)
+            return 0
+
+    async def drain(self) -> None:
+        """Wait for the background cache refresh (before a snapshot or shutdown)."""
+        if self._refreshing is not None:
+            await asyncio.wait([self._refreshing])
 
     def publish_decisions(self, decisions: list[Decision]) -> None:
         """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""

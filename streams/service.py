@@ -40,6 +40,7 @@ def load_bundle(path: Path | None, settings: Settings) -> ModelBundle:
             providers=tuple(settings.model.providers),
             intra_op_threads=settings.model.intra_op_threads,
             io_binding=settings.model.io_binding,
+            allow_spinning=settings.model.ort_spinning,
         ),
     ).load()
     cache = (
@@ -132,7 +133,7 @@ class WorkerService:
     async def _score_via_batcher(self, reqs: list[ScoreRequest]) -> tuple[list[Decision], object]:
         if self.batcher is None:
             raise RuntimeError("service not started")
-        results = await self.batcher.submit_many(reqs)
+        results = await self.batcher.submit_many(reqs, complete=True)
         pendings = list({id(p): p for _, p in results}.values())
         return [d for d, _ in results], pendings
 
@@ -161,6 +162,8 @@ class WorkerService:
         """Finish batches in flight, drain the batcher, snapshot the cache, close clients."""
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=30)
+        if self.pipeline is not None:
+            await self.pipeline.drain()
         if self.batcher is not None:
             await self.batcher.stop()
         if self.engine is not None:

@@ -126,6 +126,9 @@ class ModelSettings(BaseModel):
         description="ONNX Runtime providers in order of preference (unavailable ones skipped).",
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT threads; 0 = ORT decides.")
+    ort_spinning: bool = Field(
+        False, description="Let ORT threads busy-wait (only for dedicated many-core scorers)."
+    )
     io_binding: Literal["auto", "always", "never"] = Field(
         "auto", description="ORT IO binding; auto = when a GPU provider actually runs."
     )

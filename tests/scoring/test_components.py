@@ -31,6 +31,28 @@ async def test_batcher_closes_on_size_and_on_time() -> None:
         await b.stop()
 
 
+async def test_batcher_closes_a_complete_group_without_waiting() -> None:
+    sizes: list[int] = []
+
+    async def fn(reqs: list[int]) -> list[int]:
+        sizes.append(len(reqs))
+        return reqs
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=100, max_wait_ms=2000)
+    await b.start()
+    try:
+        t0 = asyncio.get_running_loop().time()
+        assert await b.submit_many([1, 2, 3], complete=True) == [1, 2, 3]
+        assert asyncio.get_running_loop().time() - t0 < 1.0  # not the 2 s wait
+        lone = asyncio.ensure_future(b.submit(7))  # an HTTP request waiting for company
+        await asyncio.sleep(0.05)
+        assert await b.submit_many([8, 9], complete=True) == [8, 9]
+        assert await lone == 7
+        assert sizes == [3, 3]  # the lone request rode along with the complete group
+    finally:
+        await b.stop()
+
+
 async def test_failing_batch_fails_only_its_requests() -> None:
     async def fn(reqs: list[int]) -> list[int]:
         if 13 in reqs:
