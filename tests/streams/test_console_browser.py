@@ -82,7 +82,20 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
 
             page.get_by_test_id("confirm").click()
             decision = page.get_by_test_id("decision")
-            decision.filter(has_text="→").wait_for(timeout=40_000)  # the threshold move
+            try:
+                decision.filter(has_text="→").wait_for(timeout=40_000)  # the threshold move
+            except Exception as exc:  # say why, not just "timeout"
+                metrics = urllib.request.urlopen(worker.url("/metrics"), timeout=5).read()
+                applied = [
+                    line
+                    for line in metrics.decode().splitlines()
+                    if line.startswith("riskstream_threshold_feedback_total")
+                ]
+                raise AssertionError(
+                    f"no threshold move shown: {decision.inner_text()!r}; worker alive "
+                    f"{worker.alive()}; feedback applied {applied}; "
+                    f"feedback messages {len(wenv.read('feedback', idle_s=1.0))}"
+                ) from exc
             assert "Dana Analyst" in decision.inner_text()
             assert page.get_by_test_id("confirm").is_disabled()  # no second click
             page.screenshot(path=str(shots / "console-case.png"))

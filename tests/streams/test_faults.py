@@ -29,15 +29,38 @@ def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
     alerts = wenv.read("alerts", timeout_s=5)
     alert_ids = {json.loads(m.value())["alert_id"] for m in alerts}
     over = {d["transaction_id"] for d in decisions if d["is_alert"]}
+    alert_tx = {json.loads(m.value())["transaction_id"] for m in alerts}
     dlq = wenv.read("dlq", timeout_s=2)
+    doubled = _sequences_holding_an_event_twice(wenv.stack.redis_url, f"{wenv.name}:seq:*")
     print(
         f"\n[{name}] in={len(ids)} scored={len(scored & ids)} "
         f"duplicates_delivered={len(decisions) - len(scored)} alerts={len(alert_ids)} "
-        f"over_threshold={len(over)} dead_letters={len(dlq)} lost={len(ids - scored)}"
+        f"over_threshold={len(over)} dead_letters={len(dlq)} "
+        f"sequences_with_a_duplicate={doubled} lost={len(ids - scored)}"
     )
     assert ids <= scored, f"lost {len(ids - scored)} events"
-    assert len(alert_ids) >= len(over)  # per model version: one id per alerted transaction
+    # one alert id per alerted transaction (ids derive from tx id + model version), and an
+    # alert for exactly the transactions that had an over-threshold decision
+    assert len(alert_ids) == len(over) and alert_tx == over
     assert not dlq, "a valid event was dead-lettered"
+    assert doubled == 0, "a user's sequence holds an event twice"
+
+
+def _sequences_holding_an_event_twice(redis_url: str, pattern: str) -> int:
+    import numpy as np
+    import redis
+
+    from features.sequence_store import decode_records
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        n = 0
+        for key in client.scan_iter(pattern, count=1000):
+            seq = decode_records(client.get(key))
+            n += int(np.unique(seq["tx"]).size != seq.size)
+        return n
+    finally:
+        client.close()
 
 
 def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
@@ -73,7 +96,8 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
 
 
 def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=80, days=14, seed=32)
+    events = events_for(n_users=700, days=11, seed=32)  # a steady stream of ≥ 20,000
+    assert len(events) >= 20_000
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     first = wenv.start()
     second = wenv.start()
@@ -81,9 +105,9 @@ def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
         wenv.produce(events)
         wenv.read(
             "scores",
-            expected=300,
+            expected=3000,
             key_of=tx_id_of,
-            timeout_s=60,
+            timeout_s=120,
         )
         assert second.stop() == 0  # graceful leave mid-stream → rebalance to the first
         _check_and_report("rebalance", stack, wenv, ids)
@@ -107,7 +131,8 @@ def test_broker_stop_and_restart_worker_reconnects_and_resumes(tmp_path) -> None
     with running_stack() as own:
         wenv = WorkerEnv(own, tmp_path, f"b{uuid.uuid4().hex[:8]}")
         own.create_topics(list(wenv.topics.values()), partitions=2)
-        events = events_for(n_users=60, days=10, seed=33)
+        events = events_for(n_users=700, days=11, seed=33)  # ≥ 20,000 over both phases
+        assert len(events) >= 20_000
         half = len(events) // 2
         first, second = events[:half], events[half:]
         worker = wenv.start()
