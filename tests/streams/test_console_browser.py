@@ -98,6 +98,13 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
                 ) from exc
             assert "Dana Analyst" in decision.inner_text()
             assert page.get_by_test_id("confirm").is_disabled()  # no second click
+            # the live "review" event for this label (it may arrive after the answer) and
+            # reopening the case keep showing what the click did
+            page.wait_for_timeout(1500)
+            page.locator("#f-status").select_option("all")
+            page.locator(f'tr[data-alert="{alert_id}"]').click()
+            decision.filter(has_text="→").wait_for(timeout=10_000)
+            assert "fraud" in page.locator(f'tr[data-alert="{alert_id}"] .tag').inner_text()
             page.screenshot(path=str(shots / "console-case.png"))
 
             # a second submission (another tab, a retry) sends nothing

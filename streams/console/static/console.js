@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { alerts: new Map(), order: [], selected: null, source: null, numbersDue: null };
+// effects: what the analyst's own click did (threshold before → after), per transaction, so a
+// later live "review" event for the same label does not wipe it from the case view
+const state = { alerts: new Map(), order: [], selected: null, source: null, numbersDue: null, effects: new Map() };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -163,7 +165,7 @@ function connect() {
     render();
     if (state.selected) {
       const a = state.alerts.get(state.selected);
-      if (a && a.transaction_id === r.transaction_id) showDecision(a.review);
+      if (a && a.transaction_id === r.transaction_id) showDecision(a.review, state.effects.get(a.transaction_id));
     }
   });
   state.source = src;
@@ -254,7 +256,7 @@ async function openCase(alertId) {
       el("td", { text: h.mcc }), el("td", { text: h.channel }), el("td", { text: h.country || "–" }),
       el("td", { text: h.merchant || "–" }), el("td", { text: flags }));
   }));
-  showDecision(a.review);
+  showDecision(a.review, state.effects.get(a.transaction_id));
 }
 
 async function decide(label) {
@@ -270,7 +272,10 @@ async function decide(label) {
     if (r.status === "already") effect = "(already recorded; nothing sent)";
     else if (r.applied) effect = `User's threshold ${fmtScore(r.threshold_before)} → ${fmtScore(r.threshold_after)}.`;
     else effect = `Sent; the user's threshold (${fmtScore(r.threshold_after)}) has not moved yet.`;
-    showDecision(r.review, effect);
+    if (a && !(r.status === "already" && state.effects.has(a.transaction_id))) {
+      state.effects.set(a.transaction_id, effect);
+    }
+    showDecision(r.review, state.effects.get(a ? a.transaction_id : "") || effect);
     if (r.status === "sent" && !r.applied) watchThreshold(alertId, r.review, r.threshold_before);
     render();
     loadNumbers().catch(() => {});
@@ -287,9 +292,9 @@ async function watchThreshold(alertId, review, before) {
     await new Promise((ok) => setTimeout(ok, 1000));
     const data = await api(`/console/api/case/${encodeURIComponent(alertId)}`).catch(() => null);
     if (data && Math.abs(data.current_threshold - before) > 1e-9) {
-      if (state.selected === alertId) {
-        showDecision(review, `User's threshold ${fmtScore(before)} → ${fmtScore(data.current_threshold)}.`);
-      }
+      const effect = `User's threshold ${fmtScore(before)} → ${fmtScore(data.current_threshold)}.`;
+      state.effects.set(data.alert.transaction_id, effect);
+      if (state.selected === alertId) showDecision(review, effect);
       return;
     }
   }
