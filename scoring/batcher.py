@@ -3,8 +3,9 @@
 A batch closes at ``max_batch`` requests or ``max_wait_ms`` after its first request,
 whichever comes first, or at once when a caller says its group is complete
 (``submit_many(..., complete=True)``: a stream batch Faust already gathered must not wait
-a second time; measured, that wait was a third of the worker's in-batch latency). Each request has its own future; a failing batch fails only its
-own requests (the exception is handed to each of their futures), never the loop.
+a second time; measured, that wait was a third of the worker's in-batch latency).
+Each request has its own future; a failing batch fails only its own requests (the
+exception is handed to each of their futures), never the loop.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def _sequences_holding_an_event_twice(redis_url: str, pattern: str) -> int:
 
 
 def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=80, days=14, seed=31)
+    events = events_for(n_users=700, days=11, seed=31)  # a steady stream of ≥ 20,000
+    assert len(events) >= 20_000
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
     try:

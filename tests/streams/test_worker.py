@@ -67,7 +67,8 @@ def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
 
 
 def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=60, days=12, seed=8)
+    events = events_for(n_users=700, days=11, seed=8)  # a steady stream of ≥ 20,000
+    assert len(events) >= 20_000
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
     wenv.produce(events)
@@ -88,6 +89,10 @@ def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
             timeout_s=120,
         )
         got = {tx_id_of(m) for m in scores}
+        print(
+            f"\n[sigkill] in={len(ids)} scored={len(got & ids)} "
+            f"duplicates_delivered={len(scores) - len(got)} lost={len(ids - got)}"
+        )
         assert got == ids, f"lost {len(ids - got)} events"
     finally:
         restarted.stop()
