@@ -193,7 +193,7 @@ def windows_for_batch(
     """Serving path: windows for a batch, from the store's prior sequences plus the batch.
 
     Builds one array of everything known (stored events ∪ this batch), deduplicated on
-    (user, transaction) with the stored copy winning (as HSETNX does), sorted by
+    (user, transaction) with the stored copy winning (as the store does), sorted by
     (user, ts, tx) — the training layout — and then reuses ``windows_from_sorted``. So a
     user's several events in one batch see each other in time order, a replayed event
     never sees itself, and training and serving share the window code itself.
