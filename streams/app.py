@@ -31,6 +31,7 @@ from prometheus_client import generate_latest
 from features.contracts import DecodeError, Feedback, decode_feedback, decode_transaction
 from features.errors import RiskstreamError
 from scoring.engine import ScoreRequest
+from streams.log_privacy import user_ref
 from streams.metrics import EVENTS, THRESHOLD_UPDATES
 from streams.pipeline import RawMessage
 from streams.service import WorkerService
@@ -151,6 +152,8 @@ def create_app(
             svc.track(task)
             await asyncio.shield(task)
 
+    hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
+
     @app.agent(fb_topic)
     async def apply_feedback(stream: StreamT[Any]) -> None:
         async for events in _take_events(stream, 256, 0.2):
@@ -164,8 +167,15 @@ def create_app(
                         "ignoring malformed feedback at offset %s: %s", event.message.offset, exc
                     )
                     continue
-                await _guarded(partial(_feedback, svc, fb))
+                threshold = await _guarded(partial(_feedback, svc, fb))
                 THRESHOLD_UPDATES.labels(fb.label).inc()
+                log.info(
+                    "label %s for transaction %s of %s applied: threshold now %.4f",
+                    fb.label,
+                    fb.transaction_id,
+                    user_ref(fb.user_id, settings.log_user_ids, hash_key),
+                    threshold,
+                )
 
     @app.timer(interval=60.0)
     async def snapshot_cache() -> None:
@@ -215,10 +225,10 @@ async def _process(service: WorkerService, batch: list[RawMessage]) -> None:
     await service.pipeline.process(batch)
 
 
-async def _feedback(service: WorkerService, fb: Feedback) -> None:
+async def _feedback(service: WorkerService, fb: Feedback) -> float:
     if service.engine is None:
         raise RuntimeError("service not started")
-    await service.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
+    return await service.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
 
 
 async def _guarded(step: Callable[[], Awaitable[Any]]) -> Any:

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("./riskstream-data"), description="Snapshots and local state.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_user_ids: Literal["hashed", "plain"] = Field(
+        "hashed", description="User ids in log lines: keyed hash (default) or plain."
+    )
+    log_hash_key: SecretStr | None = Field(
+        None, description="Key of the user-id hash in logs; unset = random per process."
+    )
 
     @model_validator(mode="after")
     def _public_bind_needs_token(self) -> Settings:

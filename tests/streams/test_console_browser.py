@@ -40,7 +40,9 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
     sync_playwright = _browser_or_skip()
     shots = Path(os.environ.get("RISKSTREAM_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    worker = wenv.start(extra_env={"RISKSTREAM_CONSOLE__ENABLED": "true"})
+    worker = wenv.start(
+        extra_env={"RISKSTREAM_CONSOLE__ENABLED": "true", "RISKSTREAM_LOG_LEVEL": "INFO"}
+    )
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -129,6 +131,11 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
         assert len(feedback) == 1 and len(mine) == 1
         assert mine[0]["label"] == "fraud" and mine[0]["user_id"] == alert["user_id"]
         assert mine[0]["analyst"] == "Dana Analyst"
+        # the worker logged the applied label with the user id as a keyed hash only
+        log_text = Path(worker.log.name).read_text(errors="replace")
+        applied = [line for line in log_text.splitlines() if "label fraud for transaction" in line]
+        assert applied and alert["transaction_id"] in applied[0] and " of u#" in applied[0]
+        assert alert["user_id"] not in log_text
         for name in ("console-queue.png", "console-case.png"):
             assert (shots / name).stat().st_size > 10_000
     finally:

@@ -118,3 +118,16 @@ def test_faust_transport_gets_the_same_sasl_and_tls_settings(
 
     monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
     assert "broker_credentials" not in _faust_settings(Settings())
+
+
+def test_user_ids_in_logs_are_keyed_hashes_unless_plain_is_asked_for() -> None:
+    from streams.log_privacy import user_ref
+
+    hashed = user_ref("alice", "hashed", "k1")
+    assert hashed.startswith("u#") and "alice" not in hashed
+    assert user_ref("alice", "hashed", "k1") == hashed  # stable: one user's lines correlate
+    assert user_ref("alice", "hashed", "k2") != hashed  # not guessable without the key
+    assert user_ref("bob", "hashed", "k1") != hashed
+    assert user_ref("alice", "hashed") == user_ref("alice", "hashed")  # per-process key
+    assert user_ref("alice", "plain") == "alice"
+    assert Settings().log_user_ids == "hashed"
