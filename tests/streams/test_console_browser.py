@@ -66,6 +66,8 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
 
             first = rows.first
             alert_id = first.get_attribute("data-alert")
+            assert first.get_by_test_id("model").inner_text().startswith("tl-")  # model version
+            assert first.get_by_test_id("similar").inner_text()  # similar cases (or "none")
             first.click()
             case = page.get_by_test_id("case")
             case.wait_for()

@@ -101,17 +101,32 @@ function scoreBar(a) {
   return el("span", {}, bar, el("span", { class: "num", text: ` ${fmtScore(a.score)} / ${fmtScore(a.threshold)}` }));
 }
 
+// the top reason in words; every reason in the tooltip
+function reasonCell(a) {
+  const reasons = a.reasons || [];
+  return el("td", { class: "reason", title: reasons.map((r) => r.text).join("; "),
+    text: reasons.length ? reasons[0].text + (reasons.length > 1 ? ` (+${reasons.length - 1})` : "") : "" });
+}
+
+function similarText(a) {
+  const cases = a.similar_cases || [];
+  if (!cases.length) return "none";
+  return `${cases.length} · best ${cases[0].similarity.toFixed(2)}`;
+}
+
 function row(a, fresh) {
   const ctx = a.context || {};
   const tr = el("tr", { "data-alert": a.alert_id, "data-testid": "alert-row", class: fresh ? "fresh" : "" },
     el("td", { class: "num", text: fmtTime(a.received_ms) }),
     el("td", { text: a.user_id }),
     el("td", { class: "num", text: fmtAmount(ctx) }),
-    el("td", { text: ctx.mcc || "–" }),
+    el("td", { text: `${ctx.merchant_id || "–"} · ${ctx.mcc || "–"}` }),
     el("td", { text: ctx.channel || "–" }),
     el("td", { text: ctx.country || "–" }),
     el("td", {}, scoreBar(a)),
-    el("td", { class: "reason", text: a.reasons && a.reasons.length ? a.reasons[0].text : "" }),
+    reasonCell(a),
+    el("td", { class: "similar", "data-testid": "similar", text: similarText(a) }),
+    el("td", { class: "model", "data-testid": "model", text: a.model_version || "–" }),
     el("td", {}, statusTag(a)));
   if (a.alert_id === state.selected) tr.classList.add("selected");
   tr.addEventListener("click", () => openCase(a.alert_id));
