@@ -31,6 +31,14 @@ def _alert() -> AlertRecord:
         latency_ms=4.2,
         sequence_length=31,
         similar_cases=[{"case_id": "case-1", "similarity": 0.97}],
+        context={
+            "amount": "912.50",
+            "currency": "EUR",
+            "mcc": "5732",
+            "channel": "online",
+            "merchant_id": "m-42",
+            "country": "RO",
+        },
         reasons=[
             {
                 "feature": "amount_vs_history",
@@ -76,3 +84,4 @@ def test_alerts_command_renders_published_alerts(stack, make_topics, as_json: bo
         assert "ALERT tx-77" in out.stdout and "score 0.930 ≥ threshold 0.210" in out.stdout
         assert "amount 14.0× the user's usual" in out.stdout
         assert "case-1 (0.97)" in out.stdout
+        assert "912.50 EUR  m-42 · MCC 5732 · online · RO" in out.stdout
