@@ -90,6 +90,15 @@ def main() -> None:
     report("soak", **run_soak(args.valid, args.fuzz))
 
 
+def sequences_holding_an_event_twice(client: redis.Redis, pattern: str) -> int:
+    """Users whose stored sequence holds a transaction twice (must be none after any fault)."""
+    n = 0
+    for key in client.scan_iter(pattern, count=1000):
+        seq = decode_records(client.get(key))
+        n += int(np.unique(seq["tx"]).size != seq.size)
+    return n
+
+
 def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
     """The soak on its own embedded stack; returns the counts (``lost`` must be 0).
 
@@ -143,11 +152,7 @@ def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
         alerts = [json.loads(v) for v in _drain(alerts_c, time.monotonic() + 5)]
         letters = [json.loads(v) for v in _drain(dlq_c, time.monotonic() + 5)]
         client = redis.Redis.from_url(stack.redis_url)
-        # count users whose stored sequence holds a transaction twice (must be none)
-        mismatched = 0
-        for key in client.scan_iter("riskstream:seq:*", count=1000):
-            seq = decode_records(client.get(key))
-            mismatched += np.unique(seq["tx"]).size != seq.size
+        mismatched = sequences_holding_an_event_twice(client, "riskstream:seq:*")
         client.close()
         worker.stop()
     scored = {d["transaction_id"] for d in decisions}

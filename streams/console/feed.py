@@ -51,7 +51,6 @@ class ConsoleFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.caught_up = threading.Event()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -94,7 +93,6 @@ class ConsoleFeed:
                 if not assignment:
                     self._stop.wait(1.0)
             consumer.assign(assignment)
-            idle_polls = 0
             while not self._stop.is_set():
                 messages = consumer.consume(500, timeout=0.2)
                 batch = [
@@ -104,9 +102,6 @@ class ConsoleFeed:
                 ]
                 if batch and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._apply, batch)
-                idle_polls = 0 if batch else idle_polls + 1
-                if idle_polls >= 2:
-                    self.caught_up.set()
         except Exception:  # the console is optional: never take the worker down with it
             log.exception("console feed stopped")
         finally:

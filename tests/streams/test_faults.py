@@ -47,26 +47,27 @@ def _check_and_report(name: str, stack, wenv: WorkerEnv, ids: set[str]) -> None:
 
 
 def _sequences_holding_an_event_twice(redis_url: str, pattern: str) -> int:
-    import numpy as np
     import redis
 
-    from features.sequence_store import decode_records
+    from benchmarks.soak import sequences_holding_an_event_twice
 
     client = redis.Redis.from_url(redis_url)
     try:
-        n = 0
-        for key in client.scan_iter(pattern, count=1000):
-            seq = decode_records(client.get(key))
-            n += int(np.unique(seq["tx"]).size != seq.size)
-        return n
+        return sequences_holding_an_event_twice(client, pattern)
     finally:
         client.close()
 
 
-def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=700, days=11, seed=31)  # a steady stream of ≥ 20,000
+def _steady_stream(seed: int) -> list[tuple[str, bytes]]:
+    """≥ 20,000 simulated events (labels kept aside), the size each fault runs at."""
+    events = events_for(n_users=700, days=11, seed=seed)
     assert len(events) >= 20_000
-    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    return events
+
+
+def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
+    events = _steady_stream(31)
+    ids = _ids(events)
     worker = wenv.start()
     try:
         wenv.produce(events[: len(events) // 2])
@@ -97,9 +98,8 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
 
 
 def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=700, days=11, seed=32)  # a steady stream of ≥ 20,000
-    assert len(events) >= 20_000
-    ids = {json.loads(v)["transaction_id"] for _, v in events}
+    events = _steady_stream(32)
+    ids = _ids(events)
     first = wenv.start()
     second = wenv.start()
     try:
@@ -132,8 +132,7 @@ def test_broker_stop_and_restart_worker_reconnects_and_resumes(tmp_path) -> None
     with running_stack() as own:
         wenv = WorkerEnv(own, tmp_path, f"b{uuid.uuid4().hex[:8]}")
         own.create_topics(list(wenv.topics.values()), partitions=2)
-        events = events_for(n_users=700, days=11, seed=33)  # ≥ 20,000 over both phases
-        assert len(events) >= 20_000
+        events = _steady_stream(33)
         half = len(events) // 2
         first, second = events[:half], events[half:]
         worker = wenv.start()
