@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.common import report
+from benchmarks.common import CpuMeter, report
 from features.simulator import SimulatorConfig, simulate
+from streams.consume import ready_messages
 from streams.embedded import running_stack
 from streams.local_worker import start_worker
 from streams.producer import rows_as_json
@@ -55,7 +56,7 @@ def _count_until(
     deadline = time.monotonic() + timeout_s
     last = float("nan")  # stays NaN if nothing arrives: never a fake rate
     while count < n and time.monotonic() < deadline:
-        for m in consumer.consume(1000, 0.05):
+        for m in ready_messages(consumer, 1000, 0.05):
             if m.error():
                 continue
             now = time.monotonic()
@@ -103,7 +104,7 @@ def _kafka_floor(bootstrap: str, rate: float, n: int) -> dict[str, float]:
         c = _reader(bootstrap, "floor-in")
         p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
         while not stop.is_set():
-            for m in c.consume(500, 0.05):
+            for m in ready_messages(c, 500, 0.05):
                 if not m.error():
                     p.produce("floor-out", key=m.key(), value=m.value())
                     p.poll(0)
@@ -162,10 +163,12 @@ def main() -> None:
         out = _reader(bs, "bench-out")
         _produce(bs, "bench-in", bulk[:200])  # warm-up: group join, first fetches
         _count_until(out, 200, 60)
+        meter = CpuMeter({"broker": stack.kafka.pid, "redis": stack.redis.pid, "agent": fwd.pid})
         t0 = time.monotonic()
         _produce(bs, "bench-in", bulk)
         last, _ = _count_until(out, len(bulk), 300)
         trivial_rate = len(bulk) / (last - t0)  # NaN if the forwarder produced nothing
+        trivial_cpu = meter.per_event_ms(len(bulk))
         fwd.send_signal(signal.SIGTERM)
         fwd.wait(30)
         out.close()
@@ -173,10 +176,14 @@ def main() -> None:
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")))
         worker.wait_ready()
         scores = _reader(bs, topics.scores)
+        meter = CpuMeter(
+            {"broker": stack.kafka.pid, "redis": stack.redis.pid, "worker": worker.proc.pid}
+        )
         t0 = time.monotonic()
         _produce(bs, topics.transactions, bulk)
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
         worker_rate = len(seen) / (last - t0)
+        worker_cpu = meter.per_event_ms(len(bulk))
         # (3) fixed-rate latency, one run per rate
         latency = {}
         for rate, paced in zip(rates, paced_sets, strict=True):
@@ -209,6 +216,7 @@ def main() -> None:
         trivial_forwarder_events_per_s=round(trivial_rate),
         worker_events_per_s=round(worker_rate),
         ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
+        cpu_ms_per_event={"trivial_phase": trivial_cpu, "worker_phase": worker_cpu},
         produce_to_decision_latency=latency,
         kafka_two_hop_floor_latency=floor,
     )

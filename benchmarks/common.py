@@ -23,3 +23,36 @@ def machine() -> dict[str, Any]:
 def report(name: str, **figures: Any) -> None:
     """Print one JSON line per measurement (copied into docs/BENCHMARKS.md)."""
     print(json.dumps({"bench": name, **figures, "machine": machine()}), flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux ``/proc``; NaN elsewhere).
+
+    Benchmarks that share two cores between the broker, Redis and the worker report each
+    one's CPU per event, so a throughput figure says which process it was bound by.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per event, per named process, over one measured phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._self = os.times()
+
+    def per_event_ms(self, events: int) -> dict[str, float]:
+        out = {
+            name: round((cpu_seconds(pid) - self._start[name]) * 1000 / max(events, 1), 3)
+            for name, pid in self._pids.items()
+        }
+        now = os.times()
+        used = (now.user - self._self.user) + (now.system - self._self.system)
+        out["benchmark_driver"] = round(used * 1000 / max(events, 1), 3)
+        return out

@@ -2,11 +2,12 @@
 
 Per batch: one store round trip (append + read prior histories), one featurization,
 the encoder only for users whose cached embedding is stale or missing (grouped by
-length bucket), one head call, thresholds (one read, one write), reasons and similar
-cases for alerts. CPU-heavy steps run in a dedicated thread (ONNX Runtime releases the
-GIL), never on the event loop. ``refresh_cache`` runs after the batch is published and
-stores, for each user, the embedding its *next* event will need, so a returning user's
-latency path runs only the head.
+history length), one head call, thresholds (one read, overlapping the model; one
+write, overlapping the caller's publish, see ``settle``), reasons and similar cases for
+alerts. CPU-heavy steps run in dedicated threads (ONNX Runtime releases the GIL), never
+on the event loop. ``refresh_cache`` runs after the batch is published and stores, for
+each user, the embedding its *next* event will need, so a returning user's latency path
+runs only the head.
 
 Hot swap: every batch takes a reference to the current ``ModelBundle`` when it starts,
 so in-flight batches finish on the old model and the next ones use the new one.
@@ -42,6 +43,7 @@ from features.featurize import (
 from features.sequence_store import SequenceStore
 from scoring.case_memory import FraudCaseMemory
 from scoring.embedding_cache import FaissEmbeddingCache, history_versions
+from scoring.length_groups import length_groups
 from scoring.metrics import MODEL_LATENCY_MS
 from scoring.onnx_model import OnnxRiskModel
 from scoring.reasons import explain
@@ -153,9 +155,27 @@ class ScoringEngine:
         self.similar_k = similar_k
         self.reasons_top = reasons_top
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-model")
+        # The post-publish refresh has its own thread: sharing one made the next batch's
+        # scoring queue behind the previous batch's refresh, so the encoder and the event
+        # loop took turns instead of overlapping (ONNX Runtime sessions are thread-safe,
+        # the cache takes a lock).
+        self._refresh_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="riskstream-refresh"
+        )
+
+        self._writes: asyncio.Future[None] | None = None
+
+    async def settle(self) -> None:
+        """Wait for the last batch's threshold write; raise if it failed (retries spent)."""
+        writes = self._writes
+        if writes is not None:
+            await writes  # a second awaiter of a failed write sees the same error
+            if self._writes is writes:
+                self._writes = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._refresh_executor.shutdown(wait=True)
 
     def swap(self, bundle: ModelBundle) -> None:
         """Use ``bundle`` for batches that start from now on (load and warm it first)."""
@@ -165,6 +185,9 @@ class ScoringEngine:
 
     async def _off_loop(self, fn, *args):  # type: ignore[no-untyped-def]  # generic helper
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _in_background(self, fn, *args):  # type: ignore[no-untyped-def]  # generic helper
+        return await asyncio.get_running_loop().run_in_executor(self._refresh_executor, fn, *args)
 
     async def score(self, requests: list[ScoreRequest]) -> tuple[list[Decision], _Pending]:
         """Score a batch; also returns what ``refresh_cache`` needs after publishing."""
@@ -179,14 +202,20 @@ class ScoringEngine:
             prior = await self.store.read_batch(users)
             if wet:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
-        win, fb, emb, probs = await self._off_loop(self._compute, bundle, prior, users, records)
-        stats = await self.thresholds.read(users)  # read once; update reuses it
+        await self.settle()  # the previous batch's statistics are in before we read them
+        # the thresholds are read (read once; the update reuses them) while the model runs
+        (win, fb, emb, probs), stats = await asyncio.gather(
+            self._off_loop(self._compute, bundle, prior, users, records),
+            self.thresholds.read(users),
+        )
         thresholds = self.thresholds.thresholds_for(users, stats)
         alerts = np.flatnonzero(probs >= thresholds)
         reasons, similar = await self._off_loop(self._explain, bundle, fb, emb, alerts)
         if wet:
-            await self.thresholds.update(
-                [users[i] for i in wet], probs[wet], thresholds[wet], stats
+            # written while the caller publishes; ``settle`` (the caller, before it acks,
+            # and the next batch, before it reads) waits for it and raises its failure
+            self._writes = asyncio.ensure_future(
+                self.thresholds.update([users[i] for i in wet], probs[wet], thresholds[wet], stats)
             )
         shadow_scores = None
         if self.shadow is not None:
@@ -282,7 +311,7 @@ class ScoringEngine:
         bundle = pending.bundle
         if bundle.cache is None or not pending.users:
             return 0
-        return int(await self._off_loop(self._refresh, bundle, pending))
+        return int(await self._in_background(self._refresh, bundle, pending))
 
     def _refresh(self, bundle: ModelBundle, pending: _Pending) -> int:
         if bundle.cache is None:
@@ -302,6 +331,7 @@ class ScoringEngine:
 
     async def feedback(self, user_id: str, transaction_id: str, label: str) -> float:
         """Apply an analyst label: threshold moves; confirmed fraud joins the case memory."""
+        await self.settle()  # the label applies to the statistics of every scored batch
         new_threshold = await self.thresholds.feedback(user_id, label, transaction_id)
         bundle = self.bundle
         if label == "fraud" and bundle.memory is not None:
@@ -329,12 +359,27 @@ def _take(win: Windows, idx: np.ndarray) -> Windows:
 
 
 def encode_bucketed(model: OnnxRiskModel, fb: FeatureBatch, rows: np.ndarray) -> np.ndarray:
-    """Encoder on ``rows``, one call per length bucket (short histories stay short)."""
+    """Encoder on ``rows``, grouped by history length so short histories stay short.
+
+    On CPU the groups come from the measured cost model in ``scoring.length_groups``
+    (padding costs in proportion; a call costs ~27 positions); on a GPU, where padding
+    is nearly free and calls are not, from the artifact's coarse buckets.
+    """
     spec = model.artifact.spec
     out = np.zeros((rows.size, model.artifact.embedding_dim), dtype=np.float32)
-    buckets = np.array([spec.bucket(int(n)) for n in fb.hist_len[rows]])
-    for t in np.unique(buckets):
-        sel = np.flatnonzero(buckets == t)
+    lengths = fb.hist_len[rows]
+    empty = model.empty_history_embedding
+    if empty is not None and (lengths == 0).any():  # new card holders: one constant
+        out[lengths == 0] = empty
+        keep = np.flatnonzero(lengths > 0)
+        out[keep] = encode_bucketed(model, fb, rows[keep]) if keep.size else out[keep]
+        return out
+    if model.on_gpu:
+        buckets = np.array([spec.bucket(int(n)) for n in lengths])
+        groups = [(int(t), np.flatnonzero(buckets == t)) for t in np.unique(buckets)]
+    else:
+        groups = length_groups(lengths)
+    for t, sel in groups:
         r = rows[sel]
         t = int(min(t, fb.hist_num.shape[1]))
         part = FeatureBatch(

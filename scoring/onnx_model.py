@@ -68,6 +68,10 @@ class OnnxRiskModel:
     head: ort.InferenceSession | None = field(default=None, init=False)
     ready: bool = field(default=False, init=False)
     io_bound: bool = field(default=False, init=False)
+    on_gpu: bool = field(default=False, init=False)
+    #: the embedding of an empty history (a new card holder): only the learned [USER]
+    #: token is unmasked, so it is one constant per model, computed once at load
+    empty_history_embedding: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -97,12 +101,14 @@ class OnnxRiskModel:
             p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
             for p in self.encoder.get_providers()
         )
+        self.on_gpu = gpu
         self.io_bound = self.config.io_binding == "always" or (
             self.config.io_binding == "auto" and gpu
         )
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
         self._check(self.head, HEAD_INPUTS, "logit", "head")
         self._warm_up()
+        self.empty_history_embedding = self.encode(_empty_histories(1))[0]
         self.ready = True
         return self
 
@@ -206,3 +212,18 @@ class OnnxRiskModel:
         logits = self.head_logits(emb, batch.cur_num, batch.cur_mcc, batch.cur_channel)
         logits = np.where(bad, math.nan, logits)
         return self.probabilities(logits)
+
+
+def _empty_histories(b: int, t: int = 1) -> FeatureBatch:
+    """``b`` rows with no past events (every history position is padding)."""
+    return FeatureBatch(
+        hist_num=np.zeros((b, t, N_NUMERIC), np.float32),
+        hist_mcc=np.zeros((b, t), np.int64),
+        hist_channel=np.zeros((b, t), np.int64),
+        hist_pad=np.ones((b, t), bool),
+        hist_len=np.zeros(b, np.int64),
+        cur_num=np.zeros((b, N_NUMERIC), np.float32),
+        cur_mcc=np.ones(b, np.int64),
+        cur_channel=np.ones(b, np.int64),
+        cur_raw=np.zeros((b, N_NUMERIC), np.float32),
+    )

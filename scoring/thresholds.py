@@ -16,8 +16,12 @@ so one step moves a user's bar by half the global threshold at the defaults. The
 adjustment applies *after* the band: the band guards against statistics (a calm user's
 tiny variance), not against an analyst's decision, so a confirmed fraud lowers even a
 bar already at the floor (down to ``lower``).
-State: one small Redis hash per user (n, mean, m2, adj), read per batch in one pipelined
-round trip and written back in another.
+State: one small Redis hash per user (n, mean, m2, adj), read per batch by one script
+call and written back by another. A pipeline of HMGET/HSET/EXPIRE per user cost the
+worker's event loop ~60 µs per event in redis-py's command packing and reply parsing
+(py-spy, 2026-11-23), more than the sequence store; one call with all the users' keys
+costs a fraction of that. On Redis Cluster (``cluster_mode``) a script's keys must share
+a slot, so there it is one call per user, still in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -180,6 +184,34 @@ class InMemoryThresholdPolicy(_Base):
         return threshold_for(st, self.global_threshold, self.config)
 
 
+# KEYS: one hash per user. Returns n, mean, m2, adj of every key in one flat array
+# (missing fields come back as nil).
+_READ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'n', 'mean', 'm2', 'adj')
+  for j = 1, 4 do out[(i - 1) * 4 + j] = row[j] end
+end
+return out
+"""
+
+# KEYS: one hash per user; ARGV: TTL in seconds, the number of fields m, the m field
+# names, then m values per key. Only the named fields are written: a batch writes the
+# score statistics, feedback writes the adjustment, and neither overwrites the other's
+# field with a value it read before the other wrote.
+_WRITE_LUA = """
+local ttl, m = ARGV[1], tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local base = 2 + m + (i - 1) * m
+  for j = 1, m do
+    redis.call('HSET', key, ARGV[2 + j], ARGV[base + j])
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+return #KEYS
+"""
+
+
 class RedisThresholdPolicy(_Base):
     """Production policy: one hash per user, hash-tagged like the sequence keys."""
 
@@ -192,27 +224,35 @@ class RedisThresholdPolicy(_Base):
         config: ThresholdConfig | None = None,
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,
+        cluster_mode: bool = False,
     ) -> None:
         super().__init__(global_threshold, config)
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
+        self.cluster_mode = cluster_mode
+        self._read = client.register_script(_READ_LUA)
+        self._write_script = client.register_script(_WRITE_LUA)
+
+    def _calls(self, n: int) -> list[tuple[int, int]]:
+        """Key ranges per script call: all at once, or one user per call on a cluster."""
+        return [(i, i + 1) for i in range(n)] if self.cluster_mode else [(0, n)]
 
     def key(self, user: str) -> str:
         return f"{self.config.key_prefix}thr:{{{user}}}"
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         uniq = list(dict.fromkeys(users))
+        if not uniq:
+            return {}
+        keys = [self.key(u) for u in uniq]
 
         async def build(pipe: Any) -> None:
-            for u in uniq:
-                pipe.hmget(self.key(u), *self.FIELDS)
+            for lo, hi in self._calls(len(keys)):
+                await self._read(keys=keys[lo:hi], client=pipe)
 
-        rows = await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
-        out = {}
-        for u, row in zip(uniq, rows, strict=True):
-            values = [float(v) if v is not None else 0.0 for v in row]
-            out[u] = UserStats(*values)
-        return out
+        replies = await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
+        flat = [float(v) if v is not None else 0.0 for reply in replies for v in reply]
+        return {u: UserStats(*flat[4 * i : 4 * i + 4]) for i, u in enumerate(uniq)}
 
     async def update(
         self,
@@ -225,17 +265,20 @@ class RedisThresholdPolicy(_Base):
         if stats is None:
             stats = await self.read(users)
         touched = self._apply(stats, users, scores, thresholds)
-        await self._write({u: stats[u] for u in touched})
+        await self._write({u: stats[u] for u in touched}, ("n", "mean", "m2"))
 
-    async def _write(self, stats: dict[str, UserStats]) -> None:
+    async def _write(self, stats: dict[str, UserStats], fields: tuple[str, ...]) -> None:
         if not stats:
             return
+        keys = [self.key(u) for u in stats]
+        m = len(fields)
+        # repr() round-trips a float exactly, as redis-py's own encoding would
+        values = [repr(float(getattr(st, f))) for st in stats.values() for f in fields]
 
         async def build(pipe: Any) -> None:
-            for u, st in stats.items():
-                mapping: dict[Any, Any] = {f: getattr(st, f) for f in self.FIELDS}
-                pipe.hset(self.key(u), mapping=mapping)
-                pipe.expire(self.key(u), self.config.ttl_s)
+            for lo, hi in self._calls(len(keys)):
+                args: list[str | int] = [self.config.ttl_s, m, *fields, *values[m * lo : m * hi]]
+                await self._write_script(keys=keys[lo:hi], args=args, client=pipe)
 
         await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
 
@@ -260,5 +303,5 @@ class RedisThresholdPolicy(_Base):
         st = (await self.read([user]))[user]
         if prev != label:
             self._adjust(st, label, prev)
-            await self._write({user: st})
+            await self._write({user: st}, ("adj",))
         return threshold_for(st, self.global_threshold, self.config)

@@ -76,8 +76,10 @@ class BatchPipeline:
         publisher: DecisionPublisher,
         topics: TopicSettings,
         refresh: Callable[[Any], Awaitable[int]] | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._score = score
+        self._settle = settle
         self._refresh = refresh
         self.publisher = publisher
         self.topics = topics
@@ -103,7 +105,10 @@ class BatchPipeline:
             STAGE_MS.labels("score").observe((time.perf_counter() - t0) * 1000)
             self.publish_decisions(decisions)
         t1 = time.perf_counter()
-        await self.publisher.flush()
+        if self._settle is not None:  # the batch's threshold write, made while publishing
+            await asyncio.gather(self.publisher.flush(), self._settle())
+        else:
+            await self.publisher.flush()
         STAGE_MS.labels("publish").observe((time.perf_counter() - t1) * 1000)
         now_mono, now_wall = time.monotonic(), time.time()
         for d in decisions:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from features.errors import RiskstreamError
 from features.sequence_store import RedisSequenceStore
 from models.artifact import load_artifact
 from scoring.batcher import MicroBatcher
@@ -106,6 +107,7 @@ class WorkerService:
             ThresholdConfig(**{**s.thresholds.model_dump(), "key_prefix": s.sequence.key_prefix}),
             s.redis.retry_attempts,
             s.redis.retry_backoff_s,
+            cluster_mode=s.sequence.cluster_mode,
         )
         shadow = None
         if s.model.shadow_path is not None:
@@ -116,7 +118,11 @@ class WorkerService:
         self.batcher = MicroBatcher(self._score_many, s.batch.max_batch, s.batch.max_wait_ms)
         await self.batcher.start()
         self.pipeline = BatchPipeline(
-            self._score_via_batcher, self.publisher, s.topics, refresh=self._refresh
+            self._score_via_batcher,
+            self.publisher,
+            s.topics,
+            refresh=self._refresh,
+            settle=self.engine.settle,
         )
         MODEL_INFO.info(
             {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
@@ -167,6 +173,10 @@ class WorkerService:
         if self.batcher is not None:
             await self.batcher.stop()
         if self.engine is not None:
+            try:
+                await self.engine.settle()  # an HTTP batch's threshold write
+            except RiskstreamError as exc:
+                log.warning("last threshold write failed: %s", exc.one_line())
             cache = self.engine.bundle.cache
             if cache is not None:
                 try:

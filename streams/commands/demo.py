@@ -22,6 +22,8 @@ import typer
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
+from streams.consume import ready_messages
+
 console = Console(soft_wrap=True)
 
 MALFORMED = (
@@ -75,7 +77,7 @@ class Watcher:
         consumer.assign(parts)
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.1):
+                for msg in ready_messages(consumer, 500, 0.1):
                     if msg.error():
                         continue
                     now = time.monotonic()

@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.console.state import ConsoleState
+from streams.consume import ready_messages
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class ConsoleFeed:
                     self._stop.wait(1.0)
             consumer.assign(assignment)
             while not self._stop.is_set():
-                messages = consumer.consume(500, timeout=0.2)
+                messages = ready_messages(consumer, 500, 0.2)
                 batch = [
                     (m.topic() or "", m.value() or b"", m.timestamp()[1])
                     for m in messages

@@ -139,3 +139,62 @@ async def test_feedback_is_applied_once_per_transaction_and_corrections_undo(
     finally:
         if client is not None:
             await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cluster_mode", [False, True])
+async def test_redis_thresholds_follow_the_in_memory_policy(
+    cluster_mode: bool, stack, unique_name
+) -> None:
+    """The batch scripts give the reference policy's thresholds, batch after batch."""
+    import redis.asyncio as aioredis
+
+    from scoring.thresholds import InMemoryThresholdPolicy, RedisThresholdPolicy
+
+    cfg = ThresholdConfig(key_prefix=unique_name("thr") + ":", credibility_n=5)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    redis_policy = RedisThresholdPolicy(client, 0.2, cfg, cluster_mode=cluster_mode)
+    reference = InMemoryThresholdPolicy(0.2, cfg)
+    rng = np.random.default_rng(7)
+    try:
+        await redis_policy.feedback("u3", "legit", "tx-0")
+        await reference.feedback("u3", "legit", "tx-0")
+        for _ in range(12):
+            users = [f"u{i}" for i in rng.integers(0, 6, size=20)]  # repeats within a batch
+            scores = rng.beta(1, 8, size=20)
+            stats = await redis_policy.read(users)
+            got = redis_policy.thresholds_for(users, stats)
+            want = await reference.thresholds(users)
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+            await redis_policy.update(users, scores, got, stats)
+            await reference.update(users, scores, want)
+        assert (await redis_policy.read(["u0"]))["u0"].n == reference.stats["u0"].n > 0
+        ttl = await client.ttl(redis_policy.key("u0"))
+        assert 0 < ttl <= cfg.ttl_s
+        assert await redis_policy.read([]) == {}
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_batch_write_does_not_undo_feedback_given_meanwhile(stack, unique_name) -> None:
+    """A batch reads a user's statistics, an analyst's label lands, then the batch writes:
+    the label's adjustment must survive (each writer writes only its own fields)."""
+    import redis.asyncio as aioredis
+
+    from scoring.thresholds import RedisThresholdPolicy
+
+    cfg = ThresholdConfig(key_prefix=unique_name("thr") + ":")
+    client = aioredis.Redis.from_url(stack.redis_url)
+    policy = RedisThresholdPolicy(client, 0.2, cfg)
+    try:
+        stats = await policy.read(["u1"])  # the batch's read
+        before = policy.thresholds_for(["u1"], stats)
+        lowered = await policy.feedback("u1", "fraud", "tx-1")  # meanwhile
+        await policy.update(["u1"], np.array([0.01]), before, stats)  # the batch's write
+        after = await policy.read(["u1"])
+        assert after["u1"].adj < 0 and after["u1"].n == 1
+        assert float((await policy.thresholds(["u1"]))[0]) < float(before[0])
+        assert lowered < float(before[0])
+    finally:
+        await client.aclose()

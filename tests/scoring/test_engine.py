@@ -123,6 +123,7 @@ async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> 
     engine = _engine(model, False)
     try:
         await engine.score([ScoreRequest(t) for t in stream[:10]])
+        await engine.settle()  # score returns while its threshold write is still landing
         user = stream[0].user_id
         base = float((await engine.thresholds.thresholds([user]))[0])
         memory = engine.bundle.memory
