@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from benchmarks.common import CpuMeter, report
 from features.simulator import SimulatorConfig, simulate
@@ -33,18 +33,21 @@ from streams.producer import rows_as_json
 from streams.settings import Settings
 
 
-def _reader(bootstrap: str, topic: str) -> Consumer:
+def _reader(bootstrap: str, topic: str, from_end: bool = False) -> Consumer:
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "bench-unused",
             "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
+            # Tansu holds every fetch for the full wait, data or not: the instrument
+            # must not add its own 10 ms to the latency it measures
+            "fetch.wait.max.ms": 1,
             "auto.offset.reset": "earliest",
         }
     )  # Tansu under-reports end offsets
     meta = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+    start = OFFSET_END if from_end else 0
+    c.assign([TopicPartition(topic, p, start) for p in meta.partitions])
     return c
 
 
@@ -93,39 +96,33 @@ def _produce(
 
 
 def _kafka_floor(bootstrap: str, rate: float, n: int) -> dict[str, float]:
-    """Produce → relay (confluent consume + produce) → consume: the broker path alone.
+    """Produce → relay process (confluent consume + produce) → consume: the broker path.
 
     The same two Kafka hops a decision takes (into the worker, out to ``scores``), with
     no Faust and no scoring, measured the same way: what no worker can go below.
     """
-    stop = threading.Event()
-
-    def relay() -> None:
-        c = _reader(bootstrap, "floor-in")
-        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
-        while not stop.is_set():
-            for m in ready_messages(c, 500, 0.05):
-                if not m.error():
-                    p.produce("floor-out", key=m.key(), value=m.value())
-                    p.poll(0)
-            p.flush(10)
-        c.close()
-
-    thread = threading.Thread(target=relay, daemon=True)
-    thread.start()
-    out = _reader(bootstrap, "floor-out")
-    rows = [(str(i), json.dumps({"transaction_id": f"f{rate}-{i}"}).encode()) for i in range(n)]
-    sent: dict[str, float] = {}
-    producer = threading.Thread(
-        target=lambda: sent.update(_produce(bootstrap, "floor-in", rows, rate=rate))
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.kafka_relay", bootstrap, "floor-in", "floor-out"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
-    time.sleep(1)
-    producer.start()
-    _, seen = _count_until(out, n, 120, key="transaction_id")
-    producer.join()
-    stop.set()
-    thread.join(5)
-    out.close()
+    try:
+        assert relay.stdout is not None
+        relay.stdout.readline()  # "ready": assigned at the end of floor-in
+        out = _reader(bootstrap, "floor-out")
+        rows = [(str(i), json.dumps({"transaction_id": f"f{rate}-{i}"}).encode()) for i in range(n)]
+        sent: dict[str, float] = {}
+        producer = threading.Thread(
+            target=lambda: sent.update(_produce(bootstrap, "floor-in", rows, rate=rate))
+        )
+        time.sleep(1)
+        producer.start()
+        _, seen = _count_until(out, n, 120, key="transaction_id")
+        producer.join()
+        out.close()
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(10)
     lat = np.array([(seen[t] - sent[t]) * 1000 for t in sent if t in seen])
     return {
         "p50_ms": round(float(np.percentile(lat, 50)), 1),
@@ -138,7 +135,15 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--rates", default="200,500", help="Fixed rates for the latency runs.")
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra RISKSTREAM_* setting for the worker (repeatable), e.g. to compare tunings.",
+    )
     args = ap.parse_args()
+    worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=3000, days=30, seed=5))
     rows = list(rows_as_json(table, with_labels=False))
@@ -173,7 +178,7 @@ def main() -> None:
         fwd.wait(30)
         out.close()
         # (2) riskstream worker, produced as fast as possible
-        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")))
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
         worker.wait_ready()
         scores = _reader(bs, topics.scores)
         meter = CpuMeter(
@@ -212,6 +217,7 @@ def main() -> None:
         }
     report(
         "e2e",
+        worker_env=worker_env,
         events=len(bulk),
         trivial_forwarder_events_per_s=round(trivial_rate),
         worker_events_per_s=round(worker_rate),

@@ -1,0 +1,45 @@
+"""The broker path alone: consume from one topic, produce to another, flush per batch.
+
+    python -m benchmarks.kafka_relay BOOTSTRAP IN_TOPIC OUT_TOPIC
+
+Run by ``bench_e2e`` as its own process, like the worker it stands in for, so the
+relay does not compete for the GIL with the benchmark's producer and reader threads.
+It reads and flushes the way the worker does (first message as soon as it arrives, then
+what is already fetched; one flush per batch), with no Faust and no scoring: the latency
+it adds is the floor that no worker on this broker can go below.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from confluent_kafka import Producer
+
+from benchmarks.bench_e2e import _reader
+from streams.consume import ready_messages
+
+
+def main() -> None:
+    bootstrap, source, sink = sys.argv[1:4]
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    consumer = _reader(bootstrap, source, from_end=True)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+    print("ready", flush=True)
+    while not stop:
+        batch = [m for m in ready_messages(consumer, 500, 0.05) if not m.error()]
+        for m in batch:
+            producer.produce(sink, key=m.key(), value=m.value())
+        if batch:
+            producer.flush(10)
+    consumer.close()
+
+
+if __name__ == "__main__":
+    main()
