@@ -162,8 +162,7 @@ class ScoringEngine:
         self._refresh_executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="riskstream-refresh"
         )
-
-        self._writes: asyncio.Future[None] | None = None
+        self._writes: asyncio.Future[None] | None = None  # the last batch's threshold write
 
     async def settle(self) -> None:
         """Wait for the last batch's threshold write; raise if it failed (retries spent)."""
@@ -368,17 +367,16 @@ def encode_bucketed(model: OnnxRiskModel, fb: FeatureBatch, rows: np.ndarray) ->
     spec = model.artifact.spec
     out = np.zeros((rows.size, model.artifact.embedding_dim), dtype=np.float32)
     lengths = fb.hist_len[rows]
+    todo = np.arange(rows.size)
     empty = model.empty_history_embedding
-    if empty is not None and (lengths == 0).any():  # new card holders: one constant
+    if empty is not None:  # new card holders: one constant, no encoder run
         out[lengths == 0] = empty
-        keep = np.flatnonzero(lengths > 0)
-        out[keep] = encode_bucketed(model, fb, rows[keep]) if keep.size else out[keep]
-        return out
+        todo = np.flatnonzero(lengths > 0)
     if model.on_gpu:
-        buckets = np.array([spec.bucket(int(n)) for n in lengths])
-        groups = [(int(t), np.flatnonzero(buckets == t)) for t in np.unique(buckets)]
+        buckets = np.array([spec.bucket(int(n)) for n in lengths[todo]], dtype=np.int64)
+        groups = [(int(t), todo[buckets == t]) for t in np.unique(buckets)]
     else:
-        groups = length_groups(lengths)
+        groups = [(t, todo[sel]) for t, sel in length_groups(lengths[todo])]
     for t, sel in groups:
         r = rows[sel]
         t = int(min(t, fb.hist_num.shape[1]))

@@ -65,4 +65,12 @@ def test_encoding_does_not_depend_on_the_grouping() -> None:
     grouped = encode_bucketed(model, fb, np.arange(b))
     padded = model.encode(fb)  # every row padded to 64
     np.testing.assert_allclose(grouped, padded, atol=2e-5)
+    model.on_gpu = True  # the coarse-bucket path a GPU session takes
+    try:
+        coarse = encode_bucketed(model, fb, np.arange(b))
+    finally:
+        model.on_gpu = False
+    np.testing.assert_allclose(coarse, padded, atol=2e-5)
+    subset = np.array([3, 0, 17, 1])  # rows out of order, new holders among them
+    np.testing.assert_allclose(encode_bucketed(model, fb, subset), padded[subset], atol=2e-5)
     assert len(length_groups(hist_len)) > 1  # the test really mixed group sizes
