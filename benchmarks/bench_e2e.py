@@ -22,34 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
-from benchmarks.common import CpuMeter, report
+from benchmarks.common import CpuMeter, assigned_reader, report
 from features.simulator import SimulatorConfig, simulate
 from streams.consume import ready_messages
 from streams.embedded import running_stack
 from streams.local_worker import start_worker
 from streams.producer import rows_as_json
 from streams.settings import Settings
-
-
-def _reader(bootstrap: str, topic: str, from_end: bool = False) -> Consumer:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-unused",
-            "enable.auto.commit": False,
-            # Tansu holds every fetch for the full wait, data or not, so this reader adds
-            # 0-10 ms to what it times (counted in, not subtracted). At 1 ms the broker's
-            # CPU per event rose 10-25x and the trivial agent's rate fell 3-15x.
-            "fetch.wait.max.ms": 10,
-            "auto.offset.reset": "earliest",
-        }
-    )  # Tansu under-reports end offsets
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    start = OFFSET_END if from_end else 0
-    c.assign([TopicPartition(topic, p, start) for p in meta.partitions])
-    return c
 
 
 def _count_until(
@@ -110,7 +91,7 @@ def _kafka_floor(bootstrap: str, rate: float, n: int) -> dict[str, float]:
     try:
         assert relay.stdout is not None
         relay.stdout.readline()  # "ready": assigned at the end of floor-in
-        out = _reader(bootstrap, "floor-out")
+        out = assigned_reader(bootstrap, "floor-out")
         rows = [(str(i), json.dumps({"transaction_id": f"f{rate}-{i}"}).encode()) for i in range(n)]
         sent: dict[str, float] = {}
         producer = threading.Thread(
@@ -166,7 +147,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        out = _reader(bs, "bench-out")
+        out = assigned_reader(bs, "bench-out")
         _produce(bs, "bench-in", bulk[:200])  # warm-up: group join, first fetches
         _count_until(out, 200, 60)
         meter = CpuMeter({"broker": stack.kafka.pid, "redis": stack.redis.pid, "agent": fwd.pid})
@@ -181,7 +162,7 @@ def main() -> None:
         # (2) riskstream worker, produced as fast as possible
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
         worker.wait_ready()
-        scores = _reader(bs, topics.scores)
+        scores = assigned_reader(bs, topics.scores)
         meter = CpuMeter(
             {"broker": stack.kafka.pid, "redis": stack.redis.pid, "worker": worker.proc.pid}
         )

@@ -16,7 +16,7 @@ import sys
 
 from confluent_kafka import Producer
 
-from benchmarks.bench_e2e import _reader
+from benchmarks.common import assigned_reader
 from streams.consume import ready_messages
 
 
@@ -29,7 +29,7 @@ def main() -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    consumer = _reader(bootstrap, source, from_end=True)
+    consumer = assigned_reader(bootstrap, source, from_end=True)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
     print("ready", flush=True)
     while not stop:

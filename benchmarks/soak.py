@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
-from benchmarks.common import report
+from benchmarks.common import assigned_reader, report
 from features.sequence_store import decode_records
 from features.simulator import SimulatorConfig, simulate
 from streams.embedded import running_stack
@@ -55,21 +55,6 @@ def fuzzed(rng: random.Random, template: dict[str, object], i: int) -> bytes:
     else:
         row["channel"] = "x" * rng.randint(1, 5000)
     return json.dumps(row).encode()
-
-
-def _reader(bootstrap: str, topic: str) -> Consumer:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "soak-unused",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-    return c
 
 
 def _drain(c: Consumer, until: float) -> list[bytes]:
@@ -141,7 +126,8 @@ def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
         worker = start_worker(stack, data / "second")
         worker.wait_ready()
         scores_c, alerts_c, dlq_c = (
-            _reader(stack.bootstrap_servers, t) for t in (topics.scores, topics.alerts, topics.dlq)
+            assigned_reader(stack.bootstrap_servers, t)
+            for t in (topics.scores, topics.alerts, topics.dlq)
         )
         deadline = time.monotonic() + 600
         decisions: list[dict[str, object]] = []

@@ -42,3 +42,10 @@ async def run_pipeline(
             await asyncio.sleep(delay * (1 + random.random() * 0.2))
             delay *= 2
     raise StoreUnavailableError("unreachable")  # pragma: no cover
+
+
+def script_key_ranges(n_keys: int, cluster_mode: bool) -> list[tuple[int, int]]:
+    """Key ranges, one per script call: all keys in one call, or one per call on a Redis
+    Cluster, where a script's keys must share a slot (each user's keys share the
+    ``{user_id}`` slot)."""
+    return [(i, i + 1) for i in range(n_keys)] if cluster_mode else [(0, n_keys)]

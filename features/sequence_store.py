@@ -31,7 +31,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from features.events import RECORD_DTYPE, RECORD_SIZE
-from features.redis_retry import TRANSIENT, run_pipeline
+from features.redis_retry import TRANSIENT, run_pipeline, script_key_ranges
 from features.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
@@ -243,9 +243,7 @@ class RedisSequenceStore:
         flat = np.ascontiguousarray(records[order])
         counts = np.bincount(codes, minlength=len(users))
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        # one script call per batch; per user on Redis Cluster (a script's keys must
-        # share one slot there, and each user's keys share the {user_id} slot)
-        calls = [(i, i + 1) for i in range(len(users))] if cfg.cluster_mode else [(0, len(users))]
+        calls = script_key_ranges(len(users), cfg.cluster_mode)
 
         async def build(pipe: Any) -> None:
             for lo, hi in calls:

@@ -108,7 +108,7 @@ class OnnxRiskModel:
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
         self._check(self.head, HEAD_INPUTS, "logit", "head")
         self._warm_up()
-        self.empty_history_embedding = self.encode(_empty_histories(1))[0]
+        self.empty_history_embedding = self.encode(_synthetic_batch(np.zeros(1, np.int64), 1))[0]
         self.ready = True
         return self
 
@@ -138,19 +138,7 @@ class OnnxRiskModel:
     def _warm_up(self) -> None:
         b = self.config.warmup_batch
         for t in self.artifact.spec.buckets:
-            hist_len = np.arange(b, dtype=np.int64) % (t + 1)
-            batch = FeatureBatch(
-                hist_num=np.zeros((b, t, N_NUMERIC), np.float32),
-                hist_mcc=np.ones((b, t), np.int64),
-                hist_channel=np.ones((b, t), np.int64),
-                hist_pad=np.arange(t)[None, :] >= hist_len[:, None],
-                hist_len=hist_len,
-                cur_num=np.zeros((b, N_NUMERIC), np.float32),
-                cur_mcc=np.ones(b, np.int64),
-                cur_channel=np.ones(b, np.int64),
-                cur_raw=np.zeros((b, N_NUMERIC), np.float32),
-            )
-            self.score(batch)
+            self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % (t + 1), t))
 
     def encode(self, batch: FeatureBatch) -> np.ndarray:
         """History embeddings [B, E] float32."""
@@ -214,14 +202,16 @@ class OnnxRiskModel:
         return self.probabilities(logits)
 
 
-def _empty_histories(b: int, t: int = 1) -> FeatureBatch:
-    """``b`` rows with no past events (every history position is padding)."""
+def _synthetic_batch(hist_len: np.ndarray, t: int) -> FeatureBatch:
+    """Rows with the given history lengths, padded to ``t``; zero features, valid ids."""
+    b = hist_len.size
+    pad = np.arange(t)[None, :] >= hist_len[:, None]
     return FeatureBatch(
         hist_num=np.zeros((b, t, N_NUMERIC), np.float32),
-        hist_mcc=np.zeros((b, t), np.int64),
-        hist_channel=np.zeros((b, t), np.int64),
-        hist_pad=np.ones((b, t), bool),
-        hist_len=np.zeros(b, np.int64),
+        hist_mcc=np.where(pad, 0, 1).astype(np.int64),
+        hist_channel=np.where(pad, 0, 1).astype(np.int64),
+        hist_pad=pad,
+        hist_len=hist_len,
         cur_num=np.zeros((b, N_NUMERIC), np.float32),
         cur_mcc=np.ones(b, np.int64),
         cur_channel=np.ones(b, np.int64),

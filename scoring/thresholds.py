@@ -35,7 +35,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.redis_retry import run_pipeline
+from features.redis_retry import run_pipeline, script_key_ranges
 
 
 class ThresholdConfig(BaseModel):
@@ -184,13 +184,13 @@ class InMemoryThresholdPolicy(_Base):
         return threshold_for(st, self.global_threshold, self.config)
 
 
-# KEYS: one hash per user. Returns n, mean, m2, adj of every key in one flat array
-# (missing fields come back as nil).
+# KEYS: one hash per user; ARGV: the field names. Returns every key's fields in one flat
+# array, key after key (missing fields come back as nil).
 _READ_LUA = """
-local out = {}
+local out, m = {}, #ARGV
 for i, key in ipairs(KEYS) do
-  local row = redis.call('HMGET', key, 'n', 'mean', 'm2', 'adj')
-  for j = 1, 4 do out[(i - 1) * 4 + j] = row[j] end
+  local row = redis.call('HMGET', key, unpack(ARGV))
+  for j = 1, m do out[(i - 1) * m + j] = row[j] end
 end
 return out
 """
@@ -230,12 +230,8 @@ class RedisThresholdPolicy(_Base):
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
-        self._read = client.register_script(_READ_LUA)
+        self._read_script = client.register_script(_READ_LUA)
         self._write_script = client.register_script(_WRITE_LUA)
-
-    def _calls(self, n: int) -> list[tuple[int, int]]:
-        """Key ranges per script call: all at once, or one user per call on a cluster."""
-        return [(i, i + 1) for i in range(n)] if self.cluster_mode else [(0, n)]
 
     def key(self, user: str) -> str:
         return f"{self.config.key_prefix}thr:{{{user}}}"
@@ -247,12 +243,13 @@ class RedisThresholdPolicy(_Base):
         keys = [self.key(u) for u in uniq]
 
         async def build(pipe: Any) -> None:
-            for lo, hi in self._calls(len(keys)):
-                await self._read(keys=keys[lo:hi], client=pipe)
+            for lo, hi in script_key_ranges(len(keys), self.cluster_mode):
+                await self._read_script(keys=keys[lo:hi], args=list(self.FIELDS), client=pipe)
 
         replies = await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
         flat = [float(v) if v is not None else 0.0 for reply in replies for v in reply]
-        return {u: UserStats(*flat[4 * i : 4 * i + 4]) for i, u in enumerate(uniq)}
+        m = len(self.FIELDS)
+        return {u: UserStats(*flat[m * i : m * (i + 1)]) for i, u in enumerate(uniq)}
 
     async def update(
         self,
@@ -276,7 +273,7 @@ class RedisThresholdPolicy(_Base):
         values = [repr(float(getattr(st, f))) for st in stats.values() for f in fields]
 
         async def build(pipe: Any) -> None:
-            for lo, hi in self._calls(len(keys)):
+            for lo, hi in script_key_ranges(len(keys), self.cluster_mode):
                 args: list[str | int] = [self.config.ttl_s, m, *fields, *values[m * lo : m * hi]]
                 await self._write_script(keys=keys[lo:hi], args=args, client=pipe)
 
