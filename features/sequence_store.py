@@ -31,7 +31,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from features.events import RECORD_DTYPE, RECORD_SIZE
-from features.redis_retry import TRANSIENT, run_pipeline, script_key_ranges
+from features.redis_retry import TRANSIENT, LuaScript, run_pipeline, script_key_ranges
 from features.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
@@ -211,7 +211,7 @@ class RedisSequenceStore:
         self.config = config or SequenceStoreConfig()
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
-        self._append = client.register_script(_APPEND_LUA)
+        self._append = LuaScript(client, _APPEND_LUA)
 
     @classmethod
     def from_url(
@@ -243,23 +243,20 @@ class RedisSequenceStore:
         flat = np.ascontiguousarray(records[order])
         counts = np.bincount(codes, minlength=len(users))
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        calls = script_key_ranges(len(users), cfg.cluster_mode)
-
-        async def build(pipe: Any) -> None:
-            for lo, hi in calls:
-                part = flat[bounds[lo] : bounds[hi]]
-                args: list[Any] = [
-                    cfg.window_ms,
-                    cfg.max_length,
-                    cfg.ttl_s,
-                    RECORD_SIZE,
-                    ",".join(map(str, counts[lo:hi].tolist())),
-                    part.tobytes(),
-                ]
-                keys = [self.key(u) for u in users[lo:hi]]
-                await self._append(keys=keys, args=args, client=pipe)
-
-        replies = [blob for reply in await self._run(build) for blob in reply]
+        calls = []
+        for lo, hi in script_key_ranges(len(users), cfg.cluster_mode):
+            part = flat[bounds[lo] : bounds[hi]]
+            args: list[Any] = [
+                cfg.window_ms,
+                cfg.max_length,
+                cfg.ttl_s,
+                RECORD_SIZE,
+                ",".join(map(str, counts[lo:hi].tolist())),
+                part.tobytes(),
+            ]
+            calls.append(([self.key(u) for u in users[lo:hi]], args))
+        replies = await self._append.run(calls, self.retry_attempts, self.retry_backoff_s)
+        replies = [blob for reply in replies for blob in reply]
         return {u: decode_records(r) for u, r in zip(users, replies, strict=True)}
 
     async def append_batch(self, user_ids: Sequence[str], records: np.ndarray) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.redis_retry import run_pipeline, script_key_ranges
+from features.redis_retry import LuaScript, run_pipeline, script_key_ranges
 
 
 class ThresholdConfig(BaseModel):
@@ -230,8 +230,8 @@ class RedisThresholdPolicy(_Base):
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
-        self._read_script = client.register_script(_READ_LUA)
-        self._write_script = client.register_script(_WRITE_LUA)
+        self._read_script = LuaScript(client, _READ_LUA)
+        self._write_script = LuaScript(client, _WRITE_LUA)
 
     def key(self, user: str) -> str:
         return f"{self.config.key_prefix}thr:{{{user}}}"
@@ -241,12 +241,10 @@ class RedisThresholdPolicy(_Base):
         if not uniq:
             return {}
         keys = [self.key(u) for u in uniq]
-
-        async def build(pipe: Any) -> None:
-            for lo, hi in script_key_ranges(len(keys), self.cluster_mode):
-                await self._read_script(keys=keys[lo:hi], args=list(self.FIELDS), client=pipe)
-
-        replies = await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
+        calls = [
+            (keys[lo:hi], self.FIELDS) for lo, hi in script_key_ranges(len(keys), self.cluster_mode)
+        ]
+        replies = await self._read_script.run(calls, self.retry_attempts, self.retry_backoff_s)
         flat = [float(v) if v is not None else 0.0 for reply in replies for v in reply]
         m = len(self.FIELDS)
         return {u: UserStats(*flat[m * i : m * (i + 1)]) for i, u in enumerate(uniq)}
@@ -271,13 +269,11 @@ class RedisThresholdPolicy(_Base):
         m = len(fields)
         # repr() round-trips a float exactly, as redis-py's own encoding would
         values = [repr(float(getattr(st, f))) for st in stats.values() for f in fields]
-
-        async def build(pipe: Any) -> None:
-            for lo, hi in script_key_ranges(len(keys), self.cluster_mode):
-                args: list[str | int] = [self.config.ttl_s, m, *fields, *values[m * lo : m * hi]]
-                await self._write_script(keys=keys[lo:hi], args=args, client=pipe)
-
-        await run_pipeline(self.client, build, self.retry_attempts, self.retry_backoff_s)
+        calls = [
+            (keys[lo:hi], [self.config.ttl_s, m, *fields, *values[m * lo : m * hi]])
+            for lo, hi in script_key_ranges(len(keys), self.cluster_mode)
+        ]
+        await self._write_script.run(calls, self.retry_attempts, self.retry_backoff_s)
 
     def label_key(self, user: str, transaction_id: str) -> str:
         return f"{self.config.key_prefix}label:{{{user}}}:{transaction_id}"

@@ -55,6 +55,21 @@ async def test_empty_history(make_store) -> None:
     assert prior["new"].size == 0
 
 
+async def test_a_redis_that_lost_its_scripts_still_answers(make_store) -> None:
+    """After ``SCRIPT FLUSH`` (a restarted Redis keeps data on disk, not scripts) the
+    append script is loaded again and the batch re-sent, once, with nothing doubled."""
+    store = make_store()
+    await store.append_and_read(["a", "b"], recs((1, T0), (2, T0 + 1)))
+    if isinstance(store, RedisSequenceStore):
+        await store.client.script_flush()
+    prior = await store.append_and_read(
+        ["a", "b", "a"], recs((3, T0 + 2), (4, T0 + 3), (5, T0 + 4))
+    )
+    assert prior["a"]["tx"].tolist() == [1] and prior["b"]["tx"].tolist() == [2]
+    after = await store.read_batch(["a", "b"])
+    assert after["a"]["tx"].tolist() == [1, 3, 5] and after["b"]["tx"].tolist() == [2, 4]
+
+
 async def test_same_event_twice_changes_nothing(make_store) -> None:
     store = make_store()
     await store.append_batch(["u", "u"], recs((1, T0), (2, T0 + 1000)))

@@ -146,7 +146,8 @@ async def test_feedback_is_applied_once_per_transaction_and_corrections_undo(
 async def test_redis_thresholds_follow_the_in_memory_policy(
     cluster_mode: bool, stack, unique_name
 ) -> None:
-    """The batch scripts give the reference policy's thresholds, batch after batch."""
+    """The batch scripts give the reference policy's thresholds, batch after batch, also
+    after Redis lost its scripts (``SCRIPT FLUSH``, as after a restart) half-way."""
     import redis.asyncio as aioredis
 
     from scoring.thresholds import InMemoryThresholdPolicy, RedisThresholdPolicy
@@ -159,7 +160,9 @@ async def test_redis_thresholds_follow_the_in_memory_policy(
     try:
         await redis_policy.feedback("u3", "legit", "tx-0")
         await reference.feedback("u3", "legit", "tx-0")
-        for _ in range(12):
+        for step in range(12):
+            if step == 6:
+                await client.script_flush()
             users = [f"u{i}" for i in rng.integers(0, 6, size=20)]  # repeats within a batch
             scores = rng.beta(1, 8, size=20)
             stats = await redis_policy.read(users)
