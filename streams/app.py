@@ -1,8 +1,9 @@
 """The Faust app: agents and HTTP views wired to a ``WorkerService``. Thin by design.
 
-* ``transactions`` agent: ``stream.take_events(max_batch, within)`` yields raw events;
-  Faust acks them (and so may commit their offsets) only after the loop body returns,
-  i.e. after every decision of the batch was acknowledged by the broker: at-least-once.
+* ``transactions`` agent: ``busy_batches(stream, max_batch, linger)`` (streams.batching)
+  yields raw events; they are acked (so Faust may commit their offsets) only after the
+  loop body returns, i.e. after every decision of the batch was acknowledged by the
+  broker: at-least-once.
 * No exception escapes an agent loop (an escaped exception kills the actor while the
   worker looks alive — faust-streaming #175). Infrastructure failures that survived the
   retries stop the process with exit code 70, so an orchestrator restarts it and the
@@ -18,9 +19,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import faust
 import mode
@@ -31,6 +32,7 @@ from prometheus_client import generate_latest
 from features.contracts import DecodeError, Feedback, decode_feedback, decode_transaction
 from features.errors import RiskstreamError
 from scoring.engine import ScoreRequest
+from streams.batching import busy_batches
 from streams.log_privacy import user_ref
 from streams.metrics import EVENTS, THRESHOLD_UPDATES
 from streams.pipeline import RawMessage
@@ -138,8 +140,8 @@ def create_app(
 
     @app.agent(tx_topic)
     async def score_transactions(stream: StreamT[Any]) -> None:
-        within = settings.batch.max_wait_ms / 1000.0
-        async for events in _take_events(stream, settings.batch.max_batch, within):
+        linger = settings.batch.max_wait_ms / 1000.0
+        async for events in busy_batches(stream, settings.batch.max_batch, linger):
             while svc.pipeline is None:  # wait for start(); events stay unacked
                 await asyncio.sleep(0.05)
             now = time.monotonic()
@@ -156,7 +158,7 @@ def create_app(
 
     @app.agent(fb_topic)
     async def apply_feedback(stream: StreamT[Any]) -> None:
-        async for events in _take_events(stream, 256, 0.2):
+        async for events in busy_batches(stream, 256, 0.2):
             while svc.engine is None:
                 await asyncio.sleep(0.05)
             for event in events:
@@ -211,12 +213,6 @@ def _add_console(app: faust.App, svc: WorkerService, settings: Settings) -> None
 
     app.service(ConsoleService)
     add_console_views(app, svc, settings, state)
-
-
-def _take_events(stream: StreamT[Any], n: int, within: float) -> AsyncIterator[Sequence[Any]]:
-    """``Stream.take_events`` (missing from Faust's ``StreamT`` type): Faust acks the events
-    of a batch only when the loop body that received them has finished."""
-    return cast("faust.Stream[Any]", stream).take_events(n, within=within)
 
 
 async def _process(service: WorkerService, batch: list[RawMessage]) -> None:

@@ -109,7 +109,11 @@ class BatchSettings(BaseModel):
     model_config = _FROZEN
 
     max_batch: int = Field(256, ge=1, le=4096, description="Events per batch at most.")
-    max_wait_ms: float = Field(10.0, ge=0, description="Longest a batch waits to fill.")
+    max_wait_ms: float = Field(
+        10.0,
+        ge=0,
+        description="A batch closes this long after its first event arrived (or when full).",
+    )
 
 
 class ModelSettings(BaseModel):
