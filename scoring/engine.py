@@ -34,6 +34,7 @@ from features.contracts import (
 )
 from features.events import records_from_transactions
 from features.featurize import (
+    PAD_ID,
     FeatureBatch,
     Windows,
     featurize_windows,
@@ -134,6 +135,7 @@ class _Pending:
     bundle: ModelBundle
     users: list[str]
     windows: Windows
+    features: FeatureBatch  # the scored rows' features, reused by the refresh
 
 
 class ScoringEngine:
@@ -237,7 +239,8 @@ class ScoringEngine:
                     received=req.received,
                 )
             )
-        pending = _Pending(bundle, [users[i] for i in wet], _take(win, np.asarray(wet, int)))
+        rows = np.asarray(wet, int)
+        pending = _Pending(bundle, [users[i] for i in wet], _take(win, rows), fb.take(rows))
         return decisions, pending
 
     def _compute(
@@ -322,10 +325,27 @@ class ScoringEngine:
                 last[user] = i
         idx = np.fromiter(last.values(), dtype=np.int64, count=len(last))
         spec = bundle.model.artifact.spec
-        nxt = windows_including_current(_take(pending.windows, idx), spec)
-        fb = featurize_windows(nxt, spec)
-        emb = encode_bucketed(bundle.model, fb, np.arange(idx.size))
-        bundle.cache.put(list(last), history_versions(nxt), emb)
+        win = _take(pending.windows, idx)
+        fb = pending.features.take(idx)
+        grows = win.hist_len < spec.max_history  # the window keeps its oldest event
+        # A window that grows keeps its first event, so every step feature of the next
+        # history (each depends only on the steps before it in the row) is what scoring
+        # just computed: the history, then the current event. Only full windows, which
+        # drop their oldest event and so change every running feature, are featurized again.
+        nxt = _grown_features(fb, grows)
+        versions = history_versions(Windows(win.records, win.hist_len + 1))
+        slid = np.flatnonzero(~grows)
+        if slid.size:
+            moved = windows_including_current(_take(win, slid), spec)
+            versions[slid] = history_versions(moved)
+        emb = np.zeros((idx.size, bundle.model.artifact.embedding_dim), dtype=np.float32)
+        grown = np.flatnonzero(grows)
+        if grown.size:
+            emb[grown] = encode_bucketed(bundle.model, nxt, np.arange(grown.size))
+        if slid.size:
+            moved_fb = featurize_windows(moved, spec)
+            emb[slid] = encode_bucketed(bundle.model, moved_fb, np.arange(slid.size))
+        bundle.cache.put(list(last), versions, emb)
         return idx.size
 
     async def feedback(self, user_id: str, transaction_id: str, label: str) -> float:
@@ -355,6 +375,40 @@ def _newer(win: Windows, i: int, j: int) -> bool:
 
 def _take(win: Windows, idx: np.ndarray) -> Windows:
     return Windows(win.records[idx], win.hist_len[idx])
+
+
+def _grown_features(fb: FeatureBatch, rows: np.ndarray) -> FeatureBatch:
+    """Encoder inputs of the histories ``history + current`` of rows ``rows`` (a mask).
+
+    The current event becomes the last history step; the ``cur_*`` fields are left as
+    they were (the encoder does not read them).
+    """
+    sub = fb.take(np.flatnonzero(rows))
+    n = sub.hist_len
+    b = n.size
+    width = int(n.max(initial=0)) + 1
+    keep = min(width - 1, sub.hist_num.shape[1])
+    at = np.arange(b)
+    hist_num = np.zeros((b, width, sub.hist_num.shape[2]), dtype=np.float32)
+    hist_num[:, :keep] = sub.hist_num[:, :keep]
+    hist_num[at, n] = sub.cur_num
+    mcc = np.full((b, width), PAD_ID, dtype=np.int64)
+    mcc[:, :keep] = sub.hist_mcc[:, :keep]
+    mcc[at, n] = sub.cur_mcc
+    chan = np.full((b, width), PAD_ID, dtype=np.int64)
+    chan[:, :keep] = sub.hist_channel[:, :keep]
+    chan[at, n] = sub.cur_channel
+    return FeatureBatch(
+        hist_num=hist_num,
+        hist_mcc=mcc,
+        hist_channel=chan,
+        hist_pad=np.arange(width)[None, :] > n[:, None],
+        hist_len=n + 1,
+        cur_num=sub.cur_num,
+        cur_mcc=sub.cur_mcc,
+        cur_channel=sub.cur_channel,
+        cur_raw=sub.cur_raw,
+    )
 
 
 def encode_bucketed(model: OnnxRiskModel, fb: FeatureBatch, rows: np.ndarray) -> np.ndarray:

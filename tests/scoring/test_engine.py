@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -57,11 +59,51 @@ async def test_cached_scoring_equals_full_recomputation(model, stream) -> None:
         a = await _run(cached, stream, 7)
         b = await _run(plain, stream, 7)
         np.testing.assert_allclose(a, b, atol=1e-6)
+        # both refresh paths ran: windows that grow and windows full at max_history
+        # (the stream spans 20 days, inside the 30-day window: every earlier event counts)
+        per_user = Counter(t.user_id for t in stream).values()
+        assert min(per_user) < model.artifact.spec.max_history + 1 < max(per_user)
         cache = cached.bundle.cache
         assert cache is not None and len(cache) == len({t.user_id for t in stream})
     finally:
         cached.close()
         plain.close()
+
+
+async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> None:
+    """A growing window's next history, built from the features scoring computed, equals
+    featurizing that history from its records; full windows (which slide) are excluded."""
+    from features.featurize import featurize_windows, windows_including_current
+    from scoring.engine import _grown_features, _take
+
+    spec = model.artifact.spec
+    engine = _engine(model, True)
+    checked = 0
+    try:
+        for s in range(0, len(stream), 40):
+            _, pending = await engine.score([ScoreRequest(t) for t in stream[s : s + 40]])
+            grows = pending.windows.hist_len < spec.max_history
+            rows = np.flatnonzero(grows)
+            got = _grown_features(pending.features, grows)
+            want = featurize_windows(
+                windows_including_current(_take(pending.windows, rows), spec), spec
+            )
+            n = got.hist_len
+            np.testing.assert_array_equal(n, want.hist_len)
+            for i, length in enumerate(n):
+                np.testing.assert_allclose(
+                    got.hist_num[i, :length], want.hist_num[i, :length], atol=1e-6
+                )
+                np.testing.assert_array_equal(got.hist_mcc[i, :length], want.hist_mcc[i, :length])
+                np.testing.assert_array_equal(
+                    got.hist_channel[i, :length], want.hist_channel[i, :length]
+                )
+                assert not got.hist_pad[i, :length].any() and got.hist_pad[i, length:].all()
+            checked += rows.size
+            await engine.refresh_cache(pending)
+        assert checked > len(stream) * 0.5
+    finally:
+        engine.close()
 
 
 async def test_cache_hits_for_returning_users(model, stream) -> None:
