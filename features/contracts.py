@@ -306,7 +306,7 @@ def decode_json_object(raw: bytes | str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise DecodeError(f"payload is not UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _JSON.decode(text)
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -320,6 +320,11 @@ def decode_json_object(raw: bytes | str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"JSON constant {name} is not allowed")
+
+
+#: one decoder for every payload: ``json.loads(..., parse_constant=...)`` builds a new
+#: decoder and scanner per call, which cost as much as the parse itself
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def decode_transaction(raw: bytes | str | dict[str, Any]) -> Transaction:

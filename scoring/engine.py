@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,11 @@ class Decision:
     def is_alert(self) -> bool:
         return self.score >= self.threshold
 
+    # The records are built from values this engine produced (probabilities, clipped
+    # thresholds, validated input): ``model_construct`` skips re-validating them. Tests
+    # validate published records.
     def score_record(self) -> ScoreRecord:
-        return ScoreRecord(**self._common())
+        return ScoreRecord.model_construct(**self._common())
 
     def alert_record(self) -> AlertRecord:
         tx = self.tx
@@ -98,9 +102,9 @@ class Decision:
             merchant_id=tx.merchant_id,
             country=tx.country,
         )
-        return AlertRecord(**self._common(), reasons=self.reasons, context=context)
+        return AlertRecord.model_construct(**self._common(), reasons=self.reasons, context=context)
 
-    def _common(self) -> dict[str, object]:
+    def _common(self) -> dict[str, Any]:
         return {
             "alert_id": alert_id(self.tx.transaction_id, self.model_version),
             "transaction_id": self.tx.transaction_id,

@@ -53,6 +53,45 @@ async def test_batcher_closes_a_complete_group_without_waiting() -> None:
         await b.stop()
 
 
+async def test_stopping_fails_a_group_split_over_batches_instead_of_hanging() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def fn(reqs: list[int]) -> list[int]:
+        started.set()
+        await release.wait()
+        return reqs
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=2, max_wait_ms=1)
+    await b.start()
+    group = asyncio.ensure_future(b.submit_many([1, 2, 3, 4, 5]))
+    later = asyncio.ensure_future(b.submit(6))
+    await started.wait()  # [1, 2] in flight, [3, 4, 5] carried, 6 queued
+    await b.stop()
+    for fut in (group, later):
+        with pytest.raises(RuntimeError, match="stopped"):
+            await asyncio.wait_for(fut, 1)
+
+
+async def test_a_group_that_failed_is_not_computed_further() -> None:
+    seen: list[list[int]] = []
+
+    async def fn(reqs: list[int]) -> list[int]:
+        seen.append(list(reqs))
+        if 1 in reqs:
+            raise ValueError("bad batch")
+        return reqs
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=2, max_wait_ms=1)
+    await b.start()
+    try:
+        with pytest.raises(ValueError, match="bad batch"):
+            await b.submit_many([1, 2, 3, 4, 5])
+        assert await b.submit(6) == 6  # the batcher goes on with the next group
+    finally:
+        await b.stop()
+    assert seen == [[1, 2], [6]]  # the failed group's rest [3, 4], [5] never ran
+
+
 async def test_failing_batch_fails_only_its_requests() -> None:
     async def fn(reqs: list[int]) -> list[int]:
         if 13 in reqs:

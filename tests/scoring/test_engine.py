@@ -131,6 +131,11 @@ async def test_alerts_have_ids_reasons_and_stay_deterministic(model, stream) -> 
         assert any(d.reasons for d in decisions)
         for d in decisions:
             assert all(r.contribution > 0 and r.text for r in d.reasons)
+            # records are built without re-validation: what goes out must still validate
+            for record in (d.score_record(), d.alert_record()):
+                wire = record.model_dump_json()
+                again = type(record).model_validate_json(wire)
+                assert again.model_dump_json() == wire
     finally:
         engine.close()
 
