@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_e2e [--events 20000] [--rates 200,500] [--seconds 20]
 
-All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput;
+All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput,
+stock Faust (the yardstick) and with the worker's consumer tuning (streams/faust_tuning);
 (2) the riskstream worker's throughput, events produced as fast as possible, until all
 are scored; (3) produce → decision-on-``scores`` latency at a fixed rate, after a warm-up
 of ``--warmup`` events (card holders with history, a warm cache); (4) the same two Kafka
@@ -85,9 +86,16 @@ def _produce(
     return sent
 
 
-def _trivial_phase(stack: EmbeddedStack, bulk: list[tuple[str, bytes]]) -> tuple[float, Any]:
+def _trivial_phase(
+    stack: EmbeddedStack, bulk: list[tuple[str, bytes]], tuned: bool
+) -> tuple[float, Any]:
     bs = stack.bootstrap_servers
-    env = {**os.environ, "BENCH_BROKER": bs, "BENCH_DATADIR": tempfile.mkdtemp()}
+    env = {
+        **os.environ,
+        "BENCH_BROKER": bs,
+        "BENCH_DATADIR": tempfile.mkdtemp(),
+        "BENCH_TUNED": "1" if tuned else "0",
+    }
     fwd = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.trivial_agent", "worker", "-l", "warn"],
         env=env,
@@ -214,9 +222,12 @@ def main() -> None:
         start += n
     start = args.events
     warm = rows[start : start + args.warmup]
-    # (1) trivial forwarder: per-event `await topic.send()`
+    # (1) trivial forwarder: per-event `await topic.send()`, stock Faust (the yardstick)
+    # and (1b) with the worker's consumer tuning
     with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
-        trivial_rate, trivial_cpu = _trivial_phase(stack, bulk)
+        trivial_rate, trivial_cpu = _trivial_phase(stack, bulk, tuned=False)
+    with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
+        tuned_rate, tuned_cpu = _trivial_phase(stack, bulk, tuned=True)
     # (2) riskstream worker, produced as fast as possible
     with running_stack(topics.all(), topics.partitions) as stack:
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
@@ -244,7 +255,13 @@ def main() -> None:
         trivial_forwarder_events_per_s=round(trivial_rate),
         worker_events_per_s=round(worker_rate),
         ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
-        cpu_ms_per_event={"trivial_phase": trivial_cpu, "worker_phase": worker_cpu},
+        trivial_forwarder_with_worker_tuning_events_per_s=round(tuned_rate),
+        ratio_worker_over_tuned_trivial=round(worker_rate / tuned_rate, 2),
+        cpu_ms_per_event={
+            "trivial_phase": trivial_cpu,
+            "tuned_trivial_phase": tuned_cpu,
+            "worker_phase": worker_cpu,
+        },
         warmup_events_before_each_latency_run=len(warm),
         produce_to_decision_latency=latency,
         kafka_two_hop_floor_latency=floor,

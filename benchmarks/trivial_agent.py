@@ -3,6 +3,9 @@
 Per-event ``await topic.send()`` — the plain way to write a Faust pipeline (DESIGN §9:
 ~1,800 events/s on this machine). Run by ``bench_e2e`` as
 ``python -m benchmarks.trivial_agent worker -l warn`` with BENCH_BROKER/BENCH_IN/BENCH_OUT.
+``BENCH_TUNED=1`` gives it the worker's consumer tuning (streams/faust_tuning.py), so
+the benchmark can show how much of the worker's lead is that tuning and how much its
+batching.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ app = faust.App(
     topic_allow_declare=False,
     datadir=os.environ.get("BENCH_DATADIR", "/tmp/trivial-faust"),
 )
+if os.environ.get("BENCH_TUNED") == "1":
+    from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
+    from streams.settings import Settings
+
+    apply_fetch_wait(Settings().kafka.fetch_max_wait_ms)
+    apply_eager_delivery()
 source = app.topic(os.environ.get("BENCH_IN", "bench-in"))
 sink = app.topic(os.environ.get("BENCH_OUT", "bench-out"))
 
