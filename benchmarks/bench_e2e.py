@@ -1,6 +1,6 @@
 """End-to-end throughput and latency of one worker, beside a trivial Faust forwarder.
 
-    python -m benchmarks.bench_e2e [--events 20000] [--rates 200,500] [--seconds 20]
+    python -m benchmarks.bench_e2e [--events 20000] [--rates 200,500] [--seconds 20] [--rounds 3]
 
 All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput,
 stock Faust (the yardstick) and with the worker's consumer tuning (streams/faust_tuning);
@@ -14,6 +14,10 @@ more per message the more messages it holds (measured: 0.76 → 2.0 ms of broker
 event at 500 tx/s as a topic grows from 0 to 200k messages), so on one long-lived broker
 each phase would pay for the ones before it, and the order of phases would decide the
 figures. A Kafka broker's cost does not grow with its log; these figures are the worker's.
+
+The phases run ``--rounds`` times, alternating, and the figures are medians over rounds:
+this host's speed drifts by up to 2x within minutes, so a ratio of two figures taken
+minutes apart says more about the host than about the worker.
 """
 
 from __future__ import annotations
@@ -202,6 +206,12 @@ def main() -> None:
         "--warmup", type=int, default=3000, help="Events scored before each latency run."
     )
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Rounds of every phase, alternating; figures are medians over rounds.",
+    )
+    ap.add_argument(
         "--worker-env",
         action="append",
         default=[],
@@ -222,13 +232,63 @@ def main() -> None:
         start += n
     start = args.events
     warm = rows[start : start + args.warmup]
-    # (1) trivial forwarder: per-event `await topic.send()`, stock Faust (the yardstick)
-    # and (1b) with the worker's consumer tuning
-    with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
-        trivial_rate, trivial_cpu = _trivial_phase(stack, bulk, tuned=False)
-    with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
-        tuned_rate, tuned_cpu = _trivial_phase(stack, bulk, tuned=True)
-    # (2) riskstream worker, produced as fast as possible
+    # Throughput, alternating the three in each round (the host drifts; a ratio is taken
+    # from figures measured side by side): (1) trivial forwarder, stock Faust (the
+    # yardstick), (1b) the same with the worker's consumer tuning, (2) the worker.
+    trivial: list[tuple[float, Any]] = []
+    tuned: list[tuple[float, Any]] = []
+    scored: list[tuple[float, Any]] = []
+    for _ in range(args.rounds):
+        with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
+            trivial.append(_trivial_phase(stack, bulk, tuned=False))
+        with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
+            tuned.append(_trivial_phase(stack, bulk, tuned=True))
+        scored.append(_worker_throughput(bulk, worker_env))
+    # (3) fixed-rate latency and (4) the broker path alone, each on a fresh stack
+    latency: dict[str, list[dict[str, Any]]] = {}
+    floor: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        for rate, paced in zip(rates, paced_sets, strict=True):
+            key = f"{rate:.0f}/s"
+            latency.setdefault(key, []).append(_worker_latency(warm, paced, rate, worker_env))
+            floor.setdefault(key, []).append(_kafka_floor(len(warm), rate, len(paced)))
+    rates_of = {
+        "trivial": [r for r, _ in trivial],
+        "tuned": [r for r, _ in tuned],
+        "worker": [r for r, _ in scored],
+    }
+    med = {k: float(np.median(v)) for k, v in rates_of.items()}
+    report(
+        "e2e",
+        worker_env=worker_env,
+        events=len(bulk),
+        rounds=args.rounds,
+        trivial_forwarder_events_per_s=round(med["trivial"]),
+        worker_events_per_s=round(med["worker"]),
+        ratio_worker_over_trivial=round(med["worker"] / med["trivial"], 2),
+        ratio_per_round=[
+            round(w / t, 2) for w, t in zip(rates_of["worker"], rates_of["trivial"], strict=True)
+        ],
+        trivial_forwarder_with_worker_tuning_events_per_s=round(med["tuned"]),
+        ratio_worker_over_tuned_trivial=round(med["worker"] / med["tuned"], 2),
+        events_per_s_per_round={k: [round(r) for r in v] for k, v in rates_of.items()},
+        cpu_ms_per_event_last_round={
+            "trivial_phase": trivial[-1][1],
+            "tuned_trivial_phase": tuned[-1][1],
+            "worker_phase": scored[-1][1],
+        },
+        warmup_events_before_each_latency_run=len(warm),
+        produce_to_decision_latency=_medians(latency),
+        produce_to_decision_latency_per_round=latency,
+        kafka_two_hop_floor_latency=_medians(floor),
+    )
+
+
+def _worker_throughput(
+    bulk: list[tuple[str, bytes]], worker_env: dict[str, str]
+) -> tuple[float, Any]:
+    """The worker's rate with events produced as fast as possible, until all are scored."""
+    topics = Settings().topics
     with running_stack(topics.all(), topics.partitions) as stack:
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
         worker.wait_ready()
@@ -239,33 +299,19 @@ def main() -> None:
         t0 = time.monotonic()
         _produce(stack.bootstrap_servers, topics.transactions, bulk)
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
-        worker_rate = len(seen) / (last - t0)
-        worker_cpu = meter.per_event_ms(len(bulk))
+        rate = len(seen) / (last - t0)
+        cpu = meter.per_event_ms(len(bulk))
         worker.stop()
         scores.close()
-    # (3) fixed-rate latency and (4) the broker path alone, each on a fresh stack
-    latency, floor = {}, {}
-    for rate, paced in zip(rates, paced_sets, strict=True):
-        latency[f"{rate:.0f}/s"] = _worker_latency(warm, paced, rate, worker_env)
-        floor[f"{rate:.0f}/s"] = _kafka_floor(len(warm), rate, len(paced))
-    report(
-        "e2e",
-        worker_env=worker_env,
-        events=len(bulk),
-        trivial_forwarder_events_per_s=round(trivial_rate),
-        worker_events_per_s=round(worker_rate),
-        ratio_worker_over_trivial=round(worker_rate / trivial_rate, 2),
-        trivial_forwarder_with_worker_tuning_events_per_s=round(tuned_rate),
-        ratio_worker_over_tuned_trivial=round(worker_rate / tuned_rate, 2),
-        cpu_ms_per_event={
-            "trivial_phase": trivial_cpu,
-            "tuned_trivial_phase": tuned_cpu,
-            "worker_phase": worker_cpu,
-        },
-        warmup_events_before_each_latency_run=len(warm),
-        produce_to_decision_latency=latency,
-        kafka_two_hop_floor_latency=floor,
-    )
+    return rate, cpu
+
+
+def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per rate, the median over rounds of each percentile."""
+    return {
+        rate: {p: round(float(np.median([r[p] for r in rounds])), 1) for p in ("p50_ms", "p99_ms")}
+        for rate, rounds in runs.items()
+    }
 
 
 if __name__ == "__main__":
