@@ -143,11 +143,7 @@ class BatchPipeline:
     def publish_decisions(self, decisions: list[Decision]) -> None:
         """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""
         for d in decisions:
-            self.publisher.publish(
-                self.topics.scores, d.tx.user_id, d.score_record().model_dump_json().encode()
-            )
+            self.publisher.publish(self.topics.scores, d.tx.user_id, d.score_json())
             if d.is_alert:
-                self.publisher.publish(
-                    self.topics.alerts, d.tx.user_id, d.alert_record().model_dump_json().encode()
-                )
+                self.publisher.publish(self.topics.alerts, d.tx.user_id, d.alert_json())
                 ALERTS.inc()

@@ -132,9 +132,13 @@ async def test_alerts_have_ids_reasons_and_stay_deterministic(model, stream) -> 
         for d in decisions:
             assert all(r.contribution > 0 and r.text for r in d.reasons)
             # records are built without re-validation: what goes out must still validate
-            for record in (d.score_record(), d.alert_record()):
+            for record, sent in (
+                (d.score_record(), d.score_json()),
+                (d.alert_record(), d.alert_json()),
+            ):
                 wire = record.model_dump_json()
-                again = type(record).model_validate_json(wire)
+                assert sent == wire.encode()  # what the worker publishes
+                again = type(record).model_validate_json(sent)
                 assert again.model_dump_json() == wire
     finally:
         engine.close()
