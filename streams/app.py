@@ -69,6 +69,7 @@ def _faust_settings(s: Settings) -> dict[str, Any]:
         "web_host": s.http.host,
         "datadir": str(s.data_dir / "faust"),
         "logging_config": None,
+        "stream_buffer_maxsize": k.stream_buffer,
     }
     if k.security_protocol != "PLAINTEXT":
         import ssl

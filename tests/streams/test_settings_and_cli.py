@@ -120,6 +120,24 @@ def test_faust_transport_gets_the_same_sasl_and_tls_settings(
     assert "broker_credentials" not in _faust_settings(Settings())
 
 
+def test_faust_gets_a_stream_buffer_that_outlasts_its_one_second_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import faust
+
+    from streams.app import _faust_settings
+
+    conf = _faust_settings(Settings())
+    # Faust resumes fetching at 40 % of the buffer and, with every partition paused, its
+    # fetch loop sleeps 1 s: the cushion must hold more than a second of a worker's events
+    assert 0.4 * conf["stream_buffer_maxsize"] >= 5000
+    app = faust.App("buffer-check", **conf)
+    assert app.conf.stream_buffer_maxsize == conf["stream_buffer_maxsize"]
+    monkeypatch.setenv("RISKSTREAM_KAFKA__STREAM_BUFFER", "100")
+    with pytest.raises(ValueError, match="stream_buffer"):
+        Settings()
+
+
 def test_user_ids_in_logs_are_keyed_hashes_unless_plain_is_asked_for() -> None:
     from streams.log_privacy import user_ref
 
