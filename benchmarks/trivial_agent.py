@@ -3,9 +3,9 @@
 Per-event ``await topic.send()`` — the plain way to write a Faust pipeline (DESIGN §9:
 ~1,800 events/s on this machine). Run by ``bench_e2e`` as
 ``python -m benchmarks.trivial_agent worker -l warn`` with BENCH_BROKER/BENCH_IN/BENCH_OUT.
-``BENCH_TUNED=1`` gives it the worker's consumer tuning (streams/faust_tuning.py), so
-the benchmark can show how much of the worker's lead is that tuning and how much its
-batching.
+``BENCH_TUNED=1`` gives it the worker's consumer tuning (streams/faust_tuning.py and the
+stream buffer size), so the benchmark can show how much of the worker's lead is that
+tuning and how much its batching.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ from typing import Any
 
 import faust
 
+TUNED = os.environ.get("BENCH_TUNED") == "1"
+if TUNED:
+    from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
+    from streams.settings import Settings
+
+    apply_fetch_wait(Settings().kafka.fetch_max_wait_ms)
+    apply_eager_delivery()
 app = faust.App(
     os.environ.get("BENCH_APP", "trivial-forwarder"),
     broker=f"kafka://{os.environ.get('BENCH_BROKER', '127.0.0.1:9092')}",
@@ -29,13 +36,8 @@ app = faust.App(
     web_enabled=False,
     topic_allow_declare=False,
     datadir=os.environ.get("BENCH_DATADIR", "/tmp/trivial-faust"),
+    **({"stream_buffer_maxsize": Settings().kafka.stream_buffer} if TUNED else {}),
 )
-if os.environ.get("BENCH_TUNED") == "1":
-    from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
-    from streams.settings import Settings
-
-    apply_fetch_wait(Settings().kafka.fetch_max_wait_ms)
-    apply_eager_delivery()
 source = app.topic(os.environ.get("BENCH_IN", "bench-in"))
 sink = app.topic(os.environ.get("BENCH_OUT", "bench-out"))
 
