@@ -84,6 +84,24 @@ def sequences_holding_an_event_twice(client: redis.Redis, pattern: str) -> int:
     return n
 
 
+def alert_agreement(
+    decisions: list[dict[str, object]], alerts: list[dict[str, object]]
+) -> dict[str, int]:
+    """How the alerted transactions compare with those that had an over-threshold decision.
+
+    The sets themselves are compared, not their sizes: equal sizes can hide an alert
+    for a transaction that never crossed its threshold beside a lost one that did.
+    """
+    over = {d["transaction_id"] for d in decisions if d["is_alert"]}
+    alerted = {a["transaction_id"] for a in alerts}
+    return {
+        "alert_transactions": len(alerted),
+        "over_threshold": len(over),
+        "alerted_not_over": len(alerted - over),
+        "over_not_alerted": len(over - alerted),
+    }
+
+
 def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
     """The soak on its own embedded stack; returns the counts (``lost`` must be 0).
 
@@ -142,8 +160,6 @@ def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
         client.close()
         worker.stop()
     scored = {d["transaction_id"] for d in decisions}
-    over = {d["transaction_id"] for d in decisions if d["is_alert"]}
-    alert_tx = {a["transaction_id"] for a in alerts}
     valid_in_dlq = sum(
         1
         for d in letters
@@ -155,8 +171,7 @@ def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
         scored=len(scored & valid_ids),
         lost=len(valid_ids - scored),
         duplicates_delivered=len(decisions) - len(scored),
-        alert_transactions=len(alert_tx),
-        over_threshold=len(over),
+        **alert_agreement(decisions, alerts),
         dead_letters=len(letters),
         valid_in_dlq=valid_in_dlq,
         sequences_with_duplicates=mismatched,

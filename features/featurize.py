@@ -232,6 +232,41 @@ def windows_for_batch(
     return windows_from_sorted(all_rec[order], all_code[order], index, spec)
 
 
+def windows_for_batch_isolated(
+    prior: dict[str, np.ndarray],
+    user_ids: list[str],
+    records: np.ndarray,
+    isolated: np.ndarray,
+    spec: FeatureSpec,
+) -> Windows:
+    """``windows_for_batch`` where the rows flagged in ``isolated`` are seen by no other row.
+
+    For dry runs: a dry-run transaction must change nothing another decision sees, so it
+    never enters another row's window; it sees the stored history and the batch's other,
+    non-isolated events of its card (as it would if it were real), never another dry run.
+    """
+    if not isolated.any():
+        return windows_for_batch(prior, user_ids, records, spec)
+    wet = np.flatnonzero(~isolated)
+    parts: list[tuple[np.ndarray, Windows]] = []
+    if wet.size:
+        parts.append(
+            (wet, windows_for_batch(prior, [user_ids[i] for i in wet], records[wet], spec))
+        )
+    for i in np.flatnonzero(isolated):
+        user = user_ids[i]
+        rows = np.array([*(j for j in wet if user_ids[j] == user), i], dtype=np.int64)
+        w = windows_for_batch(prior, [user] * rows.size, records[rows], spec)
+        parts.append((np.array([i]), Windows(w.records[-1:], w.hist_len[-1:])))
+    width = max(w.records.shape[1] for _, w in parts)
+    out = np.zeros((len(user_ids), width), dtype=RECORD_DTYPE)
+    hist_len = np.zeros(len(user_ids), dtype=np.int64)
+    for rows, w in parts:
+        out[rows, : w.records.shape[1]] = w.records
+        hist_len[rows] = w.hist_len
+    return Windows(out, hist_len)
+
+
 # ------------------------------------------------------------------------ step features
 
 

@@ -3,11 +3,19 @@
 Seeded from the training labels (``fraud_cases.npz`` in the artifact) and grown from
 analyst feedback at runtime. Cosine similarity on L2-normalised vectors in a flat
 inner-product index: exact, and fast enough for tens of thousands of cases.
+
+``add`` runs on the event loop (feedback) and may rebuild the index, while ``nearest``
+runs on the model thread: one lock makes each see the ids and the index of the same
+moment. Cases learned from feedback are snapshotted beside the embedding cache and
+restored only for the same model version (another model's embeddings mean nothing).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -18,29 +26,47 @@ from models.artifact import FRAUD_CASES_FILE, ModelArtifact
 class FraudCaseMemory:
     """Nearest confirmed fraud cases for a batch of history embeddings."""
 
-    def __init__(self, dim: int, max_cases: int = 50_000) -> None:
-        self.dim, self.max_cases = dim, max_cases
+    def __init__(self, dim: int, max_cases: int = 50_000, model_version: str = "") -> None:
+        self.dim, self.max_cases, self.model_version = dim, max_cases, model_version
         self.index = faiss.IndexFlatIP(dim)
         self.ids: list[str] = []
         self._known: set[str] = set()
+        self._lock = threading.Lock()
+        self._learned: dict[str, np.ndarray] = {}  # added at run time: what a snapshot keeps
 
     @classmethod
     def from_artifact(cls, artifact: ModelArtifact, max_cases: int = 50_000) -> FraudCaseMemory:
-        memory = cls(artifact.embedding_dim, max_cases)
+        memory = cls(artifact.embedding_dim, max_cases, artifact.version)
         path = artifact.file(FRAUD_CASES_FILE)
         if path is not None:
             data = np.load(path)
-            memory.add(list(data["ids"]), data["embeddings"])
+            memory.add(list(data["ids"]), data["embeddings"], learned=False)
         return memory
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, case_ids: Sequence[str], embeddings: np.ndarray) -> int:
-        """Add new cases (ids already known are ignored: feedback may repeat)."""
+    def add(self, case_ids: Sequence[str], embeddings: np.ndarray, learned: bool = True) -> int:
+        """Add new cases (ids already known are ignored: feedback may repeat).
+
+        ``learned``: a case from feedback, kept by ``snapshot`` (the artifact's seed cases
+        are not: they come back with the artifact).
+        """
+        with self._lock:
+            added, dropped = self._add(case_ids, embeddings)
+            for cid in dropped:  # the FIFO forgets learned cases too
+                self._learned.pop(cid, None)
+            if learned:
+                pos = {str(c): i for i, c in enumerate(case_ids)}
+                for cid in added:
+                    self._learned[cid] = np.asarray(embeddings[pos[cid]], dtype=np.float32)
+            return len(added)
+
+    def _add(self, case_ids: Sequence[str], embeddings: np.ndarray) -> tuple[list[str], list[str]]:
         keep = [i for i, c in enumerate(case_ids) if c not in self._known]
+        dropped: list[str] = []
         if not keep:
-            return 0
+            return [], dropped
         vecs = np.ascontiguousarray(embeddings[keep], dtype=np.float32)
         faiss.normalize_L2(vecs)
         if len(self.ids) + len(keep) > self.max_cases:  # FIFO: rebuild without the oldest
@@ -49,23 +75,54 @@ class FraudCaseMemory:
             old = np.array(old).reshape(-1, self.dim)[drop:]
             self.index.reset()
             self.index.add(old)
-            for cid in self.ids[:drop]:
+            dropped = self.ids[:drop]
+            for cid in dropped:
                 self._known.discard(cid)
             self.ids = self.ids[drop:]
         self.index.add(vecs)
         new_ids = [str(case_ids[i]) for i in keep]
         self.ids.extend(new_ids)
         self._known.update(new_ids)
-        return len(keep)
+        return new_ids, dropped
 
     def nearest(self, embeddings: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """Top-k (case id, cosine similarity) per row; empty lists when no cases."""
-        if not self.ids or embeddings.shape[0] == 0:
-            return [[] for _ in range(embeddings.shape[0])]
         q = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
         faiss.normalize_L2(q)
-        sims, rows = self.index.search(q, min(k, len(self.ids)))
-        return [
-            [(self.ids[r], float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
-            for rr, ss in zip(rows, sims, strict=True)
-        ]
+        with self._lock:
+            if not self.ids or embeddings.shape[0] == 0:
+                return [[] for _ in range(embeddings.shape[0])]
+            sims, rows = self.index.search(q, min(k, len(self.ids)))
+            ids = self.ids
+            return [
+                [(ids[r], float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
+                for rr, ss in zip(rows, sims, strict=True)
+            ]
+
+    def snapshot(self, folder: Path) -> int:
+        """Write the cases learned from feedback (atomically); returns how many."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            ids = list(self._learned)
+            vecs = np.stack([self._learned[i] for i in ids]) if ids else np.zeros((0, self.dim))
+        tmp = folder / "cases.npz.tmp"
+        with tmp.open("wb") as fh:
+            np.savez(fh, embeddings=vecs.astype(np.float32))
+        tmp.replace(folder / "cases.npz")
+        meta = {"model_version": self.model_version, "dim": self.dim, "ids": ids}
+        (folder / "cases.json.tmp").write_text(json.dumps(meta))
+        (folder / "cases.json.tmp").replace(folder / "cases.json")
+        return len(ids)
+
+    def restore(self, folder: Path) -> int:
+        """Add the learned cases of a snapshot of the same model version; returns how many."""
+        meta_path, data_path = folder / "cases.json", folder / "cases.npz"
+        if not (meta_path.exists() and data_path.exists()):
+            return 0
+        meta = json.loads(meta_path.read_text())
+        if meta.get("model_version") != self.model_version or meta.get("dim") != self.dim:
+            return 0  # another model's embedding space
+        ids = [str(i) for i in meta["ids"]]
+        if not ids:
+            return 0
+        return self.add(ids, np.load(data_path)["embeddings"])

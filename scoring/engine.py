@@ -40,7 +40,7 @@ from features.featurize import (
     FeatureBatch,
     Windows,
     featurize_windows,
-    windows_for_batch,
+    windows_for_batch_isolated,
     windows_including_current,
 )
 from features.sequence_store import SequenceStore
@@ -224,8 +224,9 @@ class ScoringEngine:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
         await self.settle()  # the previous batch's statistics are in before we read them
         # the thresholds are read (read once; the update reuses them) while the model runs
+        dry = np.array([r.dry_run for r in requests], dtype=bool)
         (win, fb, emb, probs), stats = await asyncio.gather(
-            self._off_loop(self._compute, bundle, prior, users, records),
+            self._off_loop(self._compute, bundle, prior, users, records, dry),
             self.thresholds.read(users),
         )
         thresholds = self.thresholds.thresholds_for(users, stats)
@@ -238,8 +239,10 @@ class ScoringEngine:
                 self.thresholds.update([users[i] for i in wet], probs[wet], thresholds[wet], stats)
             )
         shadow_scores = None
-        if self.shadow is not None:
-            shadow_scores = await self._off_loop(self.shadow.score, fb)
+        if self.shadow is not None:  # featurized with the shadow's own spec
+            shadow_scores = await self._off_loop(
+                _score_alone, self.shadow, prior, users, records, dry
+            )
         now, scored_at, version = time.monotonic(), datetime.now(UTC), bundle.model.version
         shadow_version = None if self.shadow is None else self.shadow.version
         scores, bars, lengths = probs.tolist(), thresholds.tolist(), fb.hist_len.tolist()
@@ -271,11 +274,12 @@ class ScoringEngine:
         prior: dict[str, np.ndarray],
         users: list[str],
         records: np.ndarray,
+        dry: np.ndarray,
     ) -> tuple[Windows, FeatureBatch, np.ndarray, np.ndarray]:
         model = bundle.model
         spec = model.artifact.spec
         t0 = time.perf_counter()
-        win = windows_for_batch(prior, users, records, spec)
+        win = windows_for_batch_isolated(prior, users, records, dry, spec)
         fb = featurize_windows(win, spec)
         t1 = time.perf_counter()
         MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
@@ -377,16 +381,37 @@ class ScoringEngine:
         bundle = self.bundle
         if label == "fraud" and bundle.memory is not None:
             seq = (await self.store.read_batch([user_id]))[user_id]
-            if seq.size:
-                spec = bundle.model.artifact.spec
-                win = Windows(
-                    np.concatenate([seq[-spec.max_history :], seq[-1:]])[None, :],
-                    np.array([min(seq.size, spec.max_history)]),
-                )
-                fb = featurize_windows(win, spec)
-                emb = await self._off_loop(bundle.model.encode, fb)
-                bundle.memory.add([transaction_id], emb)
+            if seq.size:  # featurize, encode and index off the event loop
+                await self._off_loop(_remember_case, bundle, seq, transaction_id)
         return new_threshold
+
+
+def _remember_case(bundle: ModelBundle, seq: np.ndarray, transaction_id: str) -> None:
+    """Add a confirmed fraud to the case memory: the embedding of the card's history."""
+    memory = bundle.memory
+    if memory is None:
+        return
+    spec = bundle.model.artifact.spec
+    win = Windows(
+        np.concatenate([seq[-spec.max_history :], seq[-1:]])[None, :],
+        np.array([min(seq.size, spec.max_history)]),
+    )
+    memory.add([transaction_id], bundle.model.encode(featurize_windows(win, spec)))
+
+
+def _score_alone(
+    model: OnnxRiskModel,
+    prior: dict[str, np.ndarray],
+    users: list[str],
+    records: np.ndarray,
+    dry: np.ndarray,
+) -> np.ndarray:
+    """Scores of ``model`` on its own features (its spec: statistics, vocabulary, history
+    length), with no cache: what a shadow model needs, whatever the primary is."""
+    spec = model.artifact.spec
+    fb = featurize_windows(windows_for_batch_isolated(prior, users, records, dry, spec), spec)
+    emb = encode_bucketed(model, fb, np.arange(len(users)))
+    return model.score(fb, embedding=emb)
 
 
 def _newer(win: Windows, i: int, j: int) -> bool:

@@ -50,8 +50,21 @@ class ThresholdConfig(BaseModel):
     lower: float = Field(0.001, ge=0, le=1, description="Absolute floor of any threshold.")
     upper: float = Field(0.99, ge=0, le=1, description="Absolute ceiling of any threshold.")
     feedback_step: float = Field(0.05, ge=0, le=1, description="Move per analyst label.")
-    key_prefix: str = Field("riskstream:", description="Redis key prefix.")
+    key_prefix: str | None = Field(
+        None, description="Redis key prefix; unset = the sequence store's (one prefix per app)."
+    )
     ttl_s: int = Field(90 * 86_400, ge=1, description="Idle users' state expires.")
+
+    def resolved(self, default_prefix: str) -> ThresholdConfig:
+        """This config with ``key_prefix`` set (``default_prefix`` when it was unset)."""
+        if self.key_prefix is not None:
+            return self
+        return self.model_copy(update={"key_prefix": default_prefix})
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix in force (``riskstream:`` when none was resolved)."""
+        return "riskstream:" if self.key_prefix is None else self.key_prefix
 
 
 @dataclass
@@ -234,7 +247,7 @@ class RedisThresholdPolicy(_Base):
         self._write_script = LuaScript(client, _WRITE_LUA)
 
     def key(self, user: str) -> str:
-        return f"{self.config.key_prefix}thr:{{{user}}}"
+        return f"{self.config.prefix}thr:{{{user}}}"
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         uniq = list(dict.fromkeys(users))
@@ -276,7 +289,7 @@ class RedisThresholdPolicy(_Base):
         await self._write_script.run(calls, self.retry_attempts, self.retry_backoff_s)
 
     def label_key(self, user: str, transaction_id: str) -> str:
-        return f"{self.config.key_prefix}label:{{{user}}}:{transaction_id}"
+        return f"{self.config.prefix}label:{{{user}}}:{transaction_id}"
 
     async def feedback(self, user: str, label: str, transaction_id: str) -> float:
         """Record the label (``SET … GET``: the previous one comes back) and apply it.

@@ -5,9 +5,11 @@
   loop body returns, i.e. after every decision of the batch was acknowledged by the
   broker: at-least-once.
 * No exception escapes an agent loop (an escaped exception kills the actor while the
-  worker looks alive — faust-streaming #175). Infrastructure failures that survived the
-  retries stop the process with exit code 70, so an orchestrator restarts it and the
-  unacked batch is replayed.
+  worker looks alive — faust-streaming #175). A poison event is dead-lettered by the
+  pipeline and the batch carries on. Infrastructure failures that survived the retries,
+  or any error outside the pipeline, stop the worker through its normal shutdown (the
+  failed batch stays unacked; snapshot; producer flush) and then exit with code 70, so
+  an orchestrator restarts it and the unacked batch is replayed.
 * ``feedback`` agent: analyst labels → thresholds and fraud-case memory.
 """
 
@@ -16,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -29,11 +29,12 @@ from faust.types import StreamT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from features.contracts import DecodeError, Feedback, decode_feedback, decode_transaction
+from features.contracts import DecodeError, decode_feedback, decode_transaction
 from features.errors import RiskstreamError
 from scoring.engine import ScoreRequest
 from streams.batching import busy_batches
 from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
+from streams.http_auth import bearer_ok
 from streams.log_privacy import user_ref
 from streams.metrics import EVENTS, THRESHOLD_UPDATES
 from streams.pipeline import RawMessage
@@ -131,9 +132,10 @@ def create_app(
                 for e in events
             ]
             # shielded: a SIGTERM mid-batch lets the batch finish before the service stops
-            task = asyncio.ensure_future(_guarded(partial(_process, svc, batch)))
+            task = asyncio.ensure_future(svc.pipeline.process(batch))
             svc.track(task)
-            await asyncio.shield(task)
+            if not await _completed(asyncio.shield(task), svc):
+                await _parked()  # never returns: the failed batch is never acked
 
     hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
 
@@ -150,23 +152,23 @@ def create_app(
                         "ignoring malformed feedback at offset %s: %s", event.message.offset, exc
                     )
                     continue
-                threshold = await _guarded(partial(_feedback, svc, fb))
+                step = asyncio.ensure_future(
+                    svc.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
+                )
+                if not await _completed(step, svc):
+                    await _parked()
                 THRESHOLD_UPDATES.labels(fb.label).inc()
                 log.info(
                     "label %s for transaction %s of %s applied: threshold now %.4f",
                     fb.label,
                     fb.transaction_id,
                     user_ref(fb.user_id, settings.log_user_ids, hash_key),
-                    threshold,
+                    step.result(),
                 )
 
     @app.timer(interval=60.0)
     async def snapshot_cache() -> None:
-        engine = svc.engine
-        if engine is not None and engine.bundle.cache is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, engine.bundle.cache.snapshot, svc.snapshot_dir
-            )
+        await asyncio.get_running_loop().run_in_executor(None, svc.snapshot)
 
     _add_views(app, svc, settings)
     return app, svc
@@ -196,30 +198,30 @@ def _add_console(app: faust.App, svc: WorkerService, settings: Settings) -> None
     add_console_views(app, svc, settings, state)
 
 
-async def _process(service: WorkerService, batch: list[RawMessage]) -> None:
-    if service.pipeline is None:
-        raise RuntimeError("service not started")
-    await service.pipeline.process(batch)
+async def _completed(step: Awaitable[Any], service: WorkerService) -> bool:
+    """Await one batch step; on a failure that survived its retries, stop the worker.
 
-
-async def _feedback(service: WorkerService, fb: Feedback) -> float:
-    if service.engine is None:
-        raise RuntimeError("service not started")
-    return await service.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
-
-
-async def _guarded(step: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one batch step; infrastructure failure after retries → loud exit (70)."""
+    Returns False when the step failed: the worker is then stopping (normal shutdown,
+    then exit 70) and the caller must not ack what it was processing.
+    """
     try:
-        return await step()
+        await step
+        return True
+    except asyncio.CancelledError:
+        raise
     except RiskstreamError as exc:
-        log.critical("infrastructure failure, exiting for a restart: %s", exc.one_line())
+        log.critical("infrastructure failure, stopping for a restart: %s", exc.one_line())
     except Exception:
         log.critical(
-            "unexpected error in the processing loop, exiting for a restart", exc_info=True
+            "unexpected error in the processing loop, stopping for a restart", exc_info=True
         )
-    sys.stderr.flush()
-    os._exit(EXIT_INFRASTRUCTURE)
+    service.fail(EXIT_INFRASTRUCTURE)
+    return False
+
+
+async def _parked() -> None:
+    """Wait until the stopping worker cancels this agent (its batch is never acked)."""
+    await asyncio.Event().wait()
 
 
 def _add_views(app: faust.App, service: WorkerService, settings: Settings) -> None:
@@ -246,7 +248,7 @@ def _add_views(app: faust.App, service: WorkerService, settings: Settings) -> No
     @app.page("/v1/score")
     class Score(View):
         async def post(self, request: Request) -> Response:
-            if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+            if not bearer_ok(request.headers.get("Authorization"), token):
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
             raw = await request.read()
             if len(raw) > MAX_HTTP_BODY:
@@ -290,8 +292,9 @@ async def score_http(service: WorkerService, raw: bytes) -> tuple[int, dict[str,
         results = await service.batcher.submit_many([ScoreRequest(t, dry_run=dry_run) for t in txs])
         decisions = [d for d, _ in results]
         if not dry_run:
-            service.pipeline.publish_decisions(decisions)
-            await service.pipeline.publisher.flush()
+            tracker = service.pipeline.publisher.tracker()  # this request's deliveries only
+            service.pipeline.publish_decisions(decisions, tracker)
+            await service.pipeline.publisher.deliver(tracker)
     except RiskstreamError as exc:
         return exc.http_status if exc.http_status >= 400 else 503, {"error": exc.one_line()}
     EVENTS.labels("scored_http").inc(len(decisions))
@@ -330,16 +333,8 @@ def run_worker(settings: Settings) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux
         pass
-    from streams.kafka_admin import ensure_topics
-
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    ensure_topics(
-        settings.kafka.confluent_config(),
-        settings.topics.all(),
-        settings.topics.partitions,
-        settings.topics.replication_factor,
-    )
-    app, _service = create_app(settings)
+    app, service = create_app(settings)
     worker = Worker(
         app,
         loglevel=settings.log_level.lower(),
@@ -347,4 +342,9 @@ def run_worker(settings: Settings) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if service.exit_code is not None:  # stopped by ``WorkerService.fail``
+            sys.stderr.flush()
+            raise SystemExit(service.exit_code)

@@ -27,6 +27,13 @@ EVENT_TO_PUBLISH_MS = Histogram(
     "From the transaction's event time to its decision acked (includes upstream delay).",
     buckets=E2E_BUCKETS,
 )
+DELIVERY_FAILURES = Counter(
+    "riskstream_delivery_failures_total",
+    "Messages whose delivery the broker failed (each is produced again or its batch replayed).",
+)
+DELIVERY_RETRIES = Counter(
+    "riskstream_delivery_retries_total", "Batches that produced failed messages again."
+)
 MODEL_INFO = Info("riskstream_model", "The model serving decisions.")
 READY = Gauge("riskstream_ready", "1 when the worker is ready to serve.")
 

@@ -3,6 +3,12 @@
 decode → dead letters for bad input → score (engine) → publish every decision to
 ``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache (in
 the background, after the batch is done).
+
+Failure policy: a ``RiskstreamError`` (infrastructure that failed after its retries:
+Redis, the broker) propagates, and the caller stops the worker without acking the batch.
+Any other exception while scoring is a defect triggered by some input: the batch is
+scored again event by event, the event(s) that still fail go to the dead-letter topic
+with a one-line reason and their source offsets, and the rest of the batch carries on.
 The caller acks the batch to Kafka only when ``process`` returns, so a crash anywhere
 replays the batch; idempotent store writes and deterministic alert ids make the replay
 harmless.
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from features.contracts import DeadLetter, DecodeError, decode_transaction
+from features.errors import RiskstreamError
 from scoring.engine import Decision, ScoreRequest
 from streams.metrics import (
     ALERTS,
@@ -30,7 +37,7 @@ from streams.metrics import (
     STAGE_MS,
     reason_class,
 )
-from streams.publisher import DecisionPublisher
+from streams.publisher import DecisionPublisher, DeliveryTracker
 from streams.settings import TopicSettings
 
 log = logging.getLogger(__name__)
@@ -86,29 +93,43 @@ class BatchPipeline:
         self._refreshing: asyncio.Task[int] | None = None
 
     async def process(self, messages: list[RawMessage]) -> list[Decision]:
-        requests = []
+        tracker = self.publisher.tracker()  # this batch's deliveries, judged on their own
+        requests: list[ScoreRequest] = []
+        sources: list[RawMessage] = []
         for msg in messages:
             try:
                 tx = decode_transaction(msg.value or b"")
             except DecodeError as exc:
                 error = str(exc)
-                self.publisher.publish(self.topics.dlq, None, dead_letter(msg, error))
+                self.publisher.publish(self.topics.dlq, None, dead_letter(msg, error), tracker)
                 DEAD_LETTERS.labels(reason_class(error)).inc()
                 EVENTS.labels("dead_letter").inc()
                 continue
             requests.append(ScoreRequest(tx, received=msg.received))
+            sources.append(msg)
         decisions: list[Decision] = []
         pending = None
         if requests:
             t0 = time.perf_counter()
-            decisions, pending = await self._score(requests)
+            try:
+                decisions, pending = await self._score(requests)
+            except RiskstreamError:
+                raise
+            except Exception as exc:  # a defect some event triggers: find it, keep the rest
+                log.error(
+                    "scoring a batch of %d failed (%s: %s); scoring its events one by one",
+                    len(requests),
+                    type(exc).__name__,
+                    _one_line(exc),
+                )
+                decisions, pending = await self._score_isolating(requests, sources, tracker)
             STAGE_MS.labels("score").observe((time.perf_counter() - t0) * 1000)
-            self.publish_decisions(decisions)
+            self.publish_decisions(decisions, tracker)
         t1 = time.perf_counter()
         if self._settle is not None:  # the batch's threshold write, made while publishing
-            await asyncio.gather(self.publisher.flush(), self._settle())
+            await asyncio.gather(self.publisher.deliver(tracker), self._settle())
         else:
-            await self.publisher.flush()
+            await self.publisher.deliver(tracker)
         STAGE_MS.labels("publish").observe((time.perf_counter() - t1) * 1000)
         now_mono, now_wall = time.monotonic(), time.time()
         for d in decisions:
@@ -125,6 +146,37 @@ class BatchPipeline:
             self._refreshing = asyncio.ensure_future(self._refresh_after(previous, pending))
         return decisions
 
+    async def _score_isolating(
+        self,
+        requests: list[ScoreRequest],
+        sources: list[RawMessage],
+        tracker: DeliveryTracker,
+    ) -> tuple[list[Decision], list[Any]]:
+        """Each event alone; the ones that still fail are dead-lettered as poison."""
+        decisions: list[Decision] = []
+        pendings: list[Any] = []
+        for req, msg in zip(requests, sources, strict=True):
+            try:
+                got, pending = await self._score([req])
+            except RiskstreamError:
+                raise
+            except Exception as exc:
+                error = f"poison: scoring failed with {type(exc).__name__}: {_one_line(exc)}"
+                self.publisher.publish(self.topics.dlq, None, dead_letter(msg, error), tracker)
+                DEAD_LETTERS.labels("poison").inc()
+                EVENTS.labels("dead_letter").inc()
+                log.error(
+                    "dead-lettered a poison event at %s[%d]@%d: %s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    error,
+                )
+                continue
+            decisions.extend(got)
+            pendings.extend(pending if isinstance(pending, list) else [pending])
+        return decisions, pendings
+
     async def _refresh_after(self, previous: asyncio.Task[int] | None, pending: Any) -> int:
         if previous is not None:
             await asyncio.wait([previous])
@@ -140,10 +192,15 @@ class BatchPipeline:
         if self._refreshing is not None:
             await asyncio.wait([self._refreshing])
 
-    def publish_decisions(self, decisions: list[Decision]) -> None:
+    def publish_decisions(self, decisions: list[Decision], tracker: DeliveryTracker) -> None:
         """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""
+        publish = self.publisher.publish
         for d in decisions:
-            self.publisher.publish(self.topics.scores, d.tx.user_id, d.score_json())
+            publish(self.topics.scores, d.tx.user_id, d.score_json(), tracker)
             if d.is_alert:
-                self.publisher.publish(self.topics.alerts, d.tx.user_id, d.alert_json())
+                publish(self.topics.alerts, d.tx.user_id, d.alert_json(), tracker)
                 ALERTS.inc()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]

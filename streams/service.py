@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from scoring.case_memory import FraudCaseMemory
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import Decision, ModelBundle, ScoreRequest, ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
-from scoring.thresholds import RedisThresholdPolicy, ThresholdConfig
+from scoring.thresholds import RedisThresholdPolicy
 from streams.kafka_admin import ensure_topics
 from streams.metrics import MODEL_INFO, READY
 from streams.pipeline import BatchPipeline
@@ -65,6 +67,7 @@ class WorkerService:
     publisher: DecisionPublisher | None = field(default=None, init=False)
     pipeline: BatchPipeline | None = field(default=None, init=False)
     cache_restored: bool = field(default=False, init=False)
+    exit_code: int | None = field(default=None, init=False)
     _inflight: set[asyncio.Future[Any]] = field(default_factory=set, init=False)
 
     def track(self, task: asyncio.Future[Any]) -> None:
@@ -76,9 +79,25 @@ class WorkerService:
     def snapshot_dir(self) -> Path:
         return self.settings.data_dir / "cache"
 
+    def fail(self, code: int) -> None:
+        """Stop the worker through its normal shutdown, then exit with ``code``.
+
+        The graceful stop (SIGTERM to ourselves: Faust stops the agents, ``stop`` lets the
+        batch in flight finish, snapshots the cache and flushes the producer) runs first;
+        ``run_worker`` turns the recorded code into the exit status. Idempotent.
+        """
+        if self.exit_code is not None:
+            return
+        self.exit_code = code
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def start(self) -> None:
         s = self.settings
-        ensure_topics(
+        loop = asyncio.get_running_loop()
+        # blocking admin calls (they poll the broker) run off the loop: /healthz answers
+        await loop.run_in_executor(
+            None,
+            ensure_topics,
             s.kafka.confluent_config(),
             s.topics.all(),
             s.topics.partitions,
@@ -94,26 +113,29 @@ class WorkerService:
         store = RedisSequenceStore(
             self.redis, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
         )
-        bundle = await asyncio.get_running_loop().run_in_executor(
-            None, load_bundle, s.model.path, s
-        )
-        if bundle.cache is not None:
-            restored = bundle.cache.restore(self.snapshot_dir)
-            log.info("embedding cache: %d entries restored", restored)
+        bundle = await loop.run_in_executor(None, load_bundle, s.model.path, s)
+        await loop.run_in_executor(None, self._restore, bundle)
         self.cache_restored = True
         thresholds = RedisThresholdPolicy(
             self.redis,
             bundle.model.artifact.global_threshold,
-            ThresholdConfig(**{**s.thresholds.model_dump(), "key_prefix": s.sequence.key_prefix}),
+            s.thresholds.resolved(s.sequence.key_prefix),
             s.redis.retry_attempts,
             s.redis.retry_backoff_s,
             cluster_mode=s.sequence.cluster_mode,
         )
         shadow = None
         if s.model.shadow_path is not None:
-            shadow = load_bundle(s.model.shadow_path, s).model
+            shadow = (await loop.run_in_executor(None, load_bundle, s.model.shadow_path, s)).model
         self.engine = ScoringEngine(bundle, store, thresholds, shadow)
-        self.publisher = DecisionPublisher(s.kafka.confluent_config())
+        k = s.kafka
+        self.publisher = DecisionPublisher(
+            k.confluent_config(),
+            linger_ms=k.linger_ms,
+            message_timeout_ms=k.message_timeout_ms,
+            retries=k.publish_retries,
+            retry_backoff_s=k.publish_retry_backoff_s,
+        )
         self.publisher.start()
         self.batcher = MicroBatcher(self._score_many, s.batch.max_batch, s.batch.max_wait_ms)
         await self.batcher.start()
@@ -128,6 +150,27 @@ class WorkerService:
             {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
         )
         READY.set(1)
+
+    def _restore(self, bundle: ModelBundle) -> None:
+        if bundle.cache is not None:
+            n = bundle.cache.restore(self.snapshot_dir)
+            log.info("embedding cache: %d entries restored", n)
+        if bundle.memory is not None:
+            n = bundle.memory.restore(self.snapshot_dir)
+            log.info("fraud-case memory: %d cases learned from feedback restored", n)
+
+    def snapshot(self) -> None:
+        """Write the cache and the learned fraud cases (blocking: call it off the loop)."""
+        if self.engine is None:
+            return
+        bundle = self.engine.bundle
+        try:
+            if bundle.cache is not None:
+                bundle.cache.snapshot(self.snapshot_dir)
+            if bundle.memory is not None:
+                bundle.memory.snapshot(self.snapshot_dir)
+        except OSError as exc:
+            log.warning("snapshot failed: %s", exc)
 
     async def _score_many(self, reqs: list[ScoreRequest]) -> list[tuple[Decision, object]]:
         """The batcher's function: one engine call for requests from every source."""
@@ -177,15 +220,13 @@ class WorkerService:
                 await self.engine.settle()  # an HTTP batch's threshold write
             except RiskstreamError as exc:
                 log.warning("last threshold write failed: %s", exc.one_line())
-            cache = self.engine.bundle.cache
-            if cache is not None:
-                try:
-                    cache.snapshot(self.snapshot_dir)
-                except OSError as exc:
-                    log.warning("cache snapshot failed: %s", exc)
-            self.engine.close()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.snapshot)
+            await loop.run_in_executor(None, self.engine.close)
         if self.publisher is not None:
-            self.publisher.close()
+            left = await asyncio.get_running_loop().run_in_executor(None, self.publisher.close)
+            if left:
+                log.warning("%d messages still unacknowledged at shutdown", left)
         if self.redis is not None:
             await self.redis.aclose()
         READY.set(0)

@@ -40,7 +40,21 @@ class KafkaSettings(BaseModel):
         10_000, ge=1000, description="Consumer group session timeout; embedded mode uses 2000."
     )
     heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat interval.")
-    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    linger_ms: int = Field(
+        2, ge=0, description="Producer batching delay of the worker's and produce's producers."
+    )
+    message_timeout_ms: int = Field(
+        30_000,
+        ge=100,
+        description="How long the producer tries to deliver a message before reporting it "
+        "failed (librdkafka message.timeout.ms); a batch waits this long for its reports.",
+    )
+    publish_retries: int = Field(
+        3, ge=0, description="Times a batch produces its failed messages again before it fails."
+    )
+    publish_retry_backoff_s: float = Field(
+        0.5, gt=0, description="First wait before producing failed messages again; doubles."
+    )
     fetch_max_wait_ms: int = Field(
         100,
         ge=1,

@@ -193,8 +193,9 @@ async def decide(
     state.reviews[tx] = Review(label, analyst, at.isoformat())
     try:
         before = float((await engine.thresholds.thresholds([user]))[0])
-        publisher.publish(settings.topics.feedback, user, fb.model_dump_json().encode())
-        await publisher.flush()
+        tracker = publisher.tracker()  # this label's delivery only
+        publisher.publish(settings.topics.feedback, user, fb.model_dump_json().encode(), tracker)
+        await publisher.deliver(tracker)
     except Exception as exc:
         if existing is None:
             state.reviews.pop(tx, None)

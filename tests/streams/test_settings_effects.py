@@ -1,0 +1,53 @@
+"""Settings that must do what they say, and the API token check (#17 items 7 and 8)."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+import redis
+
+from streams.http_auth import bearer_ok
+from tests.service_helpers import raw, running_service, service_settings, transactions
+
+
+def test_the_bearer_check_is_constant_time_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert bearer_ok("Bearer s3cret", "s3cret")
+    assert not bearer_ok("Bearer s3cre", "s3cret")
+    assert not bearer_ok("Bearer s3cretX", "s3cret")
+    assert not bearer_ok("bearer s3cret", "s3cret")
+    assert not bearer_ok("Bearer s3crét", "s3cret")  # non-ASCII: refused, no TypeError
+    assert not bearer_ok(None, "s3cret")
+    assert bearer_ok(None, None)  # no token configured: open (loopback only, see settings)
+    assert len(calls) == 5, "every comparison with a token must go through compare_digest"
+
+
+@pytest.mark.integration
+async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Path) -> None:
+    settings = service_settings(
+        stack,
+        tmp_path,
+        **{"thresholds.key_prefix": "thr-own:", "kafka.linger_ms": 37},
+    )
+    seq_prefix = settings.sequence.key_prefix
+    async with running_service(settings) as svc:
+        assert svc.publisher is not None and svc.pipeline is not None
+        assert svc.publisher.conf["linger.ms"] == 37
+        await svc.pipeline.process(raw(transactions(users=4, days=3)))
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        own = list(client.scan_iter("thr-own:thr:*"))
+        under_sequence_prefix = list(client.scan_iter(f"{seq_prefix}thr:*"))
+    finally:
+        client.close()
+    assert len(own) == 4, "thresholds.key_prefix was not used"
+    assert not under_sequence_prefix
