@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -333,8 +332,18 @@ def run_worker(settings: Settings) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux
         pass
+    from streams.errors import InfrastructureError
+    from streams.startup import wait_for_broker
+
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app, service = create_app(settings)
+    loop = asyncio.new_event_loop()  # kept: Faust's worker runs on this loop afterwards
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(wait_for_broker(settings))
+    except InfrastructureError as exc:
+        log.critical("%s", exc.one_line())
+        raise SystemExit(EXIT_INFRASTRUCTURE) from None
+    app, _service = create_app(settings)
     worker = Worker(
         app,
         loglevel=settings.log_level.lower(),
@@ -342,9 +351,4 @@ def run_worker(settings: Settings) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    try:
-        worker.execute_from_commandline()
-    finally:
-        if service.exit_code is not None:  # stopped by ``WorkerService.fail``
-            sys.stderr.flush()
-            raise SystemExit(service.exit_code)
+    worker.execute_from_commandline()

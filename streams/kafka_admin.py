@@ -21,7 +21,10 @@ def ensure_topics(
 ) -> None:
     """Create missing topics and wait until the broker's metadata lists all of them."""
     admin = AdminClient(client_conf)
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise InfrastructureError(f"the broker did not answer: {exc.args[0]}") from None
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]
     if wanted:
         futures = admin.create_topics(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import Decision, ModelBundle, ScoreRequest, ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
 from scoring.thresholds import RedisThresholdPolicy
-from streams.kafka_admin import ensure_topics
 from streams.metrics import MODEL_INFO, READY
 from streams.pipeline import BatchPipeline
 from streams.publisher import DecisionPublisher
@@ -68,6 +67,8 @@ class WorkerService:
     pipeline: BatchPipeline | None = field(default=None, init=False)
     cache_restored: bool = field(default=False, init=False)
     exit_code: int | None = field(default=None, init=False)
+    _stopped: bool = field(default=False, init=False)
+    _failing: asyncio.Future[None] | None = field(default=None, init=False)
     _inflight: set[asyncio.Future[Any]] = field(default_factory=set, init=False)
 
     def track(self, task: asyncio.Future[Any]) -> None:
@@ -89,20 +90,24 @@ class WorkerService:
         if self.exit_code is not None:
             return
         self.exit_code = code
-        os.kill(os.getpid(), signal.SIGTERM)
+        self._failing = asyncio.ensure_future(self._stop_and_exit(code))
+
+    async def _stop_and_exit(self, code: int) -> None:
+        # Faust's own stop would wait forever for the failed batch's ack (wait_empty):
+        # stop our side (in-flight batches, snapshot, producer flush), then exit; the
+        # uncommitted batch is consumed again by the restarted worker.
+        try:
+            await asyncio.wait_for(self.stop(), 60)
+        except Exception:
+            log.exception("the stop after a failure did not complete")
+        log.critical("stopped after an infrastructure failure; exiting with %d", code)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
 
     async def start(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        # blocking admin calls (they poll the broker) run off the loop: /healthz answers
-        await loop.run_in_executor(
-            None,
-            ensure_topics,
-            s.kafka.confluent_config(),
-            s.topics.all(),
-            s.topics.partitions,
-            s.topics.replication_factor,
-        )
         url = s.redis.url.get_secret_value()
         options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
         if s.redis.password is not None:
@@ -209,6 +214,9 @@ class WorkerService:
 
     async def stop(self) -> None:
         """Finish batches in flight, drain the batcher, snapshot the cache, close clients."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=30)
         if self.pipeline is not None:

@@ -49,6 +49,9 @@ class KafkaSettings(BaseModel):
         description="How long the producer tries to deliver a message before reporting it "
         "failed (librdkafka message.timeout.ms); a batch waits this long for its reports.",
     )
+    startup_timeout_s: float = Field(
+        120.0, gt=0, description="How long a starting worker waits for the broker (exit 70)."
+    )
     publish_retries: int = Field(
         3, ge=0, description="Times a batch produces its failed messages again before it fails."
     )

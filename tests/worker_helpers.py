@@ -103,6 +103,18 @@ class Worker:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
+    def get_auth(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(self.url(path), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url(path), timeout=10) as r:
+            return str(r.read().decode())
+
     def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
