@@ -213,14 +213,6 @@ class RedisSequenceStore:
         self.retry_backoff_s = retry_backoff_s
         self._append = LuaScript(client, _APPEND_LUA)
 
-    @classmethod
-    def from_url(
-        cls, url: str, config: SequenceStoreConfig | None = None, **kwargs: Any
-    ) -> RedisSequenceStore:
-        """Build a store with its own client (no I/O until first use)."""
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        return cls(client, config, **kwargs)
-
     def key(self, user_id: str) -> str:
         """The user's key, hash-tagged on the user id."""
         return f"{self.config.key_prefix}seq:{{{user_id}}}"

@@ -18,7 +18,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import faiss
 import numpy as np
@@ -47,18 +46,6 @@ def history_versions(win: Windows) -> np.ndarray:
     with np.errstate(over="ignore"):
         v = (n * _P1) ^ (first * _P2) ^ (last * _P3)
     return np.where(win.hist_len > 0, v | np.uint64(1), np.uint64(0))
-
-
-class EmbeddingCache(Protocol):
-    """Latest history embedding per user."""
-
-    def get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(hit mask [B], embeddings [B, E] — rows of misses are undefined)."""
-        ...
-
-    def put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
-        """Store/replace entries."""
-        ...
 
 
 class FaissEmbeddingCache:

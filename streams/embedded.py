@@ -221,11 +221,6 @@ class EmbeddedStack:
         """Start a fresh (empty) broker on the previous port."""
         self.kafka = _start_kafka(self.workdir, fixed_port=self.kafka.port)
 
-    def restart_redis(self) -> None:
-        """Stop and start Redis on the same port."""
-        self.stop_redis()
-        self.start_redis()
-
     def stop(self) -> None:
         for server in (self.kafka, self.redis):
             server.stop()

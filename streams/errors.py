@@ -9,19 +9,12 @@ from __future__ import annotations
 from features.errors import RiskstreamError, StoreUnavailableError
 
 __all__ = [
-    "ConfigError",
     "EmbeddedStackError",
     "InfrastructureError",
     "MissingExtraError",
     "RiskstreamError",
     "StoreUnavailableError",
 ]
-
-
-class ConfigError(RiskstreamError):
-    """A setting or CLI argument is invalid."""
-
-    http_status = 400
 
 
 class MissingExtraError(RiskstreamError):
