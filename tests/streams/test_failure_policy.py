@@ -8,6 +8,7 @@ start-up waits on an absent broker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -38,8 +39,8 @@ def test_redis_down_past_the_retries_stops_cleanly_with_70_and_a_restart_loses_n
         code = worker.stop()
     text = "".join(p.read_text(errors="replace") for p in wenv.tmp.glob("worker-*.log"))
     assert code == 70, f"exit code {code}"
-    assert "stopping for a restart" in text
     assert (wenv.tmp / "data" / "cache" / "cache.json").exists(), "no snapshot: not a clean stop"
+    assert "stopping for a restart" in text
     again = wenv.start()
     try:
         scores = wenv.read("scores", expected=len(ids), key_of=tx_id_of, timeout_s=120)
@@ -64,3 +65,37 @@ def test_healthz_answers_while_start_up_waits_on_an_absent_broker(wenv: WorkerEn
         assert worker.alive()
     finally:
         worker.stop()
+
+
+def test_healthz_answers_while_shutdown_waits_on_the_broker(tmp_path) -> None:
+    """SIGTERM while the broker is frozen: the stop waits on the producer's flush and the
+    batch in flight; /healthz keeps answering meanwhile (the flush is off the loop)."""
+    import os
+    import signal
+    import uuid
+
+    from streams.embedded import running_stack
+
+    with running_stack() as own:
+        wenv = WorkerEnv(own, tmp_path, f"h{uuid.uuid4().hex[:8]}")
+        own.create_topics(list(wenv.topics.values()), partitions=2)
+        worker = wenv.start()
+        events = events_for(n_users=40, days=6, seed=43)
+        wenv.produce(events)
+        wenv.read("scores", expected=200, key_of=tx_id_of, timeout_s=60)
+        os.kill(own.kafka.pid, signal.SIGSTOP)
+        try:
+            worker.proc.send_signal(signal.SIGTERM)
+            answered = 0
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline and worker.alive():
+                with contextlib.suppress(OSError, ValueError):
+                    answered += worker.get("/healthz")[0] == 200
+                time.sleep(0.2)
+            still_stopping = worker.alive()
+        finally:
+            os.kill(own.kafka.pid, signal.SIGCONT)
+        code = worker.stop()
+    assert still_stopping, "the stop did not wait for the frozen broker"
+    assert answered >= 5, f"/healthz answered {answered} times while the worker was stopping"
+    assert code in (0, 70)
