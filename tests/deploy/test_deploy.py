@@ -70,6 +70,7 @@ def _metric_names(expr: str) -> set[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_dashboard_and_alerts_only_use_exported_metrics(stack, tmp_path: Path) -> None:
     from tests.worker_helpers import WorkerEnv
 

@@ -106,6 +106,7 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
         engine.close()
 
 
+@pytest.mark.slow
 async def test_cache_hits_for_returning_users(model, stream) -> None:
     from scoring.metrics import CACHE_EVENTS
 

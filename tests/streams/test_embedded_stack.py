@@ -67,6 +67,7 @@ async def test_redis_pipeline_and_lua_round_trip(stack) -> None:
         await client.aclose()
 
 
+@pytest.mark.slow
 def test_stack_command_prints_urls_and_ctrl_c_leaves_no_child() -> None:
     from streams.embedded import die_with_parent
 
