@@ -12,7 +12,6 @@ restored only for the same model version (another model's embeddings mean nothin
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import faiss
 import numpy as np
 
 from models.artifact import FRAUD_CASES_FILE, ModelArtifact
+from scoring.snapshot_files import read_snapshot, write_snapshot
 
 
 class FraudCaseMemory:
@@ -101,28 +101,18 @@ class FraudCaseMemory:
 
     def snapshot(self, folder: Path) -> int:
         """Write the cases learned from feedback (atomically); returns how many."""
-        folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             ids = list(self._learned)
             vecs = np.stack([self._learned[i] for i in ids]) if ids else np.zeros((0, self.dim))
-        tmp = folder / "cases.npz.tmp"
-        with tmp.open("wb") as fh:
-            np.savez(fh, embeddings=vecs.astype(np.float32))
-        tmp.replace(folder / "cases.npz")
         meta = {"model_version": self.model_version, "dim": self.dim, "ids": ids}
-        (folder / "cases.json.tmp").write_text(json.dumps(meta))
-        (folder / "cases.json.tmp").replace(folder / "cases.json")
+        write_snapshot(folder, "cases", {"embeddings": vecs.astype(np.float32)}, meta)
         return len(ids)
 
     def restore(self, folder: Path) -> int:
         """Add the learned cases of a snapshot of the same model version; returns how many."""
-        meta_path, data_path = folder / "cases.json", folder / "cases.npz"
-        if not (meta_path.exists() and data_path.exists()):
-            return 0
-        meta = json.loads(meta_path.read_text())
-        if meta.get("model_version") != self.model_version or meta.get("dim") != self.dim:
-            return 0  # another model's embedding space
+        found = read_snapshot(folder, "cases", self.model_version, self.dim)
+        if found is None:
+            return 0  # none, or another model's embedding space
+        meta, data = found
         ids = [str(i) for i in meta["ids"]]
-        if not ids:
-            return 0
-        return self.add(ids, np.load(data_path)["embeddings"])
+        return self.add(ids, data["embeddings"]) if ids else 0

@@ -13,7 +13,6 @@ Snapshots are tied to the model version: another model's embeddings are discarde
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from features.featurize import Windows
 from scoring.metrics import CACHE_EVENTS
+from scoring.snapshot_files import read_snapshot, write_snapshot
 
 _P1, _P2, _P3 = (
     np.uint64(0x9E3779B97F4A7C15),
@@ -114,28 +114,19 @@ class FaissEmbeddingCache:
 
     def snapshot(self, folder: Path) -> None:
         """Write the cache (atomically: temp files then rename)."""
-        folder.mkdir(parents=True, exist_ok=True)
         with self._lock:  # copy under the lock, write outside it
             users = list(self._rows)
             rows = np.array([self._rows[u] for u in users], dtype=np.int64)
             vectors, versions = self._vectors[rows], self._versions[rows]
-        tmp = folder / "cache.npz.tmp"
-        with tmp.open("wb") as fh:
-            np.savez(fh, vectors=vectors, versions=versions)
-        tmp.replace(folder / "cache.npz")
         meta = {"model_version": self.model_version, "dim": self.dim, "users": users}
-        (folder / "cache.json.tmp").write_text(json.dumps(meta))
-        (folder / "cache.json.tmp").replace(folder / "cache.json")
+        write_snapshot(folder, "cache", {"vectors": vectors, "versions": versions}, meta)
 
     def restore(self, folder: Path) -> int:
         """Load a snapshot of the same model version; returns entries restored."""
-        meta_path, data_path = folder / "cache.json", folder / "cache.npz"
-        if not (meta_path.exists() and data_path.exists()):
-            return 0
-        meta = json.loads(meta_path.read_text())
-        if meta.get("model_version") != self.model_version or meta.get("dim") != self.dim:
-            return 0  # another model's embeddings are meaningless for this one
-        data = np.load(data_path)
+        found = read_snapshot(folder, "cache", self.model_version, self.dim)
+        if found is None:
+            return 0  # none, or another model's (its embeddings mean nothing here)
+        meta, data = found
         users = meta["users"][-self.capacity :]
         n = len(users)
         self.put(users, data["versions"][-n:], data["vectors"][-n:])
