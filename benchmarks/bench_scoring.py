@@ -16,8 +16,8 @@ import numpy as np
 from benchmarks.common import report
 from models.artifact import load_artifact
 from models.dataset import LabelledData
-from scoring.engine import encode_bucketed
 from scoring.onnx_model import OnnxRiskModel
+from scoring.scorer import encode_bucketed
 
 
 def _pct(values: list[float]) -> tuple[float, float]:

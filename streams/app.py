@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -25,71 +24,21 @@ from typing import Any
 import faust
 import mode
 from faust.types import StreamT
-from faust.web import Request, Response, View
-from prometheus_client import generate_latest
 
-from features.contracts import DecodeError, decode_feedback, decode_transaction
+from features.contracts import DecodeError, decode_feedback
 from features.errors import RiskstreamError
-from scoring.engine import ScoreRequest
 from streams.batching import busy_batches
+from streams.faust_settings import faust_settings
 from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
-from streams.http_auth import bearer_ok
+from streams.http_views import add_views
 from streams.log_privacy import user_ref
-from streams.metrics import EVENTS, THRESHOLD_UPDATES
+from streams.metrics import THRESHOLD_UPDATES
 from streams.pipeline import RawMessage
 from streams.service import WorkerService
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 EXIT_INFRASTRUCTURE = 70
-MAX_HTTP_BODY = 1 << 20
-MAX_HTTP_ITEMS = 1000
-
-
-def _faust_settings(s: Settings) -> dict[str, Any]:
-    """Faust's settings derived from ours (never configured separately)."""
-    k = s.kafka
-    conf: dict[str, Any] = {
-        "broker": [f"kafka://{h.strip()}" for h in k.bootstrap_servers.split(",")],
-        "value_serializer": "raw",
-        "key_serializer": "raw",
-        "autodiscover": False,
-        "store": "memory://",
-        "topic_partitions": s.topics.partitions,
-        "topic_allow_declare": False,  # topics are created up front by the service
-        "consumer_auto_offset_reset": "earliest",
-        "broker_session_timeout": k.session_timeout_ms / 1000,
-        "broker_heartbeat_interval": k.heartbeat_interval_ms / 1000,
-        "broker_rebalance_timeout": max(5.0, k.session_timeout_ms / 1000 * 2),
-        "broker_commit_every": 1000,
-        "broker_commit_interval": 0.5,
-        "web_enabled": s.http.port != 0,
-        "web_port": s.http.port or 6066,
-        "web_bind": s.http.host,
-        "web_host": s.http.host,
-        "datadir": str(s.data_dir / "faust"),
-        "logging_config": None,
-        "stream_buffer_maxsize": k.stream_buffer,
-    }
-    if k.security_protocol != "PLAINTEXT":
-        import ssl
-
-        context = None
-        if k.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
-            if k.ssl_certfile:
-                context.load_cert_chain(str(k.ssl_certfile), str(k.ssl_keyfile or ""))
-        if k.sasl_mechanism:
-            password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-            conf["broker_credentials"] = faust.SASLCredentials(
-                username=k.sasl_username or "",
-                password=password,
-                mechanism=k.sasl_mechanism,
-                ssl_context=context,
-            )
-        elif context is not None:
-            conf["broker_credentials"] = faust.SSLCredentials(context)
-    return conf
 
 
 def create_app(
@@ -100,7 +49,7 @@ def create_app(
     apply_fetch_wait(settings.kafka.fetch_max_wait_ms)
     if settings.kafka.eager_delivery:
         apply_eager_delivery()
-    app = faust.App(settings.app_id, **_faust_settings(settings))
+    app = faust.App(settings.app_id, **faust_settings(settings))
     tx_topic = app.topic(settings.topics.transactions, value_serializer="raw", key_serializer="raw")
     fb_topic = app.topic(settings.topics.feedback, value_serializer="raw", key_serializer="raw")
 
@@ -122,16 +71,15 @@ def create_app(
     @app.agent(tx_topic)
     async def score_transactions(stream: StreamT[Any]) -> None:
         linger = settings.batch.max_wait_ms / 1000.0
+        rt = await svc.started()  # events stay unacked until the worker is ready
         async for events in busy_batches(stream, settings.batch.max_batch, linger):
-            while svc.pipeline is None:  # wait for start(); events stay unacked
-                await asyncio.sleep(0.05)
             now = time.monotonic()
             batch = [
                 RawMessage(e.value, e.message.topic, e.message.partition, e.message.offset, now)
                 for e in events
             ]
             # shielded: a SIGTERM mid-batch lets the batch finish before the service stops
-            task = asyncio.ensure_future(svc.pipeline.process(batch))
+            task = asyncio.ensure_future(rt.pipeline.process(batch))
             svc.track(task)
             if not await _completed(asyncio.shield(task), svc):
                 await _parked()  # never returns: the failed batch is never acked
@@ -140,9 +88,8 @@ def create_app(
 
     @app.agent(fb_topic)
     async def apply_feedback(stream: StreamT[Any]) -> None:
+        rt = await svc.started()
         async for events in busy_batches(stream, 256, 0.2):
-            while svc.engine is None:
-                await asyncio.sleep(0.05)
             for event in events:
                 try:
                     fb = decode_feedback(event.value or b"")
@@ -152,7 +99,7 @@ def create_app(
                     )
                     continue
                 step = asyncio.ensure_future(
-                    svc.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
+                    rt.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
                 )
                 if not await _completed(step, svc):
                     await _parked()
@@ -169,7 +116,7 @@ def create_app(
     async def snapshot_cache() -> None:
         await asyncio.get_running_loop().run_in_executor(None, svc.snapshot)
 
-    _add_views(app, svc, settings)
+    add_views(app, svc, settings)
     return app, svc
 
 
@@ -221,102 +168,6 @@ async def _completed(step: Awaitable[Any], service: WorkerService) -> bool:
 async def _parked() -> None:
     """Wait until the stopping worker cancels this agent (its batch is never acked)."""
     await asyncio.Event().wait()
-
-
-def _add_views(app: faust.App, service: WorkerService, settings: Settings) -> None:
-    token = settings.http.token.get_secret_value() if settings.http.token else None
-
-    @app.page("/healthz")
-    class Healthz(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
-
-    @app.page("/readyz")
-    class Readyz(View):
-        async def get(self, request: Request) -> Response:
-            checks = await service.ready()
-            ok = all(checks.values())
-            return self.json({"ready": ok, **checks}, status=200 if ok else 503)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            # text/plain is Prometheus' text exposition format (aiohttp adds the charset)
-            return self.text(generate_latest().decode(), content_type="text/plain")
-
-    @app.page("/v1/score")
-    class Score(View):
-        async def post(self, request: Request) -> Response:
-            if not bearer_ok(request.headers.get("Authorization"), token):
-                return self.json({"error": "missing or wrong bearer token"}, status=401)
-            raw = await request.read()
-            if len(raw) > MAX_HTTP_BODY:
-                return self.json({"error": f"body over {MAX_HTTP_BODY} bytes"}, status=413)
-            status, body = await score_http(service, raw)
-            return self.json(body, status=status)
-
-    del Healthz, Readyz, Metrics, Score  # registered by the decorators
-
-
-async def score_http(service: WorkerService, raw: bytes) -> tuple[int, dict[str, Any]]:
-    """POST /v1/score: one transaction, a list, or {"transactions": [...], "dry_run": bool}."""
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
-        return 400, {"error": f"body is not JSON: {' '.join(str(exc).split())[:200]}"}
-    dry_run = False
-    if isinstance(data, dict) and "transactions" in data:
-        dry_run = data.get("dry_run") is True
-        items = data["transactions"]
-    elif isinstance(data, dict):
-        dry_run = data.pop("dry_run", False) is True
-        items = [data]
-    else:
-        items = data
-    if not isinstance(items, list) or not items:
-        return 400, {"error": "expected a transaction object or a non-empty list"}
-    if len(items) > MAX_HTTP_ITEMS:
-        return 413, {"error": f"at most {MAX_HTTP_ITEMS} transactions per request"}
-    txs = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            return 400, {"error": f"item {i}: expected a JSON object"}
-        try:
-            txs.append(decode_transaction(item))
-        except DecodeError as exc:
-            return 400, {"error": f"item {i}: {exc}"}
-    if service.batcher is None or service.pipeline is None:
-        return 503, {"error": "not ready: the model is still loading"}
-    try:
-        results = await service.batcher.submit_many([ScoreRequest(t, dry_run=dry_run) for t in txs])
-        decisions = [d for d, _ in results]
-        if not dry_run:
-            tracker = service.pipeline.publisher.tracker()  # this request's deliveries only
-            service.pipeline.publish_decisions(decisions, tracker)
-            await service.pipeline.publisher.deliver(tracker)
-    except RiskstreamError as exc:
-        return exc.http_status if exc.http_status >= 400 else 503, {"error": exc.one_line()}
-    EVENTS.labels("scored_http").inc(len(decisions))
-    return 200, {
-        "decisions": [
-            {
-                "transaction_id": d.tx.transaction_id,
-                "score": round(d.score, 6),
-                "threshold": round(d.threshold, 6),
-                "decision": "review" if d.is_alert else "approve",
-                "model_version": d.model_version,
-                "reasons": [r.model_dump() for r in d.reasons],
-                "similar_cases": [c.model_dump() for c in d.similar_cases],
-                "dry_run": dry_run,
-                "latency_ms": round(d.latency_ms, 3),
-            }
-            for d in decisions
-        ]
-    }
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"JSON constant {name} is not allowed")
 
 
 def run_worker(settings: Settings) -> None:

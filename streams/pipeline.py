@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from features.contracts import DeadLetter, DecodeError, decode_transaction
 from features.errors import RiskstreamError
-from scoring.engine import Decision, ScoreRequest
+from scoring.decision import Decision, ScoreRequest
+from streams.decision_codec import alert_json, score_json
 from streams.metrics import (
     ALERTS,
     DEAD_LETTERS,
@@ -85,7 +86,7 @@ class BatchPipeline:
         refresh: Callable[[Any], Awaitable[int]] | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._score = score
+        self.score = score
         self._settle = settle
         self._refresh = refresh
         self.publisher = publisher
@@ -112,7 +113,7 @@ class BatchPipeline:
         if requests:
             t0 = time.perf_counter()
             try:
-                decisions, pending = await self._score(requests)
+                decisions, pending = await self.score(requests)
             except RiskstreamError:
                 raise
             except Exception as exc:  # a defect some event triggers: find it, keep the rest
@@ -157,7 +158,7 @@ class BatchPipeline:
         pendings: list[Any] = []
         for req, msg in zip(requests, sources, strict=True):
             try:
-                got, pending = await self._score([req])
+                got, pending = await self.score([req])
             except RiskstreamError:
                 raise
             except Exception as exc:
@@ -196,9 +197,9 @@ class BatchPipeline:
         """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""
         publish = self.publisher.publish
         for d in decisions:
-            publish(self.topics.scores, d.tx.user_id, d.score_json(), tracker)
+            publish(self.topics.scores, d.tx.user_id, score_json(d), tracker)
             if d.is_alert:
-                publish(self.topics.alerts, d.tx.user_id, d.alert_json(), tracker)
+                publish(self.topics.alerts, d.tx.user_id, alert_json(d), tracker)
                 ALERTS.inc()
 
 

@@ -1,7 +1,9 @@
 """The one place that builds the worker's components, once, from the settings.
 
 Constructors do no I/O; ``start()`` connects, loads and warms the model, restores the
-embedding cache and creates topics; ``ready()`` reflects the dependencies for /readyz.
+embedding cache and hands back the frozen ``Runtime``; ``ready()`` reflects the
+dependencies for /readyz; ``stop()`` finishes what is in flight, snapshots, flushes.
+Topics are created before (``streams.startup``).
 """
 
 from __future__ import annotations
@@ -20,17 +22,43 @@ from features.errors import RiskstreamError
 from features.sequence_store import RedisSequenceStore
 from models.artifact import load_artifact
 from scoring.batcher import MicroBatcher
+from scoring.bundle import ModelBundle
+from scoring.cache_refresh import RefreshWork
 from scoring.case_memory import FraudCaseMemory
+from scoring.decision import Decision, ScoreRequest
 from scoring.embedding_cache import FaissEmbeddingCache
-from scoring.engine import Decision, ModelBundle, ScoreRequest, ScoringEngine
+from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
 from scoring.thresholds import RedisThresholdPolicy
 from streams.metrics import MODEL_INFO, READY
 from streams.pipeline import BatchPipeline
 from streams.publisher import DecisionPublisher
-from streams.settings import Settings
+from streams.runtime import Runtime, ScoredRequest
+from streams.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
+
+
+def redis_client(s: Settings) -> aioredis.Redis:
+    """The worker's Redis client (no I/O until first used)."""
+    url = s.redis.url.get_secret_value()
+    options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
+    if s.redis.password is not None:
+        options["password"] = s.redis.password.get_secret_value()
+    if url.startswith("rediss://") and s.redis.ssl_ca_certs:
+        options["ssl_ca_certs"] = str(s.redis.ssl_ca_certs)
+    return aioredis.Redis.from_url(url, **options)
+
+
+def decision_publisher(k: KafkaSettings) -> DecisionPublisher:
+    """The worker's one producer, configured from the Kafka settings."""
+    return DecisionPublisher(
+        k.confluent_config(),
+        linger_ms=k.linger_ms,
+        message_timeout_ms=k.message_timeout_ms,
+        retries=k.publish_retries,
+        retry_backoff_s=k.publish_retry_backoff_s,
+    )
 
 
 def load_bundle(path: Path | None, settings: Settings) -> ModelBundle:
@@ -55,26 +83,27 @@ def load_bundle(path: Path | None, settings: Settings) -> ModelBundle:
 
 @dataclass
 class WorkerService:
-    """Everything a worker process needs, built from ``settings``."""
+    """Everything a worker process needs, built from ``settings``; ``runtime`` once started."""
 
     settings: Settings
-    redis: aioredis.Redis | None = field(default=None, init=False)
-    engine: ScoringEngine | None = field(default=None, init=False)
-    batcher: MicroBatcher[ScoreRequest, tuple[Decision, object]] | None = field(
-        default=None, init=False
-    )
-    publisher: DecisionPublisher | None = field(default=None, init=False)
-    pipeline: BatchPipeline | None = field(default=None, init=False)
+    runtime: Runtime | None = field(default=None, init=False)
     cache_restored: bool = field(default=False, init=False)
     exit_code: int | None = field(default=None, init=False)
     _stopped: bool = field(default=False, init=False)
     _failing: asyncio.Future[None] | None = field(default=None, init=False)
     _inflight: set[asyncio.Future[Any]] = field(default_factory=set, init=False)
+    _started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Remember a batch in flight so ``stop`` can let it finish."""
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    async def started(self) -> Runtime:
+        """The runtime, once ``start`` has built it (agents wait here; events stay unacked)."""
+        await self._started.wait()
+        assert self.runtime is not None  # set before the event
+        return self.runtime
 
     @property
     def snapshot_dir(self) -> Path:
@@ -83,9 +112,8 @@ class WorkerService:
     def fail(self, code: int) -> None:
         """Stop the worker through its normal shutdown, then exit with ``code``.
 
-        The graceful stop (SIGTERM to ourselves: Faust stops the agents, ``stop`` lets the
-        batch in flight finish, snapshots the cache and flushes the producer) runs first;
-        ``run_worker`` turns the recorded code into the exit status. Idempotent.
+        The graceful stop (``stop`` lets the batch in flight finish, snapshots the cache
+        and flushes the producer) runs first; then the process exits. Idempotent.
         """
         if self.exit_code is not None:
             return
@@ -105,24 +133,19 @@ class WorkerService:
         sys.stderr.flush()
         os._exit(code)
 
-    async def start(self) -> None:
+    async def start(self) -> Runtime:
+        """Connect, load and warm the model, restore the cache; build the runtime once."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        url = s.redis.url.get_secret_value()
-        options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
-        if s.redis.password is not None:
-            options["password"] = s.redis.password.get_secret_value()
-        if url.startswith("rediss://") and s.redis.ssl_ca_certs:
-            options["ssl_ca_certs"] = str(s.redis.ssl_ca_certs)
-        self.redis = aioredis.Redis.from_url(url, **options)
+        client = redis_client(s)
         store = RedisSequenceStore(
-            self.redis, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
+            client, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
         )
         bundle = await loop.run_in_executor(None, load_bundle, s.model.path, s)
         await loop.run_in_executor(None, self._restore, bundle)
         self.cache_restored = True
         thresholds = RedisThresholdPolicy(
-            self.redis,
+            client,
             bundle.model.artifact.global_threshold,
             s.thresholds.resolved(s.sequence.key_prefix),
             s.redis.retry_attempts,
@@ -132,29 +155,38 @@ class WorkerService:
         shadow = None
         if s.model.shadow_path is not None:
             shadow = (await loop.run_in_executor(None, load_bundle, s.model.shadow_path, s)).model
-        self.engine = ScoringEngine(bundle, store, thresholds, shadow)
-        k = s.kafka
-        self.publisher = DecisionPublisher(
-            k.confluent_config(),
-            linger_ms=k.linger_ms,
-            message_timeout_ms=k.message_timeout_ms,
-            retries=k.publish_retries,
-            retry_backoff_s=k.publish_retry_backoff_s,
+        engine = ScoringEngine(bundle, store, thresholds, shadow)
+        publisher = decision_publisher(s.kafka)
+        publisher.start()
+
+        async def score_many(reqs: list[ScoreRequest]) -> list[ScoredRequest]:
+            # the batcher's function: one engine call for requests from every source
+            decisions, work = await engine.score(reqs)
+            return [(d, work) for d in decisions]
+
+        batcher = MicroBatcher(score_many, s.batch.max_batch, s.batch.max_wait_ms)
+        await batcher.start()
+
+        async def score_via_batcher(
+            reqs: list[ScoreRequest],
+        ) -> tuple[list[Decision], list[RefreshWork]]:
+            results = await batcher.submit_many(reqs, complete=True)
+            works = list({id(w): w for _, w in results}.values())
+            return [d for d, _ in results], works
+
+        async def refresh(works: list[RefreshWork]) -> int:
+            return sum([await engine.refresh_cache(w) for w in works])
+
+        pipeline = BatchPipeline(
+            score_via_batcher, publisher, s.topics, refresh=refresh, settle=engine.settle
         )
-        self.publisher.start()
-        self.batcher = MicroBatcher(self._score_many, s.batch.max_batch, s.batch.max_wait_ms)
-        await self.batcher.start()
-        self.pipeline = BatchPipeline(
-            self._score_via_batcher,
-            self.publisher,
-            s.topics,
-            refresh=self._refresh,
-            settle=self.engine.settle,
-        )
+        self.runtime = Runtime(client, engine, batcher, publisher, pipeline)
+        self._started.set()
         MODEL_INFO.info(
             {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
         )
         READY.set(1)
+        return self.runtime
 
     def _restore(self, bundle: ModelBundle) -> None:
         if bundle.cache is not None:
@@ -166,9 +198,9 @@ class WorkerService:
 
     def snapshot(self) -> None:
         """Write the cache and the learned fraud cases (blocking: call it off the loop)."""
-        if self.engine is None:
+        if self.runtime is None:
             return
-        bundle = self.engine.bundle
+        bundle = self.runtime.engine.bundle
         try:
             if bundle.cache is not None:
                 bundle.cache.snapshot(self.snapshot_dir)
@@ -177,37 +209,16 @@ class WorkerService:
         except OSError as exc:
             log.warning("snapshot failed: %s", exc)
 
-    async def _score_many(self, reqs: list[ScoreRequest]) -> list[tuple[Decision, object]]:
-        """The batcher's function: one engine call for requests from every source."""
-        if self.engine is None:
-            raise RuntimeError("service not started")
-        decisions, pending = await self.engine.score(reqs)
-        return [(d, pending) for d in decisions]
-
-    async def _score_via_batcher(self, reqs: list[ScoreRequest]) -> tuple[list[Decision], object]:
-        if self.batcher is None:
-            raise RuntimeError("service not started")
-        results = await self.batcher.submit_many(reqs, complete=True)
-        pendings = list({id(p): p for _, p in results}.values())
-        return [d for d, _ in results], pendings
-
-    async def _refresh(self, pendings: object) -> int:
-        if self.engine is None:
-            return 0
-        total = 0
-        for pending in pendings:  # type: ignore[attr-defined]
-            total += await self.engine.refresh_cache(pending)
-        return total
-
     async def ready(self) -> dict[str, bool]:
         """What /readyz reports: each dependency and the overall verdict."""
+        rt = self.runtime
         redis_ok = False
-        if self.redis is not None:
+        if rt is not None:
             try:
-                redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+                redis_ok = bool(await asyncio.wait_for(rt.redis.ping(), 1.0))
             except Exception:
                 redis_ok = False
-        model_ok = self.engine is not None and self.engine.bundle.model.ready
+        model_ok = rt is not None and rt.engine.bundle.model.ready
         checks = {"redis": redis_ok, "model": model_ok, "cache_restored": self.cache_restored}
         READY.set(1 if all(checks.values()) else 0)
         return checks
@@ -219,22 +230,20 @@ class WorkerService:
         self._stopped = True
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=30)
-        if self.pipeline is not None:
-            await self.pipeline.drain()
-        if self.batcher is not None:
-            await self.batcher.stop()
-        if self.engine is not None:
-            try:
-                await self.engine.settle()  # an HTTP batch's threshold write
-            except RiskstreamError as exc:
-                log.warning("last threshold write failed: %s", exc.one_line())
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.snapshot)
-            await loop.run_in_executor(None, self.engine.close)
-        if self.publisher is not None:
-            left = await asyncio.get_running_loop().run_in_executor(None, self.publisher.close)
-            if left:
-                log.warning("%d messages still unacknowledged at shutdown", left)
-        if self.redis is not None:
-            await self.redis.aclose()
+        rt = self.runtime
+        if rt is None:
+            return
+        loop = asyncio.get_running_loop()
+        await rt.pipeline.drain()
+        await rt.batcher.stop()
+        try:
+            await rt.engine.settle()  # an HTTP batch's threshold write
+        except RiskstreamError as exc:
+            log.warning("last threshold write failed: %s", exc.one_line())
+        await loop.run_in_executor(None, self.snapshot)
+        await loop.run_in_executor(None, rt.engine.close)
+        left = await loop.run_in_executor(None, rt.publisher.close)
+        if left:
+            log.warning("%d messages still unacknowledged at shutdown", left)
+        await rt.redis.aclose()
         READY.set(0)

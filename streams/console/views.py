@@ -133,9 +133,10 @@ def add_console_views(
             alert = state.alert(alert_id)
             if alert is None:
                 return self.json({"error": f"no recent alert {alert_id!r}"}, status=404)
-            engine = service.engine
-            if engine is None:
+            rt = service.runtime
+            if rt is None:
                 return self.json({"error": "not ready"}, status=503)
+            engine = rt.engine
             user = alert["user_id"]
             records = (await engine.store.read_batch([user]))[user]
             threshold = float((await engine.thresholds.thresholds([user]))[0])
@@ -185,9 +186,10 @@ async def decide(
     existing = state.reviews.get(tx)
     if existing is not None and existing.label == label:
         return 200, {"status": "already", "review": existing.as_dict()}
-    engine, publisher = service.engine, service.publisher
-    if engine is None or publisher is None:
+    rt = service.runtime
+    if rt is None:
         return 503, {"error": "not ready"}
+    engine, publisher = rt.engine, rt.publisher
     at = datetime.now(UTC)
     fb = Feedback(transaction_id=tx, user_id=user, label=label, analyst=analyst, at=at)
     state.reviews[tx] = Review(label, analyst, at.isoformat())

@@ -11,11 +11,14 @@ from features.contracts import Transaction
 from features.sequence_store import InMemorySequenceStore
 from features.simulator import SimulatorConfig, simulate
 from models.artifact import load_artifact
+from scoring.bundle import ModelBundle
 from scoring.case_memory import FraudCaseMemory
+from scoring.decision import ScoreRequest, alert_id
 from scoring.embedding_cache import FaissEmbeddingCache
-from scoring.engine import ModelBundle, ScoreRequest, ScoringEngine, alert_id
+from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxRiskModel
-from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig
+from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
+from streams.decision_codec import alert_json, alert_record, score_json, score_record
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,9 @@ def stream() -> list[Transaction]:
     return [Transaction.model_validate({k: v for k, v in r.items() if v is not None}) for r in rows]
 
 
-def _engine(model: OnnxRiskModel, cached: bool) -> ScoringEngine:
+def _engine(
+    model: OnnxRiskModel, cached: bool, thresholds: ThresholdPolicy | None = None
+) -> ScoringEngine:
     cache = (
         FaissEmbeddingCache(model.artifact.embedding_dim, 1000, model.version) if cached else None
     )
@@ -40,7 +45,7 @@ def _engine(model: OnnxRiskModel, cached: bool) -> ScoringEngine:
     return ScoringEngine(
         ModelBundle(model, cache, memory),
         InMemorySequenceStore(),
-        InMemoryThresholdPolicy(model.artifact.global_threshold),
+        thresholds or InMemoryThresholdPolicy(model.artifact.global_threshold),
     )
 
 
@@ -74,7 +79,7 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
     """A growing window's next history, built from the features scoring computed, equals
     featurizing that history from its records; full windows (which slide) are excluded."""
     from features.featurize import featurize_windows, windows_including_current
-    from scoring.engine import _grown_features, _take
+    from scoring.cache_refresh import grown_features, take_windows
 
     spec = model.artifact.spec
     engine = _engine(model, True)
@@ -84,9 +89,9 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
             _, pending = await engine.score([ScoreRequest(t) for t in stream[s : s + 40]])
             grows = pending.windows.hist_len < spec.max_history
             rows = np.flatnonzero(grows)
-            got = _grown_features(pending.features, grows)
+            got = grown_features(pending.features, grows)
             want = featurize_windows(
-                windows_including_current(_take(pending.windows, rows), spec), spec
+                windows_including_current(take_windows(pending.windows, rows), spec), spec
             )
             n = got.hist_len
             np.testing.assert_array_equal(n, want.hist_len)
@@ -121,21 +126,20 @@ async def test_cache_hits_for_returning_users(model, stream) -> None:
 
 
 async def test_alerts_have_ids_reasons_and_stay_deterministic(model, stream) -> None:
-    engine = _engine(model, True)
     # everything alerts: exercise reasons
-    engine.thresholds = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0))
+    engine = _engine(model, True, InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0)))
     try:
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:20]])
         assert all(d.is_alert for d in decisions)
-        rec = decisions[0].alert_record()
+        rec = alert_record(decisions[0])
         assert rec.alert_id == alert_id(stream[0].transaction_id, model.version)
         assert any(d.reasons for d in decisions)
         for d in decisions:
             assert all(r.contribution > 0 and r.text for r in d.reasons)
             # records are built without re-validation: what goes out must still validate
             for record, sent in (
-                (d.score_record(), d.score_json()),
-                (d.alert_record(), d.alert_json()),
+                (score_record(d), score_json(d)),
+                (alert_record(d), alert_json(d)),
             ):
                 wire = record.model_dump_json()
                 assert sent == wire.encode()  # what the worker publishes
@@ -193,16 +197,16 @@ async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> 
 
 
 async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None:
-    engine = _engine(model, False)
+    every = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0, upper=1.0))
+    engine = _engine(model, False, every)
     shadow = OnnxRiskModel(load_artifact()).load()
     engine.shadow = shadow
-    engine.thresholds = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0, upper=1.0))
     try:
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:10]])
         for d in decisions:
             assert d.shadow_score is not None and d.shadow_model_version == shadow.version
             assert abs(d.shadow_score - d.score) < 1e-6  # same artifact: same score
-            assert d.score_record().shadow_score == d.shadow_score
+            assert score_record(d).shadow_score == d.shadow_score
         engine.shadow = None
         plain, _ = await engine.score([ScoreRequest(t, dry_run=True) for t in stream[10:15]])
         assert all(d.shadow_score is None for d in plain)

@@ -8,9 +8,9 @@ import pytest
 
 from features.featurize import FeatureBatch
 from models.artifact import load_artifact
-from scoring.engine import encode_bucketed
 from scoring.length_groups import CALL_COST, ROW_COST, length_groups
 from scoring.onnx_model import N_NUMERIC, OnnxRiskModel
+from scoring.scorer import encode_bucketed
 
 
 def _cost(groups: list[tuple[int, np.ndarray]]) -> float:

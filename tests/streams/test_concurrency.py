@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.app import score_http
+from streams.http_views import score_http
 from streams.pipeline import BatchPipeline, RawMessage
 from streams.publisher import PublishError
 from tests.service_helpers import body, raw, running_service, service_settings, transactions
@@ -33,13 +33,16 @@ async def test_a_failed_stream_delivery_is_never_acked_while_http_requests_flush
     )
     txs = transactions(users=30, days=6)
     async with running_service(settings) as svc:
-        assert svc.publisher is not None and svc.engine is not None
+        assert svc.runtime is not None
         rounds, stream_failed, http_ok = 40, 0, 0
         for r in range(rounds):
             # a new name each round: librdkafka refuses a known-bad topic at produce()
             rejected = settings.topics.model_copy(update={"dlq": f"not a valid topic! {r}"})
             stream = BatchPipeline(
-                svc._score_via_batcher, svc.publisher, rejected, settle=svc.engine.settle
+                svc.runtime.pipeline.score,
+                svc.runtime.publisher,
+                rejected,
+                settle=svc.runtime.engine.settle,
             )
             part = txs[r * 12 : r * 12 + 12]
             bad = RawMessage(b"{not json", settings.topics.transactions, 0, 10_000 + r, 0.0)
@@ -61,7 +64,7 @@ async def test_a_dry_run_in_the_same_batch_changes_no_stream_decision(
     """A dry run of the same card, earlier in time, shares the micro-batch with a stream
     event: the stream event's score and history must be what they are without it, and
     the dry run must not be stored."""
-    from scoring.engine import ScoreRequest
+    from scoring.decision import ScoreRequest
 
     txs = transactions(users=6, days=10)
     user = max({t.user_id for t in txs}, key=lambda u: sum(t.user_id == u for t in txs))
@@ -78,15 +81,15 @@ async def test_a_dry_run_in_the_same_batch_changes_no_stream_decision(
     for with_dry in (False, True):
         settings = service_settings(stack, tmp_path)
         async with running_service(settings) as svc:
-            assert svc.engine is not None
-            await svc.engine.score([ScoreRequest(t) for t in history])
-            await svc.engine.settle()
+            assert svc.runtime is not None
+            await svc.runtime.engine.score([ScoreRequest(t) for t in history])
+            await svc.runtime.engine.settle()
             reqs = [ScoreRequest(current)]
             if with_dry:
                 reqs.append(ScoreRequest(dry, dry_run=True))
-            decisions, _ = await svc.engine.score(reqs)
-            await svc.engine.settle()
-            stored = (await svc.engine.store.read_batch([user]))[user]
+            decisions, _ = await svc.runtime.engine.score(reqs)
+            await svc.runtime.engine.settle()
+            stored = (await svc.runtime.engine.store.read_batch([user]))[user]
             scores.append((decisions[0].score, decisions[0].sequence_length))
             assert dry.transaction_id not in set(stored["tx"].tolist()) or not with_dry
             stored_ids = {int(x) for x in stored["tx"]}
@@ -119,15 +122,15 @@ async def test_the_shadow_model_is_fed_its_own_features(stack, tmp_path: Path) -
     want: list[float] = []
     settings = service_settings(stack, tmp_path, **{"model.shadow_path": str(shadow_dir)})
     async with running_service(settings) as svc:
-        assert svc.pipeline is not None
+        assert svc.runtime is not None
         for s in range(0, len(txs), 50):
-            decisions = await svc.pipeline.process(raw(txs[s : s + 50]))
+            decisions = await svc.runtime.pipeline.process(raw(txs[s : s + 50]))
             got.extend(d.shadow_score for d in decisions)  # type: ignore[misc]
     alone = service_settings(stack, tmp_path, **{"model.path": str(shadow_dir)})
     async with running_service(alone) as svc:
-        assert svc.pipeline is not None
+        assert svc.runtime is not None
         for s in range(0, len(txs), 50):
-            decisions = await svc.pipeline.process(raw(txs[s : s + 50]))
+            decisions = await svc.runtime.pipeline.process(raw(txs[s : s + 50]))
             want.extend(d.score for d in decisions)
     assert len(got) == len(want) == len(txs)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -144,14 +147,16 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_scored(
     txs = transactions(users=8, days=4)[:30]
     poison_id = txs[7].transaction_id
     async with running_service(settings) as svc:
-        assert svc.publisher is not None and svc.engine is not None
+        assert svc.runtime is not None
 
         async def score(reqs):  # type: ignore[no-untyped-def]
             if any(r.tx.transaction_id == poison_id for r in reqs):
                 raise ValueError("cannot featurize this event")
-            return await svc._score_via_batcher(reqs)
+            return await svc.runtime.pipeline.score(reqs)
 
-        pipeline = BatchPipeline(score, svc.publisher, settings.topics, settle=svc.engine.settle)
+        pipeline = BatchPipeline(
+            score, svc.runtime.publisher, settings.topics, settle=svc.runtime.engine.settle
+        )
         decisions = await pipeline.process(raw(txs, settings.topics.transactions, first_offset=100))
     assert {d.tx.transaction_id for d in decisions} == {t.transaction_id for t in txs} - {poison_id}
     letters = [
@@ -208,16 +213,16 @@ async def test_cases_learned_from_feedback_survive_a_restart(stack, tmp_path: Pa
     settings = service_settings(stack, tmp_path)
     txs = transactions(users=5, days=5)
     async with running_service(settings) as svc:
-        assert svc.pipeline is not None and svc.engine is not None
-        await svc.pipeline.process(raw(txs))
-        memory = svc.engine.bundle.memory
+        assert svc.runtime is not None
+        await svc.runtime.pipeline.process(raw(txs))
+        memory = svc.runtime.engine.bundle.memory
         assert memory is not None
         seeded = len(memory)
-        await svc.engine.feedback(txs[-1].user_id, txs[-1].transaction_id, "fraud")
+        await svc.runtime.engine.feedback(txs[-1].user_id, txs[-1].transaction_id, "fraud")
         assert len(memory) == seeded + 1
     async with running_service(settings) as svc:  # same data dir: restored
-        assert svc.engine is not None and svc.engine.bundle.memory is not None
-        restored = svc.engine.bundle.memory
+        assert svc.runtime is not None and svc.runtime.engine.bundle.memory is not None
+        restored = svc.runtime.engine.bundle.memory
         assert txs[-1].transaction_id in restored.ids and len(restored) == seeded + 1
     other = FraudCaseMemory(restored.dim, model_version="another-model")
     assert other.restore(settings.data_dir / "cache") == 0  # another model's space

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.contracts import DeadLetter, DecodeError, Transaction, decode_transaction
-from streams.app import score_http
+from streams.http_views import score_http
 from streams.pipeline import RawMessage, dead_letter
 
 VALID: dict[str, Any] = {
@@ -91,8 +91,7 @@ def test_dead_letters_keep_the_original_bytes(raw: bytes) -> None:
 class _NotStarted:
     """A service that has not loaded its model yet: validation must still answer."""
 
-    batcher = None
-    pipeline = None
+    runtime = None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

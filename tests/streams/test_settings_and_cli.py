@@ -96,14 +96,14 @@ def test_faust_transport_gets_the_same_sasl_and_tls_settings(
     import certifi
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from streams.app import _faust_settings
+    from streams.faust_settings import faust_settings
 
     monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_USERNAME", "svc")
     monkeypatch.setenv("RISKSTREAM_KAFKA__SASL_PASSWORD", "pw")
     monkeypatch.setenv("RISKSTREAM_KAFKA__SSL_CAFILE", certifi.where())
-    auth = credentials_to_aiokafka_auth(_faust_settings(Settings())["broker_credentials"])
+    auth = credentials_to_aiokafka_auth(faust_settings(Settings())["broker_credentials"])
     assert auth["security_protocol"] == "SASL_SSL"
     assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("svc", "pw")
@@ -113,11 +113,11 @@ def test_faust_transport_gets_the_same_sasl_and_tls_settings(
 
     monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "SSL")
     monkeypatch.delenv("RISKSTREAM_KAFKA__SASL_MECHANISM")
-    tls_only = credentials_to_aiokafka_auth(_faust_settings(Settings())["broker_credentials"])
+    tls_only = credentials_to_aiokafka_auth(faust_settings(Settings())["broker_credentials"])
     assert tls_only["security_protocol"] == "SSL" and "sasl_mechanism" not in tls_only
 
     monkeypatch.setenv("RISKSTREAM_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT")
-    assert "broker_credentials" not in _faust_settings(Settings())
+    assert "broker_credentials" not in faust_settings(Settings())
 
 
 def test_faust_gets_a_stream_buffer_that_outlasts_its_one_second_pause(
@@ -125,9 +125,9 @@ def test_faust_gets_a_stream_buffer_that_outlasts_its_one_second_pause(
 ) -> None:
     import faust
 
-    from streams.app import _faust_settings
+    from streams.faust_settings import faust_settings
 
-    conf = _faust_settings(Settings())
+    conf = faust_settings(Settings())
     # Faust resumes fetching at 40 % of the buffer and, with every partition paused, its
     # fetch loop sleeps 1 s: the cushion must hold more than a second of a worker's events
     assert 0.4 * conf["stream_buffer_maxsize"] >= 5000

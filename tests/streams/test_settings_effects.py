@@ -40,9 +40,9 @@ async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Pat
     )
     seq_prefix = settings.sequence.key_prefix
     async with running_service(settings) as svc:
-        assert svc.publisher is not None and svc.pipeline is not None
-        assert svc.publisher.conf["linger.ms"] == 37
-        await svc.pipeline.process(raw(transactions(users=4, days=3)))
+        assert svc.runtime is not None
+        assert svc.runtime.publisher.conf["linger.ms"] == 37
+        await svc.runtime.pipeline.process(raw(transactions(users=4, days=3)))
     client = redis.Redis.from_url(stack.redis_url)
     try:
         own = list(client.scan_iter("thr-own:thr:*"))

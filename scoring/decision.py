@@ -1,0 +1,55 @@
+"""What scoring takes and gives: a request for one transaction and the decision for it.
+
+Plain data. How a decision goes on the wire is the streams side's business
+(``streams.decision_codec``); the scorer never serializes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from features.contracts import Reason, SimilarCase, Transaction
+
+
+def alert_id(transaction_id: str, model_version: str) -> str:
+    """Deterministic: a replay re-publishes the same id, so consumers can de-duplicate."""
+    return hashlib.sha256(f"{transaction_id}|{model_version}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class ScoreRequest:
+    """One transaction to score; ``received`` is a ``time.monotonic()`` stamp."""
+
+    tx: Transaction
+    received: float = field(default_factory=time.monotonic)
+    dry_run: bool = False
+
+
+@dataclass
+class Decision:
+    """The scorer's answer for one transaction."""
+
+    tx: Transaction
+    score: float
+    threshold: float
+    model_version: str
+    sequence_length: int
+    latency_ms: float
+    reasons: list[Reason] = field(default_factory=list)
+    similar_cases: list[SimilarCase] = field(default_factory=list)
+    shadow_score: float | None = None
+    shadow_model_version: str | None = None
+    received: float = 0.0  # time.monotonic() when the event entered the worker
+    # one instant per decision, so its score and alert records agree (one clock read per batch)
+    scored_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def is_alert(self) -> bool:
+        return self.score >= self.threshold
+
+    @property
+    def alert_id(self) -> str:
+        return alert_id(self.tx.transaction_id, self.model_version)

@@ -1,0 +1,165 @@
+"""The pure scorer: histories and a batch → features → model → scores, reasons, cases.
+
+No I/O and no event loop: the coordinator (``scoring.engine``) reads the store and the
+thresholds and runs these functions in its model thread (ONNX Runtime releases the GIL).
+The in-memory embedding cache is read here because it decides which rows need the
+encoder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.contracts import Reason, SimilarCase
+from features.featurize import (
+    FeatureBatch,
+    Windows,
+    featurize_windows,
+    windows_for_batch_isolated,
+)
+from scoring.bundle import ModelBundle
+from scoring.embedding_cache import history_versions
+from scoring.length_groups import length_groups
+from scoring.metrics import MODEL_LATENCY_MS
+from scoring.onnx_model import OnnxRiskModel
+from scoring.reasons import explain
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One batch through the model: its windows, features, embeddings and scores."""
+
+    windows: Windows
+    features: FeatureBatch
+    embeddings: np.ndarray
+    probs: np.ndarray
+
+
+def score_batch(
+    bundle: ModelBundle,
+    prior: dict[str, np.ndarray],
+    users: list[str],
+    records: np.ndarray,
+    dry: np.ndarray,
+) -> Scored:
+    """Score every row; the encoder runs only where the cache has no fresh embedding."""
+    model = bundle.model
+    spec = model.artifact.spec
+    t0 = time.perf_counter()
+    win = windows_for_batch_isolated(prior, users, records, dry, spec)
+    fb = featurize_windows(win, spec)
+    t1 = time.perf_counter()
+    MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
+    versions = history_versions(win)
+    if bundle.cache is not None:
+        hit, emb = bundle.cache.get(users, versions)
+    else:
+        hit, emb = (
+            np.zeros(len(users), bool),
+            np.zeros((len(users), model.artifact.embedding_dim), np.float32),
+        )
+    miss = np.flatnonzero(~hit)
+    if miss.size:
+        emb[miss] = encode_bucketed(model, fb, miss)
+    t2 = time.perf_counter()
+    MODEL_LATENCY_MS.labels("encoder").observe((t2 - t1) * 1000)
+    probs = model.score(fb, embedding=emb)
+    MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
+    return Scored(win, fb, emb, probs)
+
+
+def explain_alerts(
+    bundle: ModelBundle,
+    scored: Scored,
+    alerts: np.ndarray,
+    reasons_top: int,
+    similar_k: int,
+) -> tuple[dict[int, list[Reason]], dict[int, list[SimilarCase]]]:
+    """Reasons and the nearest confirmed cases for the rows ``alerts`` (indices)."""
+    if alerts.size == 0:
+        return {}, {}
+    model = bundle.model
+    fb, emb = scored.features, scored.embeddings
+
+    def head(e: np.ndarray, num: np.ndarray) -> np.ndarray:
+        reps = e.shape[0] // alerts.size
+        return model.head_logits(
+            e,
+            num.astype(np.float32),
+            np.repeat(fb.cur_mcc[alerts], reps),
+            np.repeat(fb.cur_channel[alerts], reps),
+        )
+
+    why = explain(
+        head,
+        emb[alerts],
+        fb.cur_num[alerts],
+        fb.cur_raw[alerts],
+        fb.cur_channel[alerts],
+        reasons_top,
+    )
+    reasons = {int(i): r for i, r in zip(alerts, why, strict=True)}
+    similar: dict[int, list[SimilarCase]] = {}
+    if bundle.memory is not None:
+        near = bundle.memory.nearest(emb[alerts], similar_k)
+        similar = {
+            int(i): [SimilarCase(case_id=c, similarity=round(s, 4)) for c, s in n]
+            for i, n in zip(alerts, near, strict=True)
+        }
+    return reasons, similar
+
+
+def score_alone(
+    model: OnnxRiskModel,
+    prior: dict[str, np.ndarray],
+    users: list[str],
+    records: np.ndarray,
+    dry: np.ndarray,
+) -> np.ndarray:
+    """Scores of ``model`` on its own features (its spec: statistics, vocabulary, history
+    length), with no cache: what a shadow model needs, whatever the primary is."""
+    spec = model.artifact.spec
+    fb = featurize_windows(windows_for_batch_isolated(prior, users, records, dry, spec), spec)
+    emb = encode_bucketed(model, fb, np.arange(len(users)))
+    return model.score(fb, embedding=emb)
+
+
+def encode_bucketed(model: OnnxRiskModel, fb: FeatureBatch, rows: np.ndarray) -> np.ndarray:
+    """Encoder on ``rows``, grouped by history length so short histories stay short.
+
+    On CPU the groups come from the cost model in ``scoring.length_groups`` (padding
+    costs in proportion, each call has a fixed cost); on a GPU, where padding is nearly
+    free and calls are not, from the artifact's coarse buckets.
+    """
+    spec = model.artifact.spec
+    out = np.zeros((rows.size, model.artifact.embedding_dim), dtype=np.float32)
+    lengths = fb.hist_len[rows]
+    todo = np.arange(rows.size)
+    empty = model.empty_history_embedding
+    if empty is not None:  # new card holders: one constant, no encoder run
+        out[lengths == 0] = empty
+        todo = np.flatnonzero(lengths > 0)
+    if model.on_gpu:
+        buckets = np.array([spec.bucket(int(n)) for n in lengths[todo]], dtype=np.int64)
+        groups = [(int(t), todo[buckets == t]) for t in np.unique(buckets)]
+    else:
+        groups = [(t, todo[sel]) for t, sel in length_groups(lengths[todo])]
+    for t, sel in groups:
+        r = rows[sel]
+        t = int(min(t, fb.hist_num.shape[1]))
+        part = FeatureBatch(
+            hist_num=fb.hist_num[r, :t],
+            hist_mcc=fb.hist_mcc[r, :t],
+            hist_channel=fb.hist_channel[r, :t],
+            hist_pad=fb.hist_pad[r, :t],
+            hist_len=fb.hist_len[r],
+            cur_num=fb.cur_num[r],
+            cur_mcc=fb.cur_mcc[r],
+            cur_channel=fb.cur_channel[r],
+            cur_raw=fb.cur_raw[r],
+        )
+        out[sel] = model.encode(part)
+    return out

@@ -1,0 +1,32 @@
+"""Everything a started worker serves with, built once by ``WorkerService.start``.
+
+Frozen and complete: agents and HTTP views receive a ``Runtime`` and use its parts
+without checking whether each one exists yet. Before start-up finishes there is no
+runtime at all (views answer 503; agents wait for it once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from scoring.batcher import MicroBatcher
+from scoring.cache_refresh import RefreshWork
+from scoring.decision import Decision, ScoreRequest
+from scoring.engine import ScoringEngine
+from streams.pipeline import BatchPipeline
+from streams.publisher import DecisionPublisher
+
+ScoredRequest = tuple[Decision, RefreshWork]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The started worker's clients and components."""
+
+    redis: aioredis.Redis
+    engine: ScoringEngine
+    batcher: MicroBatcher[ScoreRequest, ScoredRequest]
+    publisher: DecisionPublisher
+    pipeline: BatchPipeline
