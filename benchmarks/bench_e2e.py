@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from benchmarks.common import CpuMeter, assigned_reader, report
 from features.simulator import SimulatorConfig, simulate
-from streams.consume import ready_messages
 from streams.embedded import EmbeddedStack, running_stack
+from streams.file_producer import rows_as_json
+from streams.kafka.consume import ready_messages
+from streams.kafka.publisher import Publisher
 from streams.local_worker import start_worker
-from streams.producer import rows_as_json
 from streams.settings import Settings
 
 
@@ -72,9 +73,9 @@ def _count_until(
 def _produce(
     bootstrap: str, topic: str, rows: list[tuple[str, bytes]], rate: float | None = None
 ) -> dict[str, float]:
-    p = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 2, "queue.buffering.max.messages": 500_000}
-    )
+    p = Publisher({"bootstrap.servers": bootstrap}, linger_ms=2)
+    p.start()
+    tracker = p.tracker()
     sent = {}
     start = time.monotonic()
     for i, (k, v) in enumerate(rows):
@@ -82,8 +83,7 @@ def _produce(
             delay = start + i / rate - time.monotonic()
             if delay > 0.001:
                 time.sleep(delay)
-        p.produce(topic, key=k, value=v)
-        p.poll(0)
+        p.publish(topic, k, v, tracker)
         if rate:
             sent[json.loads(v)["transaction_id"]] = time.monotonic()
     p.flush(60)

@@ -9,7 +9,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer
+
+from streams.kafka.clients import reader
 
 
 def machine() -> dict[str, Any]:
@@ -68,16 +70,4 @@ def assigned_reader(bootstrap: str, topic: str, from_end: bool = False) -> Consu
     data or not, so a reader adds 0-10 ms to what it times (counted in, not subtracted);
     at 1 ms the broker's CPU per event rose 10-25x and the trivial agent's rate fell 3-15x.
     """
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-unused",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    start = OFFSET_END if from_end else 0
-    c.assign([TopicPartition(topic, p, start) for p in meta.partitions])
-    return c
+    return reader({"bootstrap.servers": bootstrap}, [topic], "end" if from_end else "beginning")

@@ -14,10 +14,9 @@ from __future__ import annotations
 import signal
 import sys
 
-from confluent_kafka import Producer
-
 from benchmarks.common import assigned_reader
-from streams.consume import ready_messages
+from streams.kafka.consume import ready_messages
+from streams.kafka.publisher import Publisher
 
 
 def main() -> None:
@@ -30,12 +29,14 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     consumer = assigned_reader(bootstrap, source, from_end=True)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})
+    producer = Publisher({"bootstrap.servers": bootstrap}, linger_ms=2)
+    producer.start()
     print("ready", flush=True)
     while not stop:
         batch = [m for m in ready_messages(consumer, 500, 0.05) if not m.error()]
+        tracker = producer.tracker()
         for m in batch:
-            producer.produce(sink, key=m.key(), value=m.value())
+            producer.publish(sink, m.key(), m.value() or b"", tracker)
         if batch:
             producer.flush(10)
     consumer.close()

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from benchmarks.common import assigned_reader, report
 from features.sequence_store import decode_records
 from features.simulator import SimulatorConfig, simulate
 from streams.embedded import running_stack
+from streams.file_producer import rows_as_json
+from streams.kafka.publisher import Publisher
 from streams.local_worker import start_worker
-from streams.producer import rows_as_json
 from streams.settings import Settings
 
 REQUIRED = ("transaction_id", "user_id", "timestamp", "amount", "currency", "mcc", "channel")
@@ -121,13 +122,14 @@ def run_soak(n_valid: int = 20_000, n_fuzz: int = 10_000) -> dict[str, float]:
         data = Path(tempfile.mkdtemp(prefix="soak-"))
         worker = start_worker(stack, data, {"RISKSTREAM_REDIS__RETRY_ATTEMPTS": "8"})
         worker.wait_ready()
-        producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 5})
+        producer = Publisher({"bootstrap.servers": stack.bootstrap_servers}, linger_ms=5)
+        producer.start()
+        tracker = producer.tracker()
         third = len(mixed) // 3
 
         def send(part: list[tuple[str, bytes, bool]]) -> None:
             for k, v, _ in part:
-                producer.produce(topics.transactions, key=k, value=v)
-                producer.poll(0)
+                producer.publish(topics.transactions, k, v, tracker)
             producer.flush(60)
 
         send(mixed[:third])

@@ -22,10 +22,11 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
 from locust import HttpUser, User, constant_throughput, events, task
 
 from features.simulator import SimulatorConfig, simulate
+from streams.kafka.clients import reader
+from streams.kafka.publisher import Publisher
 
 BOOTSTRAP = os.environ.get("RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 TX_TOPIC = os.environ.get("RISKSTREAM_TOPICS__TRANSACTIONS", "transactions")
@@ -71,16 +72,7 @@ class _Matcher:
             self.pending[tx_id] = sent
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "group.id": "loadtest-unused",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        meta = consumer.list_topics(SCORES_TOPIC, timeout=10).topics[SCORES_TOPIC]
-        consumer.assign([TopicPartition(SCORES_TOPIC, p, -1) for p in meta.partitions])
+        consumer = reader({"bootstrap.servers": BOOTSTRAP}, [SCORES_TOPIC], "end")
         while not self.stop.is_set():
             # Locust runs under gevent: this "thread" is a greenlet, and a blocking
             # librdkafka call would starve the hub. Poll without blocking, then yield.
@@ -139,13 +131,9 @@ class KafkaTransactionsUser(User):
     wait_time = constant_throughput(RATE)
 
     def on_start(self) -> None:
-        self.producer = Producer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "linger.ms": 2,
-                "queue.buffering.max.messages": 200_000,
-            }
-        )
+        self.producer = Publisher({"bootstrap.servers": BOOTSTRAP}, linger_ms=2)
+        self.producer.start()
+        self.sent = self.producer.tracker()
 
     def on_stop(self) -> None:
         self.producer.flush(10)
@@ -155,8 +143,7 @@ class KafkaTransactionsUser(User):
         assert _traffic is not None and _matcher is not None
         row = _traffic.next()
         _matcher.expect(row["transaction_id"], time.perf_counter())
-        self.producer.produce(TX_TOPIC, key=row["user_id"], value=json.dumps(row).encode())
-        self.producer.poll(0)
+        self.producer.publish(TX_TOPIC, row["user_id"], json.dumps(row).encode(), self.sent)
 
 
 class ScoreApiUser(HttpUser):

@@ -200,7 +200,7 @@ class EmbeddedStack:
 
     def create_topics(self, topics: Sequence[str], partitions: int = 4) -> None:
         """Create topics up front (Faust would otherwise create outputs lazily)."""
-        from streams.kafka_admin import ensure_topics
+        from streams.kafka.admin import ensure_topics
 
         ensure_topics({"bootstrap.servers": self.bootstrap_servers}, topics, partitions)
 

@@ -29,6 +29,7 @@ from features.contracts import DeadLetter, DecodeError, decode_transaction
 from features.errors import RiskstreamError
 from scoring.decision import Decision, ScoreRequest
 from streams.decision_codec import alert_json, score_json
+from streams.kafka.publisher import DeliveryTracker, Publisher
 from streams.metrics import (
     ALERTS,
     DEAD_LETTERS,
@@ -38,7 +39,6 @@ from streams.metrics import (
     STAGE_MS,
     reason_class,
 )
-from streams.publisher import DecisionPublisher, DeliveryTracker
 from streams.settings import TopicSettings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class BatchPipeline:
     def __init__(
         self,
         score: Callable[[list[ScoreRequest]], Awaitable[tuple[list[Decision], Any]]],
-        publisher: DecisionPublisher,
+        publisher: Publisher,
         topics: TopicSettings,
         refresh: Callable[[Any], Awaitable[int]] | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,

@@ -15,8 +15,8 @@ from scoring.batcher import MicroBatcher
 from scoring.cache_refresh import RefreshWork
 from scoring.decision import Decision, ScoreRequest
 from scoring.engine import ScoringEngine
+from streams.kafka.publisher import Publisher
 from streams.pipeline import BatchPipeline
-from streams.publisher import DecisionPublisher
 
 ScoredRequest = tuple[Decision, RefreshWork]
 
@@ -28,5 +28,5 @@ class Runtime:
     redis: aioredis.Redis
     engine: ScoringEngine
     batcher: MicroBatcher[ScoreRequest, ScoredRequest]
-    publisher: DecisionPublisher
+    publisher: Publisher
     pipeline: BatchPipeline

@@ -30,9 +30,9 @@ from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
 from scoring.thresholds import RedisThresholdPolicy
+from streams.kafka.publisher import Publisher
 from streams.metrics import MODEL_INFO, READY
 from streams.pipeline import BatchPipeline
-from streams.publisher import DecisionPublisher
 from streams.runtime import Runtime, ScoredRequest
 from streams.settings import KafkaSettings, Settings
 
@@ -50,9 +50,9 @@ def redis_client(s: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)
 
 
-def decision_publisher(k: KafkaSettings) -> DecisionPublisher:
+def decision_publisher(k: KafkaSettings) -> Publisher:
     """The worker's one producer, configured from the Kafka settings."""
-    return DecisionPublisher(
+    return Publisher(
         k.confluent_config(),
         linger_ms=k.linger_ms,
         message_timeout_ms=k.message_timeout_ms,

@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from streams.errors import InfrastructureError
-from streams.kafka_admin import ensure_topics
+from streams.kafka.admin import ensure_topics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

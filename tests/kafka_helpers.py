@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from streams.kafka.clients import reader
 
 
 def read_topic(
@@ -30,18 +30,7 @@ def read_topic(
     decisions on ``scores``): a count would be reached by those and stop the read while
     counted ones are still on their way, which reads as a loss.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "reader-unused",
-            "fetch.wait.max.ms": 10,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    meta = consumer.list_topics(topic, timeout=10)
-    parts = [TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions]
-    consumer.assign(parts)
+    consumer = reader({"bootstrap.servers": bootstrap}, [topic])
     out: list[Any] = []
     seen: set[Any] = set()
     missing = set(until_keys) if until_keys is not None else None

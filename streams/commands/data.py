@@ -74,7 +74,8 @@ def produce_cmd(
     from features.labelled_files import iter_batches
     from features.simulator import SimulatorConfig, simulate
     from streams.cli import settings_from
-    from streams.producer import TransactionProducer, produce_batches
+    from streams.file_producer import produce_batches
+    from streams.kafka.publisher import Publisher
 
     if (file is None) == (simulate_users == 0):
         raise typer.BadParameter("give exactly one of --file or --simulate-users")
@@ -88,12 +89,11 @@ def produce_cmd(
         table = simulate(SimulatorConfig(users=simulate_users, days=days, seed=seed))
         batches = iter(table.to_batches(65_536))
         total = table.num_rows
-    producer = TransactionProducer(
-        settings.kafka.confluent_config(),
-        topic or settings.topics.transactions,
-        settings.kafka.linger_ms,
+    k = settings.kafka
+    publisher = Publisher(
+        k.confluent_config(), linger_ms=k.linger_ms, message_timeout_ms=k.message_timeout_ms
     )
-    producer.start()
+    publisher.start()
     with Progress(
         TextColumn("producing"),
         BarColumn(),
@@ -103,7 +103,8 @@ def produce_cmd(
     ) as bar:
         task = bar.add_task("produce", total=limit or total)
         report = produce_batches(
-            producer,
+            publisher,
+            topic or settings.topics.transactions,
             batches,
             rate=rate,
             replay_factor=replay,
@@ -113,7 +114,7 @@ def produce_cmd(
         )
     if report.failed:
         raise RiskstreamError(
-            f"{report.failed} of {report.sent} messages failed: {producer.last_error}"
+            f"{report.failed} of {report.sent} messages failed: {report.last_error}"
         )
     console.print(
         f"delivered {report.delivered} messages in {report.seconds:.1f}s ({report.rate:,.0f} msg/s)"

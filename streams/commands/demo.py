@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
-from streams.consume import ready_messages
+from streams.kafka.clients import reader
+from streams.kafka.consume import ready_messages
 
 console = Console(soft_wrap=True)
 
@@ -62,19 +62,7 @@ class Watcher:
     def _run(self) -> None:
         from streams.commands.render import render_alert
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "demo-unused",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        parts = []
-        for name in self.topics.values():
-            meta = consumer.list_topics(name, timeout=10).topics[name]
-            parts += [TopicPartition(name, p, 0) for p in meta.partitions]
-        consumer.assign(parts)
+        consumer = reader({"bootstrap.servers": self.bootstrap}, list(self.topics.values()))
         try:
             while not self._stop.is_set():
                 for msg in ready_messages(consumer, 500, 0.1):
@@ -122,8 +110,9 @@ def demo_cmd(
     """Run the embedded stack, a worker and simulated traffic; show alerts and a summary."""
     from features.simulator import SimulatorConfig, simulate
     from streams.embedded import running_stack
+    from streams.file_producer import rows_as_json
+    from streams.kafka.publisher import Publisher
     from streams.local_worker import start_worker
-    from streams.producer import TransactionProducer, rows_as_json
     from streams.settings import Settings
 
     topics = Settings().topics
@@ -177,14 +166,13 @@ def demo_cmd(
                     "(any name signs in on loopback)"
                 )
             watcher.start()
-            producer = TransactionProducer(
-                {"bootstrap.servers": stack.bootstrap_servers}, topics.transactions
-            )
+            producer = Publisher({"bootstrap.servers": stack.bootstrap_servers}, linger_ms=5)
             producer.start()
+            sent = producer.tracker()
             t0 = time.monotonic()
             with console.status(f"loading {len(history)} historical transactions"):
                 for key, value in history:
-                    producer.send(key, value)
+                    producer.publish(topics.transactions, key, value, sent)
                 producer.flush()
                 hist_ids = [json.loads(v)["transaction_id"] for _, v in history]
                 _wait_scored(watcher, hist_ids, timeout_s=600)
@@ -202,12 +190,13 @@ def demo_cmd(
                 delay = due - time.monotonic()
                 if delay > 0.002:
                     time.sleep(delay)
-                producer.send(key, value)
+                producer.publish(topics.transactions, key, value, sent)
                 sent_at[json.loads(value)["transaction_id"]] = time.monotonic()
                 if i and i % max(1, len(live) // (len(MALFORMED) + 1)) == 0:
                     payload = next(bad, None)
                     if payload is not None:
-                        producer.send("u-malformed", payload)
+                        producer.publish(topics.transactions, "u-malformed", payload, sent)
+            producer.flush(60)
             producer.close()
             live_s = time.monotonic() - start
             _wait_scored(watcher, list(sent_at), timeout_s=60)

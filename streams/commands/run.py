@@ -55,20 +55,18 @@ def alerts_cmd(
     import time
     import uuid
 
-    from confluent_kafka import Consumer
-
     from streams.cli import settings_from
     from streams.commands.render import render_alert
+    from streams.kafka.clients import consumer as kafka_consumer
 
     settings = settings_from(bootstrap_servers)
-    consumer = Consumer(
-        {
-            **settings.kafka.confluent_config(),
-            "group.id": f"riskstream-alerts-{uuid.uuid4().hex[:8]}",
+    consumer = kafka_consumer(
+        settings.kafka.confluent_config(),
+        f"riskstream-alerts-{uuid.uuid4().hex[:8]}",
+        **{
             "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": False,
             "session.timeout.ms": settings.kafka.session_timeout_ms,
-        }
+        },
     )
     consumer.subscribe([settings.topics.alerts])
     seen = 0

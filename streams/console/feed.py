@@ -22,7 +22,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streams.console.state import ConsoleState
-from streams.consume import ready_messages
+from streams.kafka.clients import consumer as kafka_consumer
+from streams.kafka.consume import ready_messages
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,7 @@ class ConsoleFeed:
         scores_topic: str,
         lookback_s: int,
     ) -> None:
-        self._conf = {
-            **client_conf,
-            "group.id": f"riskstream-console-{uuid.uuid4().hex[:8]}",  # never used to commit
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 50,
-        }
+        self._conf = client_conf
         self.state = state
         self.topics = {"alerts": alerts_topic, "feedback": feedback_topic, "scores": scores_topic}
         self.lookback_s = lookback_s
@@ -83,7 +78,10 @@ class ConsoleFeed:
             return [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in wanted]
 
     def _run(self) -> None:
-        consumer = Consumer(self._conf)
+        # a group id is required but never used to commit: partitions are assigned here
+        consumer = kafka_consumer(
+            self._conf, f"riskstream-console-{uuid.uuid4().hex[:8]}", **{"fetch.wait.max.ms": 50}
+        )
         try:
             assignment: list[TopicPartition] = []
             while not self._stop.is_set() and not assignment:

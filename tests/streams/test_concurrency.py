@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from streams.http_views import score_http
+from streams.kafka.publisher import PublishError
 from streams.pipeline import BatchPipeline, RawMessage
-from streams.publisher import PublishError
 from tests.service_helpers import body, raw, running_service, service_settings, transactions
 
 pytestmark = [pytest.mark.integration]

@@ -1,8 +1,8 @@
 """Publish labelled files or simulator output to the ``transactions`` topic.
 
-confluent-kafka with batching: ``produce`` + ``poll(0)`` per message and one ``flush`` at
-the end. A blocking poll or flush per message caps a producer near 110 msg/s; this one
-is limited by the broker. Labels stay in the file unless ``with_labels`` is set.
+Through the one ``Publisher`` (``produce`` + ``poll(0)`` per message, one flush at the
+end; a blocking poll or flush per message would cap it near 110 msg/s). Labels stay in
+the file unless ``with_labels`` is set.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import KafkaError, Message, Producer
 
 from streams.errors import InfrastructureError
+from streams.kafka.publisher import Publisher
 
 LABEL_FIELDS = ("is_fraud", "scenario")
 
@@ -29,6 +28,7 @@ class ProduceReport:
     delivered: int
     failed: int
     seconds: float
+    last_error: str | None = None
 
     @property
     def rate(self) -> float:
@@ -45,60 +45,9 @@ def rows_as_json(batch: pa.RecordBatch, with_labels: bool) -> Iterator[tuple[str
         yield str(row["user_id"]), json.dumps(payload, separators=(",", ":")).encode()
 
 
-class TransactionProducer:
-    """A batching producer with delivery accounting; ``close()`` flushes."""
-
-    def __init__(self, client_conf: dict[str, Any], topic: str, linger_ms: int = 5) -> None:
-        self._conf = {
-            **client_conf,
-            "linger.ms": linger_ms,
-            "enable.idempotence": False,
-            "acks": "all",
-            "queue.buffering.max.messages": 500_000,
-        }
-        self.topic = topic
-        self._producer: Producer | None = None
-        self.sent = self.delivered = self.failed = 0
-        self.last_error: KafkaError | None = None
-
-    def start(self) -> None:
-        self._producer = Producer(self._conf)
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.delivered += 1
-        else:
-            self.failed += 1
-            self.last_error = err
-
-    def send(self, key: str, value: bytes) -> None:
-        """Queue one message; on a full local queue, serve callbacks and retry."""
-        if self._producer is None:
-            raise InfrastructureError("producer not started")
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=value, key=key, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self.sent += 1
-        self._producer.poll(0)
-
-    def flush(self, timeout_s: float = 60.0) -> None:
-        if self._producer is not None:
-            remaining = self._producer.flush(timeout_s)
-            if remaining:
-                raise InfrastructureError(f"{remaining} messages not delivered in {timeout_s:.0f}s")
-
-    def close(self) -> None:
-        self.flush()
-        self._producer = None
-
-
 def produce_batches(
-    producer: TransactionProducer,
+    publisher: Publisher,
+    topic: str,
     batches: Iterator[pa.RecordBatch],
     rate: float | None = None,
     replay_factor: float | None = None,
@@ -110,6 +59,7 @@ def produce_batches(
 
     Pacing sleeps between small bursts (not per message), so high rates stay accurate.
     """
+    tracker = publisher.tracker()
     started = time.monotonic()
     first_ts: int | None = None
     n = 0
@@ -128,13 +78,18 @@ def produce_batches(
             delay = due - time.monotonic()
             if delay > 0.002:
                 time.sleep(delay)
-            producer.send(key, value)
+            publisher.publish(topic, key, value, tracker)
             n += 1
             if progress and n % 1000 == 0:
                 progress(1000)
         if limit is not None and n >= limit:
             break
-    producer.flush()
+    left = publisher.flush(60.0)
     if progress:
         progress(n % 1000)
-    return ProduceReport(n, producer.delivered, producer.failed, time.monotonic() - started)
+    failed = tracker.take_failed()
+    if left:
+        raise InfrastructureError(f"{left} messages not delivered in 60s")
+    report = ProduceReport(n, tracker.delivered, len(failed), time.monotonic() - started)
+    report.last_error = str(failed[-1].error) if failed else None
+    return report

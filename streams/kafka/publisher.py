@@ -1,4 +1,4 @@
-"""Publishing decisions and dead letters with confluent-kafka (DESIGN §9: 3× Faust's send).
+"""The one producer: decisions, dead letters, labels, transactions (DESIGN §9: 3× Faust's send).
 
 ``produce`` + ``poll(0)`` per message, then one flush per batch in a worker thread (it
 blocks) so the event loop keeps serving. Delivery is tracked **per batch**: every batch
@@ -83,8 +83,9 @@ class DeliveryTracker:
             return failed
 
 
-class DecisionPublisher:
-    """One producer per worker; ``publish(..., tracker)`` then ``await deliver(tracker)``."""
+class Publisher:
+    """One producer per process; ``publish(..., tracker)`` then ``await deliver(tracker)``
+    (or, from blocking code such as ``riskstream produce``, ``flush`` and read the tracker)."""
 
     def __init__(
         self,
@@ -173,6 +174,10 @@ class DecisionPublisher:
         if self._producer is None:
             raise PublishError("publisher not started")
         return self._producer
+
+    def flush(self, timeout_s: float = 60.0) -> int:
+        """Block until everything queued has a report (or the time is up); messages left."""
+        return int(self._require().flush(timeout_s))
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Flush what is queued (blocking: call it off the event loop); messages left."""
