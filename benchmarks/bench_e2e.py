@@ -38,12 +38,12 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from benchmarks.common import CpuMeter, assigned_reader, report
-from features.simulator import SimulatorConfig, simulate
-from streams.embedded import EmbeddedStack, running_stack
+from streams.devtools.embedded import EmbeddedStack, running_stack
+from streams.devtools.local_worker import start_worker
+from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.file_producer import rows_as_json
 from streams.kafka.consume import ready_messages
 from streams.kafka.publisher import Publisher
-from streams.local_worker import start_worker
 from streams.settings import Settings
 
 

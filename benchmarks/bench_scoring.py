@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from benchmarks.common import report
-from models.artifact import load_artifact
 from models.dataset import LabelledData
+from scoring.artifact import load_artifact
 from scoring.onnx_model import OnnxRiskModel
 from scoring.scorer import encode_bucketed
 
@@ -32,8 +32,8 @@ def main() -> None:
     ap.add_argument("--providers", default="CPUExecutionProvider")
     args = ap.parse_args()
     from features.labelled_files import write_table
-    from features.simulator import SimulatorConfig, simulate
     from scoring.onnx_model import OnnxModelConfig
+    from streams.devtools.simulator import SimulatorConfig, simulate
 
     artifact = load_artifact(args.model)
     model = OnnxRiskModel(

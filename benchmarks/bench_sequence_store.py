@@ -19,9 +19,9 @@ from features.featurize import (
     featurize_windows,
     windows_for_batch,
 )
-from features.sequence_store import RedisSequenceStore
-from features.simulator import SimulatorConfig, simulate
-from streams.embedded import running_stack
+from scoring.state.sequence_store import RedisSequenceStore
+from streams.devtools.embedded import running_stack
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 
 async def _store_bench(url: str, rec: np.ndarray, users: list[str], batch: int) -> dict:

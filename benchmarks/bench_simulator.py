@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.common import report
 from features.labelled_files import write_table
-from features.simulator import SimulatorConfig, simulate
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 
 def main() -> None:

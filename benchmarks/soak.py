@@ -24,12 +24,12 @@ import redis
 from confluent_kafka import Consumer
 
 from benchmarks.common import assigned_reader, report
-from features.sequence_store import decode_records
-from features.simulator import SimulatorConfig, simulate
-from streams.embedded import running_stack
+from scoring.state.sequence_store import decode_records
+from streams.devtools.embedded import running_stack
+from streams.devtools.local_worker import start_worker
+from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.file_producer import rows_as_json
 from streams.kafka.publisher import Publisher
-from streams.local_worker import start_worker
 from streams.settings import Settings
 
 REQUIRED = ("transaction_id", "user_id", "timestamp", "amount", "currency", "mcc", "channel")

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from features.errors import RiskstreamError
 from features.iso_codes import ISO_3166_ALPHA2, ISO_4217
 
 CHANNELS: tuple[str, ...] = ("card_present", "contactless", "online", "atm")
@@ -37,8 +38,10 @@ MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-class DecodeError(ValueError):
+class DecodeError(RiskstreamError, ValueError):
     """Raw input that is not a valid transaction; ``str()`` is one line."""
+
+    http_status = 400
 
 
 def _parse_timestamp(value: Any) -> datetime:

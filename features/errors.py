@@ -1,4 +1,5 @@
-"""The exception root shared by every riskstream package (features is the bottom layer).
+"""The one exception root of riskstream (``features`` is the bottom layer, so every package
+can import it).
 
 Each package derives small named subclasses; the CLI and HTTP layers map them to one
 line and one status code in one place each.

@@ -24,7 +24,7 @@ from typing import Any
 
 from locust import HttpUser, User, constant_throughput, events, task
 
-from features.simulator import SimulatorConfig, simulate
+from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.kafka.clients import reader
 from streams.kafka.publisher import Publisher
 

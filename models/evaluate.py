@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import load_artifact
 from models.dataset import LabelledData
 from models.metrics import summary
+from scoring.artifact import load_artifact
 from scoring.onnx_model import OnnxRiskModel
 
 BASELINE_FILE = "baseline.pkl"

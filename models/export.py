@@ -21,16 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
-from models.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, write_manifest
 from models.network import RiskModel
+from scoring.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, write_manifest
 
 OPSET = 18
 ENCODER_INPUTS = ("hist_num", "hist_mcc", "hist_channel", "hist_pad", "hist_len")
 HEAD_INPUTS = ("history_embedding", "cur_num", "cur_mcc", "cur_channel")
 
 
-class ExportError(RuntimeError):
+class ExportError(RiskstreamError):
     """The exported graphs are not safe to serve."""
 
 

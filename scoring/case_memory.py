@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from models.artifact import FRAUD_CASES_FILE, ModelArtifact
+from scoring.artifact import FRAUD_CASES_FILE, ModelArtifact
 from scoring.snapshot_files import read_snapshot, write_snapshot
 
 

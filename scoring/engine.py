@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from features.events import records_from_transactions
-from features.sequence_store import SequenceStore
 from scoring.bundle import ModelBundle
 from scoring.cache_refresh import CacheRefresher, RefreshWork, take_windows
 from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
 from scoring.onnx_model import OnnxRiskModel
 from scoring.scorer import explain_alerts, score_alone, score_batch
+from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from features.featurize import Windows, featurize_windows
-from features.sequence_store import SequenceStore
 from scoring.bundle import ModelBundle
+from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from features.featurize import N_NUMERIC, FeatureBatch
-from models.artifact import ModelArtifact
+from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
 from scoring.metrics import NONFINITE_FALLBACKS
 

@@ -35,7 +35,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.redis_retry import LuaScript, run_pipeline, script_key_ranges
+from scoring.state.redis_retry import LuaScript, run_pipeline, script_key_ranges
 
 
 class ThresholdConfig(BaseModel):

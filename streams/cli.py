@@ -68,7 +68,7 @@ def stack_cmd(
     partitions: int = typer.Option(4, min=1, help="Partitions per created topic."),
 ) -> None:
     """Run the embedded Kafka broker + Redis in the foreground until Ctrl-C."""
-    from streams.embedded import running_stack
+    from streams.devtools.embedded import running_stack
 
     topics = Settings().topics.all()
     stop = threading.Event()

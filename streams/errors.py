@@ -1,4 +1,4 @@
-"""One exception root for riskstream; each subclass maps to one HTTP status and one CLI line.
+"""The streams package's errors (the root, ``RiskstreamError``, is in ``features.errors``).
 
 Messages say what is wrong and what the operator can do, because they are printed as
 the single line a user sees (no traceback unless ``--debug``).

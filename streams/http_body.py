@@ -13,17 +13,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from features.contracts import DecodeError, Transaction, decode_transaction
+from features.errors import RiskstreamError
 
 MAX_HTTP_BODY = 1 << 20
 MAX_HTTP_ITEMS = 1000
 
 
-class BodyError(ValueError):
-    """What is wrong with a request body, with the HTTP status to answer."""
+class BodyError(RiskstreamError):
+    """What is wrong with a request body, with the HTTP status to answer (400 or 413)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
 
 
 class ScoreEnvelope(BaseModel):

@@ -63,7 +63,7 @@ async def score_http(service: WorkerService, raw: bytes) -> tuple[int, dict[str,
     try:
         txs, dry_run = parse_score_body(raw)
     except BodyError as exc:
-        return exc.status, {"error": str(exc)}
+        return exc.http_status, {"error": str(exc)}
     rt = service.runtime
     if rt is None:
         return 503, {"error": "not ready: the model is still loading"}

@@ -19,8 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from features.errors import RiskstreamError
-from features.sequence_store import RedisSequenceStore
-from models.artifact import load_artifact
+from scoring.artifact import load_artifact
 from scoring.batcher import MicroBatcher
 from scoring.bundle import ModelBundle
 from scoring.cache_refresh import RefreshWork
@@ -29,6 +28,7 @@ from scoring.decision import Decision, ScoreRequest
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
+from scoring.state.sequence_store import RedisSequenceStore
 from scoring.thresholds import RedisThresholdPolicy
 from streams.kafka.publisher import Publisher
 from streams.metrics import MODEL_INFO, READY

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.sequence_config import SequenceStoreConfig
+from scoring.state.sequence_config import SequenceStoreConfig
 from scoring.thresholds import ThresholdConfig
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams.embedded import EmbeddedStack, start_stack
+from streams.devtools.embedded import EmbeddedStack, start_stack
 
 #: Small timeouts so group joins take ~1 s on the embedded broker.
 EMBEDDED_CONSUMER_CONF = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 300}

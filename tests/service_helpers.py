@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from features.contracts import Transaction
-from features.simulator import SimulatorConfig, simulate
-from streams.embedded import EmbeddedStack
+from streams.devtools.embedded import EmbeddedStack
+from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.pipeline import RawMessage
 from streams.service import WorkerService
 from streams.settings import Settings

@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from features.simulator import SimulatorConfig, simulate
-from streams.embedded import EmbeddedStack, die_with_parent, free_port
+from streams.devtools.embedded import EmbeddedStack, die_with_parent, free_port
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 
 @dataclass

@@ -40,7 +40,7 @@ def simulate_cmd(
 ) -> None:
     """Write labelled simulated transactions to a file."""
     from features.labelled_files import file_format, write_table
-    from features.simulator import SimulatorConfig, simulate, summarize
+    from streams.devtools.simulator import SimulatorConfig, simulate, summarize
 
     file_format(out)
     cfg = SimulatorConfig(
@@ -72,8 +72,8 @@ def produce_cmd(
 ) -> None:
     """Publish transactions to Kafka (key = user_id), batching with linger + poll(0)."""
     from features.labelled_files import iter_batches
-    from features.simulator import SimulatorConfig, simulate
     from streams.cli import settings_from
+    from streams.devtools.simulator import SimulatorConfig, simulate
     from streams.file_producer import produce_batches
     from streams.kafka.publisher import Publisher
 

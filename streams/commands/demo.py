@@ -108,11 +108,11 @@ def demo_cmd(
     ),
 ) -> None:
     """Run the embedded stack, a worker and simulated traffic; show alerts and a summary."""
-    from features.simulator import SimulatorConfig, simulate
-    from streams.embedded import running_stack
+    from streams.devtools.embedded import running_stack
+    from streams.devtools.local_worker import start_worker
+    from streams.devtools.simulator import SimulatorConfig, simulate
     from streams.file_producer import rows_as_json
     from streams.kafka.publisher import Publisher
-    from streams.local_worker import start_worker
     from streams.settings import Settings
 
     topics = Settings().topics

@@ -35,8 +35,8 @@ def loadtest_cmd(
     out: Path = typer.Option(Path("loadtest-results"), "--out", "-o", help="Result folder."),
 ) -> None:
     """Run Locust headless against the embedded stack and summarise the results."""
-    from streams.embedded import running_stack
-    from streams.local_worker import start_worker
+    from streams.devtools.embedded import running_stack
+    from streams.devtools.local_worker import start_worker
     from streams.settings import Settings
 
     if kind not in ("kafka", "http"):

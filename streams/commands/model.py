@@ -135,7 +135,7 @@ def train_cmd(
 
 def _rehash(folder: Path) -> None:
     """Re-write model.json so the file list covers files added after export."""
-    from models.artifact import MANIFEST_FILE, write_manifest
+    from scoring.artifact import MANIFEST_FILE, write_manifest
 
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest.pop("files", None)
@@ -151,9 +151,9 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a model artifact and its baseline on any labelled file."""
     _require_train_extra()
-    from models.artifact import DEFAULT_ARTIFACT
     from models.dataset import LabelledData
     from models.evaluate import evaluate
+    from scoring.artifact import DEFAULT_ARTIFACT
 
     for path in data:
         if not path.exists():

@@ -21,13 +21,17 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from features.errors import RiskstreamError
+
 COOKIE = "riskstream_console"
 SESSION_S = 12 * 3600
 MAX_NAME = 64
 
 
-class LoginError(ValueError):
+class LoginError(RiskstreamError, ValueError):
     """A login that cannot be accepted; the message is shown to the user."""
+
+    http_status = 401
 
 
 @dataclass(frozen=True)

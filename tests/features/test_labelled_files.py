@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from features.labelled_files import LabelledFileError, iter_batches, read_table, write_table
-from features.simulator import SimulatorConfig, simulate
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from features.featurize import (
     windows_for_batch,
     windows_from_sorted,
 )
-from features.sequence_config import SequenceStoreConfig
-from features.sequence_store import RedisSequenceStore
-from features.simulator import SimulatorConfig, simulate
+from scoring.state.sequence_config import SequenceStoreConfig
+from scoring.state.sequence_store import RedisSequenceStore
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureSpec
-from models.artifact import ArtifactError, load_artifact
 from models.export import (
     ENCODER_INPUTS,
     HEAD_INPUTS,
@@ -21,6 +20,7 @@ from models.export import (
     write_artifact,
 )
 from models.network import NetworkConfig, RiskModel
+from scoring.artifact import ArtifactError, load_artifact
 
 pytestmark = pytest.mark.slow
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from features.contracts import Transaction
-from features.sequence_store import InMemorySequenceStore
-from features.simulator import SimulatorConfig, simulate
-from models.artifact import load_artifact
+from scoring.artifact import load_artifact
 from scoring.bundle import ModelBundle
 from scoring.case_memory import FraudCaseMemory
 from scoring.decision import ScoreRequest, alert_id
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxRiskModel
+from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
 from streams.decision_codec import alert_json, alert_record, score_json, score_record
+from streams.devtools.simulator import SimulatorConfig, simulate
 
 
 @pytest.fixture(scope="module")

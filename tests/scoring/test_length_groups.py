@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from features.featurize import FeatureBatch
-from models.artifact import load_artifact
+from scoring.artifact import load_artifact
 from scoring.length_groups import CALL_COST, ROW_COST, length_groups
 from scoring.onnx_model import N_NUMERIC, OnnxRiskModel
 from scoring.scorer import encode_bucketed

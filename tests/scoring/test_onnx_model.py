@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.featurize import N_NUMERIC, FeatureBatch
-from models.artifact import load_artifact
+from scoring.artifact import load_artifact
 from scoring.metrics import NONFINITE_FALLBACKS
 from scoring.onnx_model import OnnxRiskModel
 

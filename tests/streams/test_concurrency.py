@@ -101,7 +101,7 @@ async def test_a_dry_run_in_the_same_batch_changes_no_stream_decision(
 async def test_the_shadow_model_is_fed_its_own_features(stack, tmp_path: Path) -> None:
     """A shadow whose spec differs (statistics, history length) scores exactly as that
     artifact does when it serves alone."""
-    from models.artifact import DEFAULT_ARTIFACT, write_manifest
+    from scoring.artifact import DEFAULT_ARTIFACT, write_manifest
 
     shadow_dir = tmp_path / "shadow"
     shadow_dir.mkdir()

@@ -25,8 +25,8 @@ from confluent_kafka import Producer
 
 from benchmarks.soak import alert_agreement
 from features.events import id_hash
-from features.sequence_store import decode_records
-from streams.embedded import running_stack
+from scoring.state.sequence_store import decode_records
+from streams.devtools.embedded import running_stack
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [

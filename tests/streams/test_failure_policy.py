@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from streams.embedded import free_port
+from streams.devtools.embedded import free_port
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -74,7 +74,7 @@ def test_healthz_answers_while_shutdown_waits_on_the_broker(tmp_path) -> None:
     import signal
     import uuid
 
-    from streams.embedded import running_stack
+    from streams.devtools.embedded import running_stack
 
     with running_stack() as own:
         wenv = WorkerEnv(own, tmp_path, f"h{uuid.uuid4().hex[:8]}")

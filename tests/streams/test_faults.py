@@ -127,7 +127,7 @@ def test_broker_stop_and_restart_worker_reconnects_and_resumes(tmp_path) -> None
     """
     import uuid
 
-    from streams.embedded import running_stack
+    from streams.devtools.embedded import running_stack
 
     with running_stack() as own:
         wenv = WorkerEnv(own, tmp_path, f"b{uuid.uuid4().hex[:8]}")

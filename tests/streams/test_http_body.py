@@ -38,5 +38,5 @@ def test_the_three_forms() -> None:
 def test_what_is_refused_and_why(value: object, status: int, words: str) -> None:
     with pytest.raises(BodyError) as err:
         parse_score_body(json.dumps(value).encode())
-    assert err.value.status == status and words in str(err.value)
+    assert err.value.http_status == status and words in str(err.value)
     assert "\n" not in str(err.value)

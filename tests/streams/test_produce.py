@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from features.labelled_files import write_table
-from features.simulator import SimulatorConfig, simulate
+from streams.devtools.simulator import SimulatorConfig, simulate
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,13 @@ import pyarrow as pa
 import pytest
 
 from features.contracts import decode_transaction
-from features.simulator import SCENARIOS, SimulatorConfig, simulate, single_field_aucs, summarize
+from streams.devtools.simulator import (
+    SCENARIOS,
+    SimulatorConfig,
+    simulate,
+    single_field_aucs,
+    summarize,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from features.errors import StoreUnavailableError
 from features.events import RECORD_DTYPE, RECORD_SIZE
-from features.sequence_config import DAY_MS, SequenceStoreConfig
-from features.sequence_store import InMemorySequenceStore, RedisSequenceStore
+from scoring.state.sequence_config import DAY_MS, SequenceStoreConfig
+from scoring.state.sequence_store import InMemorySequenceStore, RedisSequenceStore
 
 T0 = 1_767_225_600_000  # 2026-01-01
 
@@ -150,7 +150,7 @@ async def test_memory_store_ttl() -> None:
 
 
 async def test_unreachable_redis_retries_then_fails_loudly() -> None:
-    from streams.embedded import free_port
+    from streams.devtools.embedded import free_port
 
     client = aioredis.Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2

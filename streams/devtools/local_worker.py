@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.embedded import EmbeddedStack, die_with_parent, free_port
+from streams.devtools.embedded import EmbeddedStack, die_with_parent, free_port
 
 
 def embedded_env(

@@ -69,7 +69,7 @@ async def test_redis_pipeline_and_lua_round_trip(stack) -> None:
 
 @pytest.mark.slow
 def test_stack_command_prints_urls_and_ctrl_c_leaves_no_child() -> None:
-    from streams.embedded import die_with_parent
+    from streams.devtools.embedded import die_with_parent
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "stack"],

@@ -22,7 +22,8 @@ ENCODER_FILE = "encoder.onnx"
 HEAD_FILE = "head.onnx"
 MANIFEST_FILE = "model.json"
 FRAUD_CASES_FILE = "fraud_cases.npz"
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "default_artifact"
+# shipped as package data of ``models`` (data only: no training code is imported)
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "models" / "default_artifact"
 
 
 class ArtifactError(RiskstreamError):

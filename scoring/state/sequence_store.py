@@ -31,8 +31,8 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from features.events import RECORD_DTYPE, RECORD_SIZE
-from features.redis_retry import TRANSIENT, LuaScript, run_pipeline, script_key_ranges
-from features.sequence_config import SequenceStoreConfig
+from scoring.state.redis_retry import TRANSIENT, LuaScript, run_pipeline, script_key_ranges
+from scoring.state.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
 # The script reads a record's event time at byte 0 and its tx hash at byte 8 (both

@@ -1,0 +1,53 @@
+"""The shape of the code, checked: one exception root, and a serving path that imports
+neither training code (torch) nor developer tooling."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import subprocess
+import sys
+
+import features
+import models
+import scoring
+import streams
+from features.errors import RiskstreamError
+
+PACKAGES = (features, models, scoring, streams)
+SKIP = {"models.train", "models.network", "models.dataset", "models.export"}  # need torch
+
+
+def _modules() -> list[str]:
+    names = []
+    for pkg in PACKAGES:
+        for info in pkgutil.walk_packages(pkg.__path__, f"{pkg.__name__}."):
+            names.append(info.name)
+    return names
+
+
+def test_every_error_riskstream_defines_derives_from_the_one_root() -> None:
+    outside = []
+    for name in _modules():
+        if name in SKIP or name.startswith("streams.console.static"):
+            continue
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != name or not issubclass(cls, BaseException):
+                continue
+            if not issubclass(cls, RiskstreamError):
+                outside.append(f"{name}.{cls.__name__}")
+    assert not outside, f"errors outside RiskstreamError: {outside}"
+
+
+def test_the_serving_path_imports_no_training_code_and_no_dev_tooling() -> None:
+    code = (
+        "import sys, streams.app, streams.service, streams.http_views, streams.console.views\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'"
+        " or m.startswith(('models.train', 'models.network', 'models.export',"
+        " 'streams.devtools')))\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the worker imports {out.stdout.strip()}"
