@@ -51,3 +51,15 @@ def test_the_serving_path_imports_no_training_code_and_no_dev_tooling() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the worker imports {out.stdout.strip()}"
+
+
+def test_the_demo_runs_without_the_training_stack() -> None:
+    """Quickstart 1 installs only the ``embedded`` extra: the demo must not import torch."""
+    code = (
+        "import sys, streams.cli, streams.commands.demo, streams.devtools.embedded,"
+        " streams.devtools.local_worker, streams.devtools.simulator\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('torch', 'sklearn', 'onnx', 'matplotlib'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the demo imports {out.stdout.strip()}"
