@@ -43,7 +43,7 @@ def id_hash(value: str | None) -> int:
 
 
 def hash_ids(values: Iterable[str | None]) -> np.ndarray:
-    """Vector of ``id_hash`` (a Python loop, ~1 µs per id; only at decode/load time)."""
+    """Vector of ``id_hash`` (a Python loop: used only at decode and load time)."""
     return np.fromiter((id_hash(v) for v in values), dtype=np.uint64)
 
 

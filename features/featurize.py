@@ -304,7 +304,7 @@ def flat_step_features(win: Windows) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Raw numeric features of the valid window positions, flattened row after row.
 
     Returns ``(features [n, F] float64, records [n], valid mask [B, L])``. Padding costs
-    nothing here: a batch padded to its longest history (often 4x the mean) would
+    nothing here: a batch padded to its longest history (often several times the mean) would
     otherwise pay for every padded position in each of the 16 features.
     """
     b, length = win.records.shape

@@ -3,7 +3,7 @@
 A batch closes at ``max_batch`` requests or ``max_wait_ms`` after its first request,
 whichever comes first, or at once when a caller says its group is complete
 (``submit_many(..., complete=True)``: a stream batch Faust already gathered must not wait
-a second time; measured, that wait was a third of the worker's in-batch latency).
+a second time: that wait was a large share of the worker's in-batch latency).
 A failing batch fails only the groups in it (the exception is handed to their futures),
 never the loop.
 """

@@ -1,10 +1,10 @@
 """Group sequences by history length so the encoder pads as little as it pays for.
 
-The encoder's CPU cost, measured here with the 64-event model on one ORT thread
-(2026-11-23, ``benchmarks/bench_scoring.py`` neighbourhood): ~150 µs per call, ~12 µs per
-sequence, ~5.5 µs per padded position. The artifact's buckets (16, 32, 64, …) made a
-3-event history pay for 16 positions and a 33-event one for 64; most users' histories
-are either short (new cards) or at the cap, so that waste was 25–80 % of the encoder.
+The encoder's CPU cost is a fixed cost per call, a cost per sequence and a cost per
+padded position (the constants below; how they were measured is in docs/BENCHMARKS.md).
+The artifact's coarse buckets (16, 32, 64, …) made a 3-event history pay for 16
+positions and a 33-event one for 64; most users' histories are either short (new
+cards) or at the cap, so much of the encoder's work was padding.
 
 Exact grouping is optimal for a given cost model: sort the distinct lengths, and split
 them into contiguous groups, each padded to its longest member, choosing the split

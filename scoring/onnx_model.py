@@ -52,9 +52,8 @@ class OnnxModelConfig:
     #: the device); "always" also on CPU (tests prove it equals plain ``run``)
     io_binding: str = "auto"
     #: ORT's pool threads busy-wait for work by default. In a worker that shares a few
-    #: cores with its consumer, producer and event loop, that burned half the process'
-    #: CPU: 2.96 → 1.57 ms CPU per event at 500 tx/s on 2 cores when turned off (see
-    #: docs/BENCHMARKS.md). Worth turning on only on a dedicated many-core scorer.
+    #: cores with its consumer, producer and event loop, that burned CPU the rest of the
+    #: worker needed (docs/BENCHMARKS.md). Worth turning on only on a dedicated scorer.
     allow_spinning: bool = False
 
 

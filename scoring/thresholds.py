@@ -7,7 +7,7 @@
 
 The band is relative to the global threshold: the global one is calibrated for the
 target alert rate, and a calm user's tiny score variance must not pull their bar far
-below it (that raised the alert rate 4× in the first demo run).
+below it (without the band, calm users' bars sank and the alert rate rose several-fold).
 
 Only scores *below* the threshold in force update the statistics, so an ongoing attack
 cannot raise its own bar. Feedback moves ``adjust_u`` by ``feedback_step`` (a false
@@ -17,11 +17,11 @@ adjustment applies *after* the band: the band guards against statistics (a calm 
 tiny variance), not against an analyst's decision, so a confirmed fraud lowers even a
 bar already at the floor (down to ``lower``).
 State: one small Redis hash per user (n, mean, m2, adj), read per batch by one script
-call and written back by another. A pipeline of HMGET/HSET/EXPIRE per user cost the
-worker's event loop ~60 µs per event in redis-py's command packing and reply parsing
-(py-spy, 2026-11-23), more than the sequence store; one call with all the users' keys
-costs a fraction of that. On Redis Cluster (``cluster_mode``) a script's keys must share
-a slot, so there it is one call per user, still in one pipelined round trip.
+call and written back by another. A pipeline of HMGET/HSET/EXPIRE per user spent more of
+the worker's event loop in redis-py's command packing and reply parsing than the
+sequence store did (profile in docs/BENCHMARKS.md); one call with all the users' keys
+avoids it. On Redis Cluster (``cluster_mode``) a script's keys must share a slot, so
+there it is one call per user, still in one pipelined round trip.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        import uvloop  # DESIGN §9: +10-25 % on the batched agent
+        import uvloop  # a faster event loop for the batched agent (DESIGN §9)
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux

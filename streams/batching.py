@@ -2,8 +2,8 @@
 
 Faust's ``Stream.take_events(n, within)`` stops collecting while its caller processes a
 batch, and afterwards always waits ``within`` for the buffer to fill, so every event
-that arrived during a batch waited for that batch *and* a full window. Measured at
-500 tx/s with a 10 ms window, that was ~10 ms of each event's latency for no gain.
+that arrived during a batch waited for that batch *and* a full window: a window of
+latency per event for no gain (docs/BENCHMARKS.md, "Figures behind code decisions").
 
 ``busy_batches`` keeps collecting while a batch is processed (up to ``max_batch``
 events; then the stream waits: back-pressure), and closes a batch ``linger_s`` after its

@@ -22,8 +22,8 @@ def apply_fetch_wait(ms: int) -> None:
     """Make Faust's aiokafka consumers use ``fetch_max_wait_ms = ms``.
 
     Faust passes a hard-coded 1500 ms; aiokafka reads the attribute when the consumer
-    starts, so setting it right after creation is enough. Measured on the embedded
-    broker: produce→consume p99 533 ms at 1500 ms, 8 ms at 20 ms.
+    starts, so setting it right after creation is enough. On the embedded broker the
+    long poll dominated produce→consume p99 (docs/BENCHMARKS.md).
     """
     from faust.transport.drivers import aiokafka as driver
 
@@ -48,12 +48,12 @@ def apply_eager_delivery() -> None:
     ``consumer.wait_first(callback(message), suspend_flow.wait())`` so that a rebalance
     can interrupt a delivery blocked on a full stream buffer. ``Service.wait_first``
     wraps the callback, the suspend event and the consumer's stopped and crashed events
-    in four tasks, waits for the first and cancels the rest: 30 µs per message on this
-    machine, a tenth of the worker's per-event budget at saturation, although a
-    delivery almost never blocks (Faust stops fetching a partition whose buffer fills).
+    in four tasks, waits for the first and cancels the rest: a noticeable share of the
+    worker's per-event budget at saturation (docs/BENCHMARKS.md), although a delivery
+    almost never blocks (Faust stops fetching a partition whose buffer fills).
 
     Here the consumer's ``wait_first`` first runs the callback up to its first
-    suspension, on the caller's stack (2 µs). A callback that finishes there has
+    suspension, on the caller's stack (no task at all). A callback that finishes there has
     nothing to interrupt; its result is returned as ``wait_first`` would have. One that
     suspends continues in a task raced against the other events exactly as before, so
     a rebalance still interrupts a blocked delivery. ``wait_first`` with a timeout, or

@@ -1,7 +1,7 @@
 """Publish labelled files or simulator output to the ``transactions`` topic.
 
 Through the one ``Publisher`` (``produce`` + ``poll(0)`` per message, one flush at the
-end; a blocking poll or flush per message would cap it near 110 msg/s). Labels stay in
+end; a blocking poll or flush per message would cap it at a round trip per message). Labels stay in
 the file unless ``with_labels`` is set.
 """
 

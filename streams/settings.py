@@ -62,8 +62,8 @@ class KafkaSettings(BaseModel):
         100,
         ge=1,
         le=5000,
-        description="Longest a fetch may wait for data. Faust hard-codes 1500 ms; on the "
-        "embedded broker that put 0.5 s into p99 latency (measured), so it is configurable.",
+        description="Longest a fetch may wait for data. Faust hard-codes 1500 ms, which on the "
+        "embedded broker showed up in p99 latency (docs/BENCHMARKS.md), so it is configurable.",
     )
     stream_buffer: int = Field(
         16384,
@@ -71,14 +71,14 @@ class KafkaSettings(BaseModel):
         le=1_000_000,
         description="Events Faust buffers per topic before it stops fetching. Faust resumes "
         "at 40 percent of it, and a fetch loop with every partition stopped sleeps a whole second; "
-        "at Faust's 4096 that cushion (~0.35 s of a saturated worker) ran dry and the worker "
-        "idled 0.2-0.4 s per cycle (measured). Keep it above 2.5x the events/s of one worker.",
+        "a cushion smaller than that second of a saturated worker runs dry and the worker idles "
+        "(docs/BENCHMARKS.md). Keep it above 2.5x the events/s of one worker.",
     )
     eager_delivery: bool = Field(
         True,
         description="Hand each fetched message to the streams without Faust's four tasks "
-        "per message when the hand-over does not block (streams/faust_tuning.py; about a tenth "
-        "more events/s at saturation; process-wide). false: Faust's own per-message wait_first.",
+        "per message when the hand-over does not block (streams/faust_tuning.py; more events/s "
+        "at saturation, docs/BENCHMARKS.md; process-wide). false: Faust's own wait_first.",
     )
 
     def confluent_config(self) -> dict[str, Any]:

@@ -6,8 +6,8 @@ the last attempt a ``StoreUnavailableError`` says so — never a silent empty re
 
 Lua scripts go through ``LuaScript``, not redis-py's ``Script``: in a pipeline, redis-py
 sends ``SCRIPT EXISTS`` before every execute, so each of the worker's three script calls
-per batch cost two round trips; the py-spy profile at 500 tx/s put that check at as much
-event-loop time as the call itself.
+per batch cost two round trips, and the check took as much event-loop time as the
+call itself (profile in docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

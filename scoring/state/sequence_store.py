@@ -14,9 +14,10 @@ Cluster). One Lua script per batch, for all its users, does per user, atomically
   works) and to the maximum length: the string is sorted, so both cut its front;
 * ``SET … EX ttl`` once, so idle users vanish.
 
-Why a string and not a sorted set + hash (the first layout): reading 47 hash fields back and
-concatenating them in Lua cost ~117 µs per event on the server; one ``GET`` of a 2.5 KB
-string costs about as much as one field. ``read_batch`` is one pipelined ``GET`` per user.
+Why a string and not a sorted set + hash (the first layout): reading every hash field
+back and concatenating them in Lua cost server time in proportion to the history; one
+``GET`` of the whole string costs about as much as one field (docs/BENCHMARKS.md).
+``read_batch`` is one pipelined ``GET`` per user.
 
 Ties in event time order by the tx hash (as an unsigned integer), like numpy's
 ``lexsort((tx, ts))`` everywhere else, so ties resolve identically in training and serving.

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-# 10 ms: the embedded broker holds every fetch for the full wait, data or not, so a
-# reader that times what it reads adds at most this much (BENCHMARKS.md, readers).
+# The embedded broker holds every fetch for the full wait, data or not: a reader that
+# times what it reads adds at most this much, and a shorter wait costs the broker CPU
+# (docs/BENCHMARKS.md, readers).
 READER_FETCH_WAIT_MS = 10
 
 

@@ -1,11 +1,9 @@
 """Read what a confluent-kafka consumer has ready, without waiting for a full batch.
 
 ``Consumer.consume(n, timeout)`` returns early only once ``n`` messages are in; below
-that rate it waits out the whole timeout. At a few hundred events/s a
-``consume(1000, 0.05)`` reader therefore held every message for 25 ms on average and
-50 ms at worst, and the benchmark reported that as broker latency: the "embedded
-broker's two-hop floor" of p50 ~65 / p99 ~110 ms recorded until 2026-11-23 was this
-reader and the relay's, not the broker. Every reader whose timing matters (the demo's
+that rate it waits out the whole timeout, so at a few hundred events/s such a reader
+holds every message for half its timeout on average, and a benchmark reports that as
+broker latency (it once did: docs/BENCHMARKS.md). Every reader whose timing matters (the demo's
 latency watcher, the console feed, the benchmarks) uses this instead: block for the
 first message, then take whatever else is already fetched.
 """

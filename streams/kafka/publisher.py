@@ -1,4 +1,5 @@
-"""The one producer: decisions, dead letters, labels, transactions (DESIGN §9: 3× Faust's send).
+"""The one producer: decisions, dead letters, labels, transactions (faster than Faust's
+send, DESIGN §9).
 
 ``produce`` + ``poll(0)`` per message, then one flush per batch in a worker thread (it
 blocks) so the event loop keeps serving. Delivery is tracked **per batch**: every batch
