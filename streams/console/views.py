@@ -21,6 +21,7 @@ from faust.web import Request, Response, View
 
 from features.contracts import CHANNELS, Feedback
 from streams.console.auth import COOKIE, SESSION_S, ConsoleAuth, LoginError
+from streams.console.bodies import DecisionBody, LoginBody, parse
 from streams.console.case import history_rows
 from streams.console.state import AlertFilter, ConsoleState, Review
 
@@ -72,11 +73,11 @@ def add_console_views(
     @app.page("/console/api/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
-            body = await _json_body(request)
-            if not isinstance(body, dict):
+            body = parse(LoginBody, await _json_body(request))
+            if body is None:
                 return self.json({"error": "expected a JSON object"}, status=400)
             try:
-                cookie = auth.login(body.get("analyst"), body.get("password"))
+                cookie = auth.login(body.analyst, body.password)
             except LoginError as exc:
                 return self.json({"error": str(exc)}, status=401)
             resp = cast(web.Response, self.json({"analyst": auth.analyst(cookie)}))
@@ -154,14 +155,14 @@ def add_console_views(
             analyst = who(request)
             if analyst is None:
                 return denied(self)
-            body = await _json_body(request)
-            if not isinstance(body, dict) or body.get("label") not in ("fraud", "legit"):
+            body = parse(DecisionBody, await _json_body(request))
+            if body is None:
                 error = 'expected {"alert_id", "label": fraud|legit}'
                 return self.json({"error": error}, status=400)
-            alert = state.alert(str(body.get("alert_id")))
+            alert = state.alert(body.alert_id)
             if alert is None:
                 return self.json({"error": "no such recent alert"}, status=404)
-            status, payload = await decide(service, settings, state, alert, body["label"], analyst)
+            status, payload = await decide(service, settings, state, alert, body.label, analyst)
             return self.json(payload, status=status)
 
     del Page, Static, Login, Logout, Me, Alerts, Numbers, Stream, Case, Decide
