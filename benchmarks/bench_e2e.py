@@ -23,6 +23,7 @@ minutes apart says more about the host than about the worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ from confluent_kafka import Consumer
 from benchmarks.common import CpuMeter, assigned_reader, report
 from streams.devtools.embedded import EmbeddedStack, running_stack
 from streams.devtools.local_worker import start_worker
+from streams.devtools.otlp_receiver import OtlpReceiver
 from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.file_producer import rows_as_json
 from streams.kafka.consume import ready_messages
@@ -218,8 +220,23 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="Extra RISKSTREAM_* setting for the worker (repeatable), e.g. to compare tunings.",
     )
+    ap.add_argument(
+        "--otlp-receiver",
+        action="store_true",
+        help="Run an OTLP receiver here and point the worker's tracing at it (with "
+        "--worker-env RISKSTREAM_TRACING__ENABLED=true): what tracing costs, end to end.",
+    )
     args = ap.parse_args()
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    with contextlib.ExitStack() as stack:
+        receiver = None
+        if args.otlp_receiver:
+            receiver = stack.enter_context(OtlpReceiver())
+            worker_env["RISKSTREAM_TRACING__OTLP_ENDPOINT"] = receiver.endpoint
+        _run(args, worker_env, receiver)
+
+
+def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) -> None:
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=3000, days=30, seed=5))
     rows = list(rows_as_json(table, with_labels=False))
@@ -281,6 +298,7 @@ def main() -> None:
         produce_to_decision_latency=_medians(latency),
         produce_to_decision_latency_per_round=latency,
         kafka_two_hop_floor_latency=_medians(floor),
+        spans_received=None if receiver is None else len(receiver.spans()),
     )
 
 

@@ -9,7 +9,8 @@
 
 Environment: RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS, RISKSTREAM_TOPICS__TRANSACTIONS,
 RISKSTREAM_TOPICS__SCORES, LOADTEST_USERS_SIMULATED (card holders), LOADTEST_RATE (msg/s
-per Locust user). Run: ``riskstream loadtest`` (embedded stack) or ``locust -f
+per Locust user), LOADTEST_TRACE_RATIO (share of transactions sent with a W3C
+traceparent). Run: ``riskstream loadtest`` (embedded stack) or ``locust -f
 load_tests/locustfile.py --host http://127.0.0.1:6066``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -25,9 +27,11 @@ from typing import Any
 from locust import HttpUser, User, constant_throughput, events, task
 
 from streams.devtools.simulator import SimulatorConfig, simulate
+from streams.file_producer import new_traceparent
 from streams.kafka.clients import reader
 from streams.kafka.publisher import Publisher
 
+TRACE_RATIO = float(os.environ.get("LOADTEST_TRACE_RATIO", "0"))  # share sent with a traceparent
 BOOTSTRAP = os.environ.get("RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 TX_TOPIC = os.environ.get("RISKSTREAM_TOPICS__TRANSACTIONS", "transactions")
 SCORES_TOPIC = os.environ.get("RISKSTREAM_TOPICS__SCORES", "scores")
@@ -143,7 +147,10 @@ class KafkaTransactionsUser(User):
         assert _traffic is not None and _matcher is not None
         row = _traffic.next()
         _matcher.expect(row["transaction_id"], time.perf_counter())
-        self.producer.publish(TX_TOPIC, row["user_id"], json.dumps(row).encode(), self.sent)
+        headers = new_traceparent() if TRACE_RATIO and random.random() < TRACE_RATIO else None
+        self.producer.publish(
+            TX_TOPIC, row["user_id"], json.dumps(row).encode(), self.sent, headers
+        )
 
 
 class ScoreApiUser(HttpUser):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -45,6 +46,9 @@ class Decision:
     received: float = 0.0  # time.monotonic() when the event entered the worker
     # one instant per decision, so its score and alert records agree (one clock read per batch)
     scored_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: when each stage of the engine batch that made this decision ran: name -> (start, end)
+    #: in epoch nanoseconds; one mapping shared by the batch's decisions (for traces)
+    stages: Mapping[str, tuple[int, int]] | None = None
 
     @property
     def is_alert(self) -> bool:

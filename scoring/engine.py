@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,6 +34,12 @@ from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
 T = TypeVar("T")
+
+
+async def _timed(step: Awaitable[T]) -> tuple[T, int]:
+    """The result of ``step`` and when it finished (epoch ns)."""
+    result = await step
+    return result, time.time_ns()
 
 
 class ScoringEngine:
@@ -89,25 +95,35 @@ class ScoringEngine:
         users = [t.user_id for t in txs]
         records = records_from_transactions(txs)
         wet = [i for i, r in enumerate(requests) if not r.dry_run]
+        s0 = time.time_ns()
         if len(wet) == len(requests):
             prior = await self.store.append_and_read(users, records)
         else:
             prior = await self.store.read_batch(users)
             if wet:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
+        s1 = time.time_ns()
         await self.settle()  # the previous batch's statistics are in before we read them
         # the thresholds are read (read once; the update reuses them) while the model runs
         dry = np.array([r.dry_run for r in requests], dtype=bool)
-        scored, stats = await asyncio.gather(
+        s2 = time.time_ns()
+        scored, (stats, s3) = await asyncio.gather(
             self._off_loop(score_batch, bundle, prior, users, records, dry),
-            self.thresholds.read(users),
+            _timed(self.thresholds.read(users)),
         )
         probs = scored.probs
         thresholds = self.thresholds.thresholds_for(users, stats)
         alerts = np.flatnonzero(probs >= thresholds)
+        s4 = time.time_ns()
         reasons, similar = await self._off_loop(
             explain_alerts, bundle, scored, alerts, self.reasons_top, self.similar_k
         )
+        stages = {
+            "store": (s0, s1),
+            "thresholds": (s2, s3),
+            **scored.times,
+            "explain": (s4, time.time_ns()),
+        }
         if wet:
             # written while the caller publishes; ``settle`` (the caller, before it acks,
             # and the next batch, before it reads) waits for it and raises its failure
@@ -138,6 +154,7 @@ class ScoringEngine:
                 shadow_model_version=shadow_version,
                 received=req.received,
                 scored_at=scored_at,
+                stages=stages,
             )
             for i, req in enumerate(requests)
         ]

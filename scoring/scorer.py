@@ -36,6 +36,7 @@ class Scored:
     features: FeatureBatch
     embeddings: np.ndarray
     probs: np.ndarray
+    times: dict[str, tuple[int, int]]  # featurize, encoder, head: epoch ns (for traces)
 
 
 def score_batch(
@@ -48,10 +49,12 @@ def score_batch(
     """Score every row; the encoder runs only where the cache has no fresh embedding."""
     model = bundle.model
     spec = model.artifact.spec
+    w0 = time.time_ns()
     t0 = time.perf_counter()
     win = windows_for_batch_isolated(prior, users, records, dry, spec)
     fb = featurize_windows(win, spec)
     t1 = time.perf_counter()
+    w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
     versions = history_versions(win)
     if bundle.cache is not None:
@@ -65,10 +68,12 @@ def score_batch(
     if miss.size:
         emb[miss] = encode_bucketed(model, fb, miss)
     t2 = time.perf_counter()
+    w2 = time.time_ns()
     MODEL_LATENCY_MS.labels("encoder").observe((t2 - t1) * 1000)
     probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
-    return Scored(win, fb, emb, probs)
+    times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
+    return Scored(win, fb, emb, probs, times)
 
 
 def explain_alerts(

@@ -75,7 +75,14 @@ def create_app(
         async for events in busy_batches(stream, settings.batch.max_batch, linger):
             now = time.monotonic()
             batch = [
-                RawMessage(e.value, e.message.topic, e.message.partition, e.message.offset, now)
+                RawMessage(
+                    e.value,
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    now,
+                    _headers(e.message.headers),
+                )
                 for e in events
             ]
             # shielded: a SIGTERM mid-batch lets the batch finish before the service stops
@@ -104,12 +111,23 @@ def create_app(
                 if not await _completed(step, svc):
                     await _parked()
                 THRESHOLD_UPDATES.labels(fb.label).inc()
+                trace_id = None
+                if rt.tracing is not None:  # the label joins the alert's trace
+                    trace_id = rt.tracing.feedback(
+                        _headers(event.message.headers),
+                        {
+                            "riskstream.transaction_id": fb.transaction_id,
+                            "riskstream.label": fb.label,
+                            "riskstream.threshold_after": step.result(),
+                        },
+                    )
                 log.info(
-                    "label %s for transaction %s of %s applied: threshold now %.4f",
+                    "label %s for transaction %s of %s applied: threshold now %.4f%s",
                     fb.label,
                     fb.transaction_id,
                     user_ref(fb.user_id, settings.log_user_ids, hash_key),
                     step.result(),
+                    f" trace_id={trace_id}" if trace_id else "",
                 )
 
     @app.timer(interval=60.0)
@@ -142,6 +160,14 @@ def _add_console(app: faust.App, svc: WorkerService, settings: Settings) -> None
 
     app.service(ConsoleService)
     add_console_views(app, svc, settings, state)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes | None]] | None:
+    """A Faust message's headers as (key, value) pairs (the driver gives a list or a dict)."""
+    if not raw:
+        return None
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v) for k, v in items]
 
 
 async def _completed(step: Awaitable[Any], service: WorkerService) -> bool:

@@ -8,6 +8,8 @@ the file unless ``with_labels`` is set.
 from __future__ import annotations
 
 import json
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,12 @@ def rows_as_json(batch: pa.RecordBatch, with_labels: bool) -> Iterator[tuple[str
         yield str(row["user_id"]), json.dumps(payload, separators=(",", ":")).encode()
 
 
+def new_traceparent() -> list[tuple[str, bytes]]:
+    """A ``traceparent`` header opening a new sampled trace (W3C Trace Context, version 00)."""
+    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
+    return [("traceparent", f"00-{trace_id}-{span_id}-01".encode())]
+
+
 def produce_batches(
     publisher: Publisher,
     topic: str,
@@ -54,12 +62,17 @@ def produce_batches(
     with_labels: bool = False,
     limit: int | None = None,
     progress: Callable[[int], None] | None = None,
+    trace_ratio: float = 0.0,
 ) -> ProduceReport:
     """Send rows at ``rate`` msg/s, or with event-time gaps scaled by ``replay_factor``.
+
+    ``trace_ratio``: the share of messages sent with a new, sampled W3C ``traceparent``
+    header, as a bank's traced producer would (the worker's trace continues it).
 
     Pacing sleeps between small bursts (not per message), so high rates stay accurate.
     """
     tracker = publisher.tracker()
+    rng = random.Random()
     started = time.monotonic()
     first_ts: int | None = None
     n = 0
@@ -78,7 +91,8 @@ def produce_batches(
             delay = due - time.monotonic()
             if delay > 0.002:
                 time.sleep(delay)
-            publisher.publish(topic, key, value, tracker)
+            headers = new_traceparent() if trace_ratio and rng.random() < trace_ratio else None
+            publisher.publish(topic, key, value, tracker, headers)
             n += 1
             if progress and n % 1000 == 0:
                 progress(1000)

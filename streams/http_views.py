@@ -12,7 +12,11 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.openmetrics.exposition import (
+    CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from features.errors import RiskstreamError
 from scoring.decision import ScoreRequest
@@ -41,6 +45,11 @@ def add_views(app: faust.App, service: WorkerService, settings: Settings) -> Non
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            if "application/openmetrics-text" in request.headers.get("Accept", ""):
+                # OpenMetrics carries the exemplars (a traced observation's trace id)
+                return self.bytes(
+                    openmetrics_latest(REGISTRY), headers={"Content-Type": OPENMETRICS_CONTENT_TYPE}
+                )
             # text/plain is Prometheus' text exposition format (aiohttp adds the charset)
             return self.text(generate_latest().decode(), content_type="text/plain")
 

@@ -40,6 +40,7 @@ from streams.metrics import (
     reason_class,
 )
 from streams.settings import TopicSettings
+from streams.tracing import Headers, TracedDecision, Tracing, forwarded, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RawMessage:
     partition: int
     offset: int
     received: float  # time.monotonic()
+    headers: Headers | None = None  # the Kafka headers (a bank's traceparent, if any)
 
 
 def dead_letter(msg: RawMessage, error: str) -> bytes:
@@ -85,16 +87,19 @@ class BatchPipeline:
         topics: TopicSettings,
         refresh: Callable[[Any], Awaitable[int]] | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.score = score
         self._settle = settle
         self._refresh = refresh
         self.publisher = publisher
         self.topics = topics
+        self.tracing = tracing
         self._refreshing: asyncio.Task[int] | None = None
 
     async def process(self, messages: list[RawMessage]) -> list[Decision]:
         tracker = self.publisher.tracker()  # this batch's deliveries, judged on their own
+        started_ns = time.time_ns()
         requests: list[ScoreRequest] = []
         sources: list[RawMessage] = []
         for msg in messages:
@@ -110,6 +115,9 @@ class BatchPipeline:
             sources.append(msg)
         decisions: list[Decision] = []
         pending = None
+        traced: list[TracedDecision] = []
+        headers: dict[str, list[tuple[str, bytes]]] | None = None
+        decoded_ns = scored_ns = time.time_ns()
         if requests:
             t0 = time.perf_counter()
             try:
@@ -125,16 +133,44 @@ class BatchPipeline:
                 )
                 decisions, pending = await self._score_isolating(requests, sources, tracker)
             STAGE_MS.labels("score").observe((time.perf_counter() - t0) * 1000)
-            self.publish_decisions(decisions, tracker)
+            scored_ns = time.time_ns()
+            if self.tracing is not None:
+                incoming = {
+                    r.tx.transaction_id: m.headers
+                    for r, m in zip(requests, sources, strict=True)
+                    if m.headers
+                }
+                traced, headers = self._trace(decisions, incoming, started_ns)
+            self.publish_decisions(decisions, tracker, headers)
         t1 = time.perf_counter()
+        published_ns = time.time_ns()
         if self._settle is not None:  # the batch's threshold write, made while publishing
             await asyncio.gather(self.publisher.deliver(tracker), self._settle())
         else:
             await self.publisher.deliver(tracker)
         STAGE_MS.labels("publish").observe((time.perf_counter() - t1) * 1000)
         now_mono, now_wall = time.monotonic(), time.time()
+        exemplars: dict[str, str] = {}
+        if traced:
+            acked_ns = time.time_ns()
+            ours = {
+                "decode": (started_ns, decoded_ns),
+                "publish": (scored_ns, published_ns),
+                "ack": (published_ns, acked_ns),
+            }
+            engine = {id(d.stages): d.stages for d in decisions if d.stages is not None}
+            assert self.tracing is not None
+            self.tracing.finish_batch(traced, [ours, *engine.values()], len(decisions), acked_ns)
+            # a slow observation's trace, one click from the latency histogram
+            exemplars = {t.decision.tx.transaction_id: t.trace_id for t in traced}
         for d in decisions:
-            INGEST_TO_PUBLISH_MS.observe((now_mono - d.received) * 1000)
+            trace_id = exemplars.get(d.tx.transaction_id) if exemplars else None
+            if trace_id is None:
+                INGEST_TO_PUBLISH_MS.observe((now_mono - d.received) * 1000)
+            else:
+                INGEST_TO_PUBLISH_MS.observe(
+                    (now_mono - d.received) * 1000, exemplar={"trace_id": trace_id}
+                )
             EVENT_TO_PUBLISH_MS.observe(max(0.0, (now_wall - d.tx.timestamp.timestamp()) * 1000))
         EVENTS.labels("scored").inc(len(decisions))
         if pending is not None and self._refresh is not None:
@@ -146,6 +182,27 @@ class BatchPipeline:
             previous = self._refreshing
             self._refreshing = asyncio.ensure_future(self._refresh_after(previous, pending))
         return decisions
+
+    def _trace(
+        self, decisions: list[Decision], incoming: dict[str, Headers], started_ns: int
+    ) -> tuple[list[TracedDecision], dict[str, list[tuple[str, bytes]]]]:
+        """Start the spans of the transactions to trace; the headers each record carries."""
+        tracing = self.tracing
+        assert tracing is not None
+        traced: list[TracedDecision] = []
+        headers: dict[str, list[tuple[str, bytes]]] = {}
+        for d in decisions:
+            raw = incoming.get(d.tx.transaction_id)
+            parent = tracing.parent(raw)
+            if tracing.wanted(parent, d.is_alert):
+                t = tracing.start_decision(d, parent, started_ns)
+                traced.append(t)
+                headers[d.tx.transaction_id] = t.headers
+            elif raw is not None:
+                kept = forwarded(raw)  # not traced here: the bank's context goes on as it came
+                if kept:
+                    headers[d.tx.transaction_id] = kept
+        return traced, headers
 
     async def _score_isolating(
         self,
@@ -167,11 +224,12 @@ class BatchPipeline:
                 DEAD_LETTERS.labels("poison").inc()
                 EVENTS.labels("dead_letter").inc()
                 log.error(
-                    "dead-lettered a poison event at %s[%d]@%d: %s",
+                    "dead-lettered a poison event at %s[%d]@%d: %s%s",
                     msg.topic,
                     msg.partition,
                     msg.offset,
                     error,
+                    _trace_field(msg.headers),
                 )
                 continue
             decisions.extend(got)
@@ -193,14 +251,28 @@ class BatchPipeline:
         if self._refreshing is not None:
             await asyncio.wait([self._refreshing])
 
-    def publish_decisions(self, decisions: list[Decision], tracker: DeliveryTracker) -> None:
-        """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id)."""
+    def publish_decisions(
+        self,
+        decisions: list[Decision],
+        tracker: DeliveryTracker,
+        headers: dict[str, list[tuple[str, bytes]]] | None = None,
+    ) -> None:
+        """Queue every decision on ``scores`` and alerts on ``alerts`` (key = user id);
+        ``headers`` (trace context) by transaction id, for the records that carry some."""
         publish = self.publisher.publish
         for d in decisions:
-            publish(self.topics.scores, d.tx.user_id, score_json(d), tracker)
+            h = headers.get(d.tx.transaction_id) if headers else None
+            publish(self.topics.scores, d.tx.user_id, score_json(d), tracker, h)
             if d.is_alert:
-                publish(self.topics.alerts, d.tx.user_id, alert_json(d), tracker)
+                publish(self.topics.alerts, d.tx.user_id, alert_json(d), tracker, h)
                 ALERTS.inc()
+
+
+def _trace_field(headers: Headers | None) -> str:
+    """`` trace_id=...`` for a log line about a message that carries a trace context."""
+    parent = trace_headers(headers).get("traceparent", "")
+    parts = parent.split("-")
+    return f" trace_id={parts[1]}" if len(parts) == 4 else ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from scoring.decision import Decision, ScoreRequest
 from scoring.engine import ScoringEngine
 from streams.kafka.publisher import Publisher
 from streams.pipeline import BatchPipeline
+from streams.tracing import Tracing
 
 ScoredRequest = tuple[Decision, RefreshWork]
 
@@ -30,3 +31,4 @@ class Runtime:
     batcher: MicroBatcher[ScoreRequest, ScoredRequest]
     publisher: Publisher
     pipeline: BatchPipeline
+    tracing: Tracing | None = None  # None when tracing is off

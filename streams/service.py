@@ -35,6 +35,7 @@ from streams.metrics import MODEL_INFO, READY
 from streams.pipeline import BatchPipeline
 from streams.runtime import Runtime, ScoredRequest
 from streams.settings import KafkaSettings, Settings
+from streams.tracing import build_tracing
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,16 @@ class WorkerService:
         async def refresh(works: list[RefreshWork]) -> int:
             return sum([await engine.refresh_cache(w) for w in works])
 
+        tracing = build_tracing(s.tracing)
         pipeline = BatchPipeline(
-            score_via_batcher, publisher, s.topics, refresh=refresh, settle=engine.settle
+            score_via_batcher,
+            publisher,
+            s.topics,
+            refresh=refresh,
+            settle=engine.settle,
+            tracing=tracing,
         )
-        self.runtime = Runtime(client, engine, batcher, publisher, pipeline)
+        self.runtime = Runtime(client, engine, batcher, publisher, pipeline, tracing)
         self._started.set()
         MODEL_INFO.info(
             {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
@@ -246,4 +253,6 @@ class WorkerService:
         if left:
             log.warning("%d messages still unacknowledged at shutdown", left)
         await rt.redis.aclose()
+        if rt.tracing is not None:
+            await loop.run_in_executor(None, rt.tracing.shutdown)
         READY.set(0)

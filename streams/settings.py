@@ -197,6 +197,30 @@ class ConsoleSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (docs/deploy.md, "Tracing"); off by default.
+
+    Which transactions are traced is decided after scoring: those whose bank-sent
+    ``traceparent`` is sampled, a ``sample_ratio`` share of the others, and every alert
+    when ``always_sample_alerts``. Nothing is recorded for the rest.
+    """
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(False, description="Export traces (needs the `tracing` extra).")
+    sample_ratio: float = Field(
+        0.01, ge=0, le=1, description="Share of transactions without a sampled parent traced."
+    )
+    always_sample_alerts: bool = Field(True, description="Trace every alerted transaction.")
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint (collector)."
+    )
+    export_interval_ms: int = Field(
+        2000, ge=10, le=60_000, description="How often finished spans are sent in a batch."
+    )
+    service_name: str = Field("riskstream-worker", description="The resource's service.name.")
+
+
 class Settings(BaseSettings):
     """Effective configuration of a riskstream process."""
 
@@ -216,6 +240,7 @@ class Settings(BaseSettings):
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
     http: HttpSettings = Field(default_factory=HttpSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     app_id: str = Field(
         "riskstream", min_length=1, description="Faust app id = the Kafka consumer group."
     )

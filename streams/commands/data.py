@@ -68,6 +68,9 @@ def produce_cmd(
     limit: int | None = typer.Option(None, min=1, help="Stop after this many messages."),
     with_labels: bool = typer.Option(False, "--with-labels", help="Include is_fraud (tests)."),
     topic: str | None = typer.Option(None, help="Topic (default: settings' transactions)."),
+    trace_ratio: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="Share of messages sent with a new sampled traceparent."
+    ),
     bootstrap_servers: str | None = typer.Option(None, "--bootstrap-servers", "-b"),
 ) -> None:
     """Publish transactions to Kafka (key = user_id), batching with linger + poll(0)."""
@@ -111,6 +114,7 @@ def produce_cmd(
             with_labels=with_labels,
             limit=limit,
             progress=lambda k: bar.advance(task, k),
+            trace_ratio=trace_ratio,
         )
     if report.failed:
         raise RiskstreamError(

@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from streams.console.state import ConsoleState
 from streams.kafka.clients import consumer as kafka_consumer
@@ -95,7 +95,7 @@ class ConsoleFeed:
             while not self._stop.is_set():
                 messages = ready_messages(consumer, 500, 0.2)
                 batch = [
-                    (m.topic() or "", m.value() or b"", m.timestamp()[1])
+                    (m.topic() or "", m.value() or b"", m.timestamp()[1], _traceparent(m))
                     for m in messages
                     if m.error() is None
                 ]
@@ -106,12 +106,21 @@ class ConsoleFeed:
         finally:
             consumer.close()
 
-    def _apply(self, batch: list[tuple[str, bytes, int]]) -> None:
+    def _apply(self, batch: list[tuple[str, bytes, int, str | None]]) -> None:
         alerts, feedback = self.topics["alerts"], self.topics["feedback"]
-        for topic, value, ts_ms in batch:
+        for topic, value, ts_ms, traceparent in batch:
             if topic == alerts:
-                self.state.add_alert(value or b"", ts_ms)
+                self.state.add_alert(value or b"", ts_ms, traceparent)
             elif topic == feedback:
                 self.state.add_feedback(value or b"", ts_ms)
             else:
                 self.state.add_scored(ts_ms)
+
+
+def _traceparent(message: Message) -> str | None:
+    """The W3C ``traceparent`` header of an alert record, if it has one."""
+    headers = message.headers()
+    for key, value in headers.items() if isinstance(headers, dict) else headers or ():
+        if key == "traceparent" and isinstance(value, bytes):
+            return value.decode("ascii", "replace")
+    return None

@@ -75,8 +75,13 @@ class ConsoleState:
 
     # ---- ingestion (called on the loop thread with decoded messages) ----
 
-    def add_alert(self, raw: bytes, ts_ms: int) -> dict[str, Any] | None:
-        """Record one alert message; a redelivered alert id is ignored (returns None)."""
+    def add_alert(
+        self, raw: bytes, ts_ms: int, traceparent: str | None = None
+    ) -> dict[str, Any] | None:
+        """Record one alert message; a redelivered alert id is ignored (returns None).
+
+        ``traceparent``: the alert record's trace context, carried into the analyst's
+        label so it joins the transaction's trace."""
         try:
             alert = json.loads(raw)
             alert_id = str(alert["alert_id"])
@@ -86,6 +91,8 @@ class ConsoleState:
         if alert_id in self.alerts:
             return None
         alert["received_ms"] = ts_ms
+        if traceparent:
+            alert["traceparent"] = traceparent
         self.alerts[alert_id] = alert
         self.by_transaction[tx] = alert_id
         while len(self.alerts) > self.capacity:

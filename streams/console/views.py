@@ -197,7 +197,11 @@ async def decide(
     try:
         before = float((await engine.thresholds.thresholds([user]))[0])
         tracker = publisher.tracker()  # this label's delivery only
-        publisher.publish(settings.topics.feedback, user, fb.model_dump_json().encode(), tracker)
+        trace = alert.get("traceparent")
+        headers = [("traceparent", str(trace).encode("ascii"))] if trace else None
+        publisher.publish(
+            settings.topics.feedback, user, fb.model_dump_json().encode(), tracker, headers
+        )
         await publisher.deliver(tracker)
     except Exception as exc:
         if existing is None:

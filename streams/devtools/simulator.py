@@ -412,13 +412,19 @@ def _fraud(world: _World, legit: _Columns, n_target: int) -> _Columns:
     return out
 
 
+def _draw(rng: np.random.Generator, pool: np.ndarray, n: int, size: int) -> np.ndarray:
+    """``n`` indices from ``pool``; from all ``size`` rows when a short or small simulation
+    leaves the pool empty (fewer days than the history a scenario prefers)."""
+    return rng.choice(pool if pool.size else np.arange(size), n)
+
+
 def _pick_victims(world: _World, legit: _Columns, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Victims are active users; an episode starts after one of their own transactions."""
     rng = world.rng
     # draw legit transactions uniformly: victims weighted by activity, start after history
     t_min = legit.ts.min() + 3 * DAY_MS
     eligible = np.flatnonzero(legit.ts > t_min)
-    pick = legit.take(rng.choice(eligible, n))
+    pick = legit.take(_draw(rng, eligible, n, legit.ts.size))
     return pick.user, pick.ts + rng.integers(10 * MINUTE_MS, 12 * HOUR_MS, n)
 
 
@@ -553,7 +559,7 @@ def _impossible_travel(
     present = np.flatnonzero(
         (legit.channel != CHANNELS.index("online")) & (legit.ts > legit.ts.min() + 3 * DAY_MS)
     )
-    anchor = legit.take(rng.choice(present, sizes.size))
+    anchor = legit.take(_draw(rng, present, sizes.size, legit.ts.size))
     start = anchor.ts + rng.integers(20 * MINUTE_MS, 120 * MINUTE_MS, sizes.size)
     ep, ts = _episode_events(rng, sizes, start, 40 * MINUTE_MS)
     far = (anchor.city + rng.integers(5, len(CITIES) - 5, sizes.size)) % len(CITIES)
@@ -573,9 +579,11 @@ def _compromised_merchant(
         (legit.channel != CHANNELS.index("online")) & (legit.ts < legit.ts.min() + span * 0.7)
     )
     # a handful of breached merchants; their customers' cards are misused 2-10 days later
-    breached = np.unique(legit.merchant[rng.choice(offline, max(1, sizes.size // 8))])
+    breached = np.unique(
+        legit.merchant[_draw(rng, offline, max(1, sizes.size // 8), legit.ts.size)]
+    )
     visits = offline[np.isin(legit.merchant[offline], breached)]
-    anchor = legit.take(rng.choice(visits, sizes.size))
+    anchor = legit.take(_draw(rng, visits, sizes.size, legit.ts.size))
     start = anchor.ts + rng.integers(2 * DAY_MS, 10 * DAY_MS, sizes.size)
     ep, ts = _episode_events(rng, sizes, start, 4 * HOUR_MS)
     cats = rng.choice(_cats(5732, 5999, 5311, 5815, 5411, 5812, 4121, 5651), ep.size)

@@ -21,7 +21,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -40,6 +40,7 @@ class _Failed:
     topic: str
     key: bytes | None
     value: bytes
+    headers: Any  # as librdkafka reported them: re-sent unchanged
     error: KafkaError
 
 
@@ -71,7 +72,10 @@ class DeliveryTracker:
             if err is None:
                 self.delivered += 1
             else:
-                self._failed.append(_Failed(msg.topic() or "", msg.key(), msg.value() or b"", err))
+                headers = msg.headers()
+                self._failed.append(
+                    _Failed(msg.topic() or "", msg.key(), msg.value() or b"", headers, err)
+                )
 
     @property
     def outstanding(self) -> int:
@@ -119,14 +123,25 @@ class Publisher:
         return DeliveryTracker()
 
     def publish(
-        self, topic: str, key: str | bytes | None, value: bytes, tracker: DeliveryTracker
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        tracker: DeliveryTracker,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Queue one message; its delivery report goes to ``tracker``."""
         producer = self._require()
         tracker._sent()
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=tracker.on_delivery)
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=cast(Any, headers),
+                    on_delivery=tracker.on_delivery,
+                )
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -169,7 +184,7 @@ class Publisher:
             tracker.retried += len(failed)
             DELIVERY_RETRIES.inc()
             for f in failed:
-                self.publish(f.topic, f.key, f.value, tracker)
+                self.publish(f.topic, f.key, f.value, tracker, f.headers)
 
     def _require(self) -> Producer:
         if self._producer is None:

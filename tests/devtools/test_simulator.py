@@ -89,3 +89,10 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
         other.column("transaction_id")[0]
         != simulate(SimulatorConfig(users=300, days=20, seed=7)).column("transaction_id")[0]
     )
+
+
+def test_a_period_shorter_than_the_victims_history_still_simulates() -> None:
+    """Two days is shorter than the three days of history a victim is picked after: it
+    used to raise from numpy ("a cannot be empty") instead of simulating."""
+    table = simulate(SimulatorConfig(users=2, days=2, seed=1))
+    assert table.num_rows > 0 and sum(table.column("is_fraud").to_pylist()) > 0
