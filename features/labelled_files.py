@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +20,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.errors import RiskstreamError
+
+if TYPE_CHECKING:
+    from features.column_mapping import ColumnMapping
 
 CANONICAL_SCHEMA = pa.schema(
     [
@@ -65,12 +69,18 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-def iter_batches(path: Path | str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Stream canonical batches from any labelled file."""
+def iter_batches(
+    path: Path | str, batch_rows: int = 65_536, mapping: ColumnMapping | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream canonical batches from any labelled file; ``mapping`` maps a foreign layout
+    (``features.column_mapping``) onto the contract first."""
     path = Path(path)
     fmt = file_format(path)
     if not path.exists():
         raise LabelledFileError(f"{path}: no such file")
+    if mapping is not None:
+        yield from _mapped(path, fmt, batch_rows, mapping)
+        return
     if fmt == "parquet":
         raw: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
     elif fmt == "csv":
@@ -95,13 +105,40 @@ def iter_batches(path: Path | str, batch_rows: int = 65_536) -> Iterator[pa.Reco
         yield canonicalize(batch, path)
 
 
+def _mapped(
+    path: Path, fmt: str, batch_rows: int, mapping: ColumnMapping
+) -> Iterator[pa.RecordBatch]:
+    """A foreign file through its mapping: every source column read as it is (CSV: as
+    text, the mapping's transforms parse it), then mapped, then canonicalized."""
+    if fmt == "parquet":
+        raw: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+    elif fmt == "csv":
+        raw = iter(
+            pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 200)),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in mapping.source_columns()},
+                    strings_can_be_null=True,
+                ),
+            )
+        )
+    else:
+        raw = _iter_jsonl(path, batch_rows, stringify=False)
+    row = 0
+    for batch in raw:
+        mapped = mapping.apply(batch, str(path), first_row=row)
+        row += batch.num_rows
+        yield canonicalize(mapped, f"{path} (mapping {mapping.name!r})")
+
+
 def read_table(path: Path | str) -> pa.Table:
     """Whole file as one canonical table (for training-sized data that fits in memory)."""
     batches = list(iter_batches(path))
     return pa.Table.from_batches(batches, schema=CANONICAL_SCHEMA)
 
 
-def _iter_jsonl(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _iter_jsonl(path: Path, batch_rows: int, stringify: bool = True) -> Iterator[pa.RecordBatch]:
     rows: list[dict[str, object]] = []
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -112,10 +149,10 @@ def _iter_jsonl(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
             except json.JSONDecodeError as exc:
                 raise LabelledFileError(f"{path}:{lineno}: not JSON: {exc.msg}") from None
             if len(rows) >= batch_rows:
-                yield pa.RecordBatch.from_pylist(_stringify(rows))
+                yield pa.RecordBatch.from_pylist(_stringify(rows) if stringify else rows)
                 rows = []
     if rows:
-        yield pa.RecordBatch.from_pylist(_stringify(rows))
+        yield pa.RecordBatch.from_pylist(_stringify(rows) if stringify else rows)
 
 
 def _stringify(rows: list[dict[str, object]]) -> list[dict[str, object]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.column_mapping import ColumnMapping
 from features.events import records_from_table
 from features.featurize import (
     FeatureBatch,
@@ -37,11 +38,14 @@ class LabelledData:
     transaction_ids: np.ndarray
 
     @classmethod
-    def from_files(cls, paths: Sequence[Path | str]) -> LabelledData:
-        """Read one or more labelled files (any supported format), streaming."""
+    def from_files(
+        cls, paths: Sequence[Path | str], mapping: ColumnMapping | None = None
+    ) -> LabelledData:
+        """Read one or more labelled files (any supported format), streaming; ``mapping``
+        maps a foreign layout onto the contract (``features.column_mapping``)."""
         recs, users, labels, scen, txids = [], [], [], [], []
         for path in paths:
-            for batch in iter_batches(path):
+            for batch in iter_batches(path, mapping=mapping):
                 recs.append(records_from_table(batch))
                 users.extend(batch.column("user_id").to_pylist())
                 labels.append(batch.column("is_fraud").to_numpy(zero_copy_only=False))

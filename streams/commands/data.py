@@ -68,6 +68,9 @@ def produce_cmd(
     limit: int | None = typer.Option(None, min=1, help="Stop after this many messages."),
     with_labels: bool = typer.Option(False, "--with-labels", help="Include is_fraud (tests)."),
     topic: str | None = typer.Option(None, help="Topic (default: settings' transactions)."),
+    column_map: str | None = typer.Option(
+        None, "--map", help="Map a foreign layout onto the contract: a preset or a YAML file."
+    ),
     trace_ratio: float = typer.Option(
         0.0, min=0.0, max=1.0, help="Share of messages sent with a new sampled traceparent."
     ),
@@ -86,7 +89,12 @@ def produce_cmd(
         raise typer.BadParameter("--rate and --replay are exclusive")
     settings = settings_from(bootstrap_servers)
     if file is not None:
-        batches = iter_batches(file)
+        mapping = None
+        if column_map is not None:
+            from features.column_mapping import load_mapping
+
+            mapping = load_mapping(column_map)
+        batches = iter_batches(file, mapping=mapping)
         total = None
     else:
         table = simulate(SimulatorConfig(users=simulate_users, days=days, seed=seed))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -32,6 +33,15 @@ def _require_train_extra() -> None:
         ) from None
 
 
+def _mapping(spec: str | None) -> Any:
+    """The ``--map`` mapping (a preset or a YAML file), or None."""
+    if spec is None:
+        return None
+    from features.column_mapping import load_mapping
+
+    return load_mapping(spec)
+
+
 def train_cmd(
     data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write."),
@@ -46,6 +56,12 @@ def train_cmd(
         0.005, min=1e-5, max=0.5, help="Target alert rate for the global threshold."
     ),
     report: Path | None = typer.Option(None, help="Evaluation report folder (default OUT/report)."),
+    column_map: str | None = typer.Option(
+        None,
+        "--map",
+        help="Map a foreign layout onto the contract: a preset (finforge, tabformer, sparkov, "
+        "paysim, ieee-cis) or a YAML mapping file (docs/MODEL.md, Bring your own data).",
+    ),
 ) -> None:
     """Train the Transformer+LSTM and the baseline; export and evaluate the artifact."""
     _require_train_extra()
@@ -60,7 +76,7 @@ def train_cmd(
         if not path.exists():
             raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
     with console.status("reading labelled data"):
-        dataset = LabelledData.from_files(data)
+        dataset = LabelledData.from_files(data, _mapping(column_map))
     console.print(f"{len(dataset)} events, {int(dataset.labels.sum())} fraud")
     cfg = TrainConfig(
         seed=seed,
@@ -148,6 +164,12 @@ def evaluate_cmd(
     data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
     out: Path = typer.Option(Path("evaluation"), "--out", "-o", help="Report folder."),
     max_negatives: int = typer.Option(200_000, min=1000, help="Legit events scored at most."),
+    column_map: str | None = typer.Option(
+        None,
+        "--map",
+        help="Map a foreign layout onto the contract: a preset (finforge, tabformer, sparkov, "
+        "paysim, ieee-cis) or a YAML mapping file (docs/MODEL.md, Bring your own data).",
+    ),
 ) -> None:
     """Evaluate a model artifact and its baseline on any labelled file."""
     _require_train_extra()
@@ -158,7 +180,7 @@ def evaluate_cmd(
     for path in data:
         if not path.exists():
             raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
-    dataset = LabelledData.from_files(data)
+    dataset = LabelledData.from_files(data, _mapping(column_map))
     with console.status(f"scoring {len(dataset)} events"):
         results = evaluate(model or DEFAULT_ARTIFACT, dataset, out, max_negatives=max_negatives)
     console.print(f"report written to {out / 'report.md'}")
