@@ -3,7 +3,9 @@
 A batch closes at ``max_batch`` requests or ``max_wait_ms`` after its first request,
 whichever comes first, or at once when a caller says its group is complete
 (``submit_many(..., complete=True)``: a stream batch Faust already gathered must not wait
-a second time: that wait was a large share of the worker's in-batch latency).
+a second time: that wait was a large share of the worker's in-batch latency). The worker
+runs it with ``max_wait_ms`` 0 (``batch.idle_linger_ms``): a batch takes whatever queued
+while the model was busy and never waits for requests that may not come.
 A failing batch fails only the groups in it (the exception is handed to their futures),
 never the loop.
 """

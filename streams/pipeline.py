@@ -165,13 +165,14 @@ class BatchPipeline:
             exemplars = {t.decision.tx.transaction_id: t.trace_id for t in traced}
         for d in decisions:
             trace_id = exemplars.get(d.tx.transaction_id) if exemplars else None
+            ingest = (now_mono - d.received) * 1000
+            event = max(0.0, (now_wall - d.tx.timestamp.timestamp()) * 1000)
             if trace_id is None:
-                INGEST_TO_PUBLISH_MS.observe((now_mono - d.received) * 1000)
+                INGEST_TO_PUBLISH_MS.observe(ingest)
+                EVENT_TO_PUBLISH_MS.observe(event)
             else:
-                INGEST_TO_PUBLISH_MS.observe(
-                    (now_mono - d.received) * 1000, exemplar={"trace_id": trace_id}
-                )
-            EVENT_TO_PUBLISH_MS.observe(max(0.0, (now_wall - d.tx.timestamp.timestamp()) * 1000))
+                INGEST_TO_PUBLISH_MS.observe(ingest, exemplar={"trace_id": trace_id})
+                EVENT_TO_PUBLISH_MS.observe(event, exemplar={"trace_id": trace_id})
         EVENTS.labels("scored").inc(len(decisions))
         if pending is not None and self._refresh is not None:
             # The refresh (an encoder run per scored user, so their next event finds a

@@ -165,7 +165,7 @@ class WorkerService:
             decisions, work = await engine.score(reqs)
             return [(d, work) for d in decisions]
 
-        batcher = MicroBatcher(score_many, s.batch.max_batch, s.batch.max_wait_ms)
+        batcher = MicroBatcher(score_many, s.batch.max_batch, s.batch.idle_linger_ms)
         await batcher.start()
 
         async def score_via_batcher(

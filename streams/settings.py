@@ -144,7 +144,15 @@ class BatchSettings(BaseModel):
     max_wait_ms: float = Field(
         10.0,
         ge=0,
-        description="A batch closes this long after its first event arrived (or when full).",
+        description="A stream batch closes this long after its first event arrived (or when full).",
+    )
+    idle_linger_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a request (POST /v1/score) waits for company when the model is "
+        "idle. 0: dispatched at once; requests arriving while the model is busy are still "
+        "batched together.",
     )
 
 

@@ -366,6 +366,7 @@ def test_a_bad_mapping_file_is_one_line(tmp_path: Path) -> None:
         load_mapping(tmp_path / "absent.yaml")
 
 
+@pytest.mark.slow
 def test_the_cli_says_one_line_for_a_bad_map(tmp_path: Path) -> None:
     data = _write(tmp_path, "p", *LAYOUTS["paysim"])
     out = subprocess.run(

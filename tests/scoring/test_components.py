@@ -53,6 +53,37 @@ async def test_batcher_closes_a_complete_group_without_waiting() -> None:
         await b.stop()
 
 
+async def test_an_idle_batcher_dispatches_at_once_and_batches_what_queues_while_busy() -> None:
+    """With no linger (the worker's HTTP setting) a lone request never waits for company;
+    requests that arrive while the model is busy go together in the next batch (#22)."""
+    sizes: list[int] = []
+    busy, release = asyncio.Event(), asyncio.Event()
+
+    async def fn(reqs: list[int]) -> list[int]:
+        sizes.append(len(reqs))
+        if reqs[0] == 0:  # the first batch holds the model until released
+            busy.set()
+            await release.wait()
+        return reqs
+
+    b: MicroBatcher[int, int] = MicroBatcher(fn, max_batch=100, max_wait_ms=0)
+    await b.start()
+    try:
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(b.submit(0))
+        await busy.wait()  # dispatched alone, at once
+        queued = [asyncio.ensure_future(b.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.01)
+        release.set()
+        assert await first == 0 and [await q for q in queued] == [1, 2, 3, 4, 5]
+        assert sizes == [1, 5]  # the five that came while busy went as one batch
+        t0 = loop.time()
+        assert await b.submit(9) == 9
+        assert loop.time() - t0 < 0.05 and sizes[-1] == 1
+    finally:
+        await b.stop()
+
+
 async def test_stopping_fails_a_group_split_over_batches_instead_of_hanging() -> None:
     started, release = asyncio.Event(), asyncio.Event()
 

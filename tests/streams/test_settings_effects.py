@@ -36,12 +36,13 @@ async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Pat
     settings = service_settings(
         stack,
         tmp_path,
-        **{"thresholds.key_prefix": "thr-own:", "kafka.linger_ms": 37},
+        **{"thresholds.key_prefix": "thr-own:", "kafka.linger_ms": 37, "batch.idle_linger_ms": 3},
     )
     seq_prefix = settings.sequence.key_prefix
     async with running_service(settings) as svc:
         assert svc.runtime is not None
         assert svc.runtime.publisher.conf["linger.ms"] == 37
+        assert svc.runtime.batcher.max_wait_s == 0.003  # batch.idle_linger_ms, not max_wait_ms
         await svc.runtime.pipeline.process(raw(transactions(users=4, days=3)))
     client = redis.Redis.from_url(stack.redis_url)
     try:

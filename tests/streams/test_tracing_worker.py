@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import pytest
 from confluent_kafka import Producer
@@ -75,9 +76,16 @@ def test_bank_to_worker_to_alert_to_label_is_one_trace(wenv: WorkerEnv, stack) -
 
             names = _wait(trace)
             metrics = worker.get_text("/metrics")
+            ask = urllib.request.Request(
+                worker.url("/metrics"), headers={"Accept": "application/openmetrics-text"}
+            )
+            with urllib.request.urlopen(ask, timeout=5) as r:
+                openmetrics = r.read().decode()
+                content_type = r.headers["Content-Type"]
         finally:
             code = worker.stop()
         spans = [s for s in receiver.spans() if s.trace_id == BANK_TRACE]
+        receiver_spans = receiver.spans()
     assert code == 0
     assert {
         "riskstream.decision",
@@ -99,6 +107,16 @@ def test_bank_to_worker_to_alert_to_label_is_one_trace(wenv: WorkerEnv, stack) -
     assert feedback.attributes["riskstream.label"] == "fraud"
     # the others alerted, so they were traced too (alerts always), each in its own trace
     assert len({s.trace_id for s in receiver.spans()}) > 1
-    assert "riskstream_ingest_to_publish_ms" in metrics
+    assert "riskstream_ingest_to_publish_ms" in metrics and "# {" not in metrics
+    # exemplars (a traced observation's trace id) come only in OpenMetrics, when asked
+    assert content_type.startswith("application/openmetrics-text")
+    exemplar_lines = [
+        line
+        for line in openmetrics.splitlines()
+        if line.startswith("riskstream_ingest_to_publish_ms_bucket") and "# {trace_id=" in line
+    ]
+    assert exemplar_lines, "no exemplar on the produce-to-decision histogram"
+    traced_ids = {s.trace_id for s in receiver_spans}
+    assert all(line.split('trace_id="')[1][:32] in traced_ids for line in exemplar_lines)
     log = "".join(p.read_text(errors="replace") for p in wenv.tmp.glob("worker-*.log"))
     assert f"trace_id={BANK_TRACE}" in log  # the label's log line names the trace

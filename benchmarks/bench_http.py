@@ -1,0 +1,158 @@
+"""POST /v1/score latency, one warm transaction per request: sequential, and from 8
+concurrent clients at a fixed total rate. Worker settings can be compared side by side in
+one run (``--compare KEY=VALUE``), alternating, because this host drifts.
+
+A card holder is warm when the worker has scored their history (their next event's
+embedding is cached, so a request runs the head only). Requests are dry runs, so the
+histories do not change between requests and every round measures the same thing.
+
+    python -m benchmarks.bench_http --requests 400 --rate 500 --seconds 8 \
+        --compare RISKSTREAM_BATCH__IDLE_LINGER_MS=10 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import report
+from streams.devtools.embedded import running_stack
+from streams.devtools.local_worker import start_worker
+from streams.devtools.simulator import SimulatorConfig, simulate
+from streams.file_producer import rows_as_json
+from streams.kafka.publisher import Publisher
+from streams.settings import Settings
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes) -> float:
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/score", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"/v1/score answered {resp.status}")
+    return (time.perf_counter() - t0) * 1000
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "n": int(arr.size),
+    }
+
+
+def _one_side(
+    env: dict[str, str],
+    history: list[tuple[str, bytes]],
+    bodies: list[bytes],
+    requests: int,
+    rate: float,
+    seconds: float,
+) -> dict[str, Any]:
+    topics = Settings().topics
+    with running_stack(topics.all(), topics.partitions) as stack:
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-http-")), env)
+        try:
+            worker.wait_ready()
+            pub = Publisher({"bootstrap.servers": stack.bootstrap_servers}, linger_ms=5)
+            pub.start()
+            tracker = pub.tracker()
+            for key, value in history:
+                pub.publish(topics.transactions, key, value, tracker)
+            pub.flush(60)
+            pub.close()
+            time.sleep(8)  # the history is scored and the cache refreshed (warm card holders)
+            conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+            for b in bodies[:50]:
+                _post(conn, b)  # warm-up: connection, code paths
+            seq = [_post(conn, bodies[i % len(bodies)]) for i in range(requests)]
+            conn.close()
+            lat: list[float] = []
+            lock = threading.Lock()
+            stop_at = time.perf_counter() + seconds
+            per_client = rate / 8
+
+            def client(k: int) -> None:
+                c = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+                start, i = time.perf_counter(), 0
+                while True:
+                    due = start + i / per_client
+                    now = time.perf_counter()
+                    if due > stop_at:
+                        break
+                    if due > now:
+                        time.sleep(due - now)
+                    ms = _post(c, bodies[(k * 7919 + i) % len(bodies)])
+                    with lock:
+                        lat.append(ms)
+                    i += 1
+                c.close()
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            achieved = len(lat) / (time.perf_counter() - t0)
+        finally:
+            worker.stop()
+    return {
+        "sequential": _pct(seq),
+        "concurrent_8": {**_pct(lat), "achieved_rate": round(achieved)},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=400, help="Sequential requests.")
+    ap.add_argument("--rate", type=float, default=500, help="Total rate of the 8 clients.")
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Worker setting of a second side, measured alternating.",
+    )
+    args = ap.parse_args()
+    table = simulate(SimulatorConfig(users=300, days=30, seed=11))
+    rows = list(rows_as_json(table, with_labels=False))
+    history = rows[:-600]
+    bodies = []
+    for _, value in rows[-600:]:  # later transactions of the same card holders
+        tx = json.loads(value)
+        tx["transaction_id"] = "http-" + tx["transaction_id"]
+        bodies.append(json.dumps({"transactions": [tx], "dry_run": True}).encode())
+    sides = {
+        "default": {},
+        **({"compare": dict(kv.split("=", 1) for kv in args.compare)} if args.compare else {}),
+    }
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, env in sides.items():
+            results[name].append(
+                _one_side(env, history, bodies, args.requests, args.rate, args.seconds)
+            )
+    report(
+        "http_score_latency",
+        sides={k: v for k, v in sides.items()},
+        rounds=args.rounds,
+        results=results,
+        history_events=len(history),
+    )
+
+
+if __name__ == "__main__":
+    main()
