@@ -282,6 +282,10 @@ class Feedback(BaseModel):
     label: Literal["fraud", "legit"]
     analyst: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
     at: EventTime
+    #: who confirmed it: an analyst reviewing an alert (minutes-hours later), a chargeback
+    #: (days-weeks later, often for fraud nobody alerted on), or another bank system.
+    #: Optional, so producers written before it existed stay valid.
+    source: Literal["analyst", "chargeback", "bank"] = "analyst"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

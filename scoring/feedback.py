@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from features.events import id_hash
 from features.featurize import Windows, featurize_windows
 from scoring.bundle import ModelBundle
+from scoring.metrics import LABELS_UNMATCHED
 from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
@@ -39,8 +41,11 @@ class FeedbackApplier:
         bundle = self._bundle()
         if label == "fraud" and bundle.memory is not None:
             seq = (await self._store.read_batch([user_id]))[user_id]
-            if seq.size:
-                await self._off_loop(remember_case, bundle, seq, transaction_id)
+            at = np.flatnonzero(seq["tx"] == id_hash(transaction_id)) if seq.size else seq
+            if at.size:  # the case is the card's history up to and including the fraud
+                await self._off_loop(remember_case, bundle, seq[: int(at[-1]) + 1], transaction_id)
+            else:
+                LABELS_UNMATCHED.inc()
         return new_threshold
 
 

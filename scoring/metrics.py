@@ -19,3 +19,8 @@ MODEL_LATENCY_MS = Histogram(
 CACHE_EVENTS = Counter(
     "riskstream_embedding_cache_total", "Embedding cache lookups by outcome.", ["outcome"]
 )
+LABELS_UNMATCHED = Counter(
+    "riskstream_labels_unmatched_total",
+    "Labels for a transaction not in the card's stored history (unknown, or older than the "
+    "window): the threshold still moves; no similar case is learned from them.",
+)

@@ -32,7 +32,7 @@ from streams.faust_settings import faust_settings
 from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
 from streams.http_views import add_views
 from streams.log_privacy import user_ref
-from streams.metrics import THRESHOLD_UPDATES
+from streams.metrics import LABELS_BY_SOURCE, THRESHOLD_UPDATES
 from streams.pipeline import RawMessage
 from streams.service import WorkerService
 from streams.settings import Settings
@@ -111,6 +111,7 @@ def create_app(
                 if not await _completed(step, svc):
                     await _parked()
                 THRESHOLD_UPDATES.labels(fb.label).inc()
+                LABELS_BY_SOURCE.labels(fb.source).inc()
                 trace_id = None
                 if rt.tracing is not None:  # the label joins the alert's trace
                     trace_id = rt.tracing.feedback(

@@ -14,6 +14,9 @@ ALERTS = Counter("riskstream_alerts_total", "Alerts published.")
 THRESHOLD_UPDATES = Counter(
     "riskstream_threshold_feedback_total", "Feedback labels applied.", ["label"]
 )
+LABELS_BY_SOURCE = Counter(
+    "riskstream_labels_total", "Feedback labels applied, by who confirmed them.", ["source"]
+)
 STAGE_MS = Histogram(
     "riskstream_stage_latency_ms", "Time per batch in each stage.", ["stage"], buckets=MS_BUCKETS
 )

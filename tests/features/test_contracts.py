@@ -155,3 +155,14 @@ def test_schema_accepts_what_the_decoder_accepts() -> None:
     jsonschema.validate({**VALID, "timestamp": 1769860800000, "mcc": 5411}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**VALID, "channel": "telepathy"}, schema)
+
+
+def test_feedback_source_is_optional_and_closed() -> None:
+    from features.contracts import DecodeError, decode_feedback
+
+    base = {"transaction_id": "t1", "user_id": "u1", "label": "fraud", "at": 1767225600000}
+    assert decode_feedback(json.dumps(base)).source == "analyst"  # written before it existed
+    late = decode_feedback(json.dumps({**base, "source": "chargeback"}))
+    assert late.source == "chargeback"
+    with pytest.raises(DecodeError, match="source"):
+        decode_feedback(json.dumps({**base, "source": "rumour"}))

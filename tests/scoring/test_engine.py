@@ -176,22 +176,31 @@ async def test_hot_swap_between_batches(model, stream) -> None:
 
 
 async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> None:
+    from scoring.metrics import LABELS_UNMATCHED
+
     engine = _engine(model, False)
     try:
         await engine.score([ScoreRequest(t) for t in stream[:10]])
         await engine.settle()  # score returns while its threshold write is still landing
         user = stream[0].user_id
+        case = next(t.transaction_id for t in stream[:10] if t.user_id == user)
         base = float((await engine.thresholds.thresholds([user]))[0])
         memory = engine.bundle.memory
         assert memory is not None
         n = len(memory)
-        lowered = await engine.feedback(user, "new-case-1", "fraud")
+        lowered = await engine.feedback(user, case, "fraud")
         assert lowered < base
+        assert len(memory) == n + 1 and case in memory.ids
+        assert await engine.feedback(user, case, "fraud") == lowered  # replayed label
         assert len(memory) == n + 1
-        assert await engine.feedback(user, "new-case-1", "fraud") == lowered  # replayed label
-        assert len(memory) == n + 1
-        raised = await engine.feedback(user, "new-case-1", "legit")
+        raised = await engine.feedback(user, case, "legit")
         assert raised > lowered
+        # a chargeback for a transaction the card's history does not hold (unknown, or
+        # older than the window): counted, the threshold moves, no case is learned
+        unmatched = LABELS_UNMATCHED._value.get()
+        again = await engine.feedback(user, "never-scored-1", "fraud")
+        assert again < raised
+        assert len(memory) == n + 1 and LABELS_UNMATCHED._value.get() == unmatched + 1
     finally:
         engine.close()
 
