@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.dataset import LabelledData
-from models.metrics import summary
+from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
 from scoring.onnx_model import OnnxRiskModel
 
@@ -109,6 +109,10 @@ def evaluate(
         results["per_user_thresholds"] = compare(
             data.user_ids[idx], data.records["ts"][idx], scores, y, artifact.global_threshold
         )
+    # what the served alert rate can catch at most (an alert rate below the fraud rate caps
+    # recall); judged against the alert rate the artifact's threshold gives here
+    fraud_rate = float((weight * y).sum() / weight.sum())
+    results["alert_budget"] = alert_budget(results["transformer_lstm"]["alert_rate"], fraud_rate)
     similarity = _similarity_effect(artifact, data, idx, y, weight, scores, embeddings)
     if similarity is not None:
         results["similarity_adjustment"] = similarity
@@ -245,6 +249,14 @@ def render_report(results: dict[str, Any]) -> str:
     ]
     for r in rows:
         lines.append(f"| {r} | " + " | ".join(f"{results[m][r]:.4f}" for m in models) + " |")
+    if "alert_budget" in results:
+        b = results["alert_budget"]
+        lines += [
+            "",
+            f"Alert budget: alerting on {b['alert_rate']:.4%} of events with fraud at "
+            f"{b['fraud_rate']:.4%} can catch at most **{b['max_recall']:.1%}** of the fraud"
+            + (" (the alert rate is below the fraud rate)." if b["max_recall"] < 1 else "."),
+        ]
     lines += [
         "",
         "## Recall per scenario (at each model's calibrated threshold)",

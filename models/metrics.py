@@ -68,6 +68,32 @@ def weighted_alert_threshold(score: np.ndarray, w: np.ndarray | None, alert_rate
     return float(score[order][min(k, score.size - 1)])
 
 
+def weighted_recall_threshold(
+    y: np.ndarray, score: np.ndarray, w: np.ndarray | None, recall: float
+) -> float:
+    """The highest score threshold that still catches a weighted share ``recall`` of fraud
+    (the fewest alerts that reach the target)."""
+    w = np.ones_like(score, dtype=float) if w is None else np.asarray(w, dtype=float)
+    fraud = np.asarray(y).astype(bool)
+    if not fraud.any():
+        raise ValueError("no fraud in the validation period: a recall target cannot be met")
+    s, fw = score[fraud], w[fraud]
+    order = np.argsort(-s, kind="stable")
+    cum = np.cumsum(fw[order]) / fw.sum()
+    k = int(np.searchsorted(cum, recall - 1e-12, side="left"))
+    return float(s[order][min(k, s.size - 1)])
+
+
+def alert_budget(alert_rate: float, fraud_rate: float) -> dict[str, float]:
+    """The most fraud an alert budget can catch: alerting on a share ``alert_rate`` of
+    events catches at most ``alert_rate / fraud_rate`` of the fraud (all of it, at best)."""
+    return {
+        "alert_rate": alert_rate,
+        "fraud_rate": fraud_rate,
+        "max_recall": min(1.0, alert_rate / fraud_rate) if fraud_rate > 0 else 1.0,
+    }
+
+
 def at_threshold(
     y: np.ndarray, score: np.ndarray, threshold: float | np.ndarray, w: np.ndarray | None = None
 ) -> dict[str, float]:

@@ -24,7 +24,7 @@ from torch import nn
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureBatch, FeatureSpec, fit_spec
 from models.baseline import baseline_features, make_baseline
 from models.dataset import LabelledData, length_sorted_batches
-from models.metrics import weighted_alert_threshold, weighted_pr_auc
+from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
 from models.network import NetworkConfig, RiskModel
 
 
@@ -42,6 +42,9 @@ class TrainConfig:
     val_negative_rate: float = 0.2
     max_minutes: float = 14.0
     target_alert_rate: float = 0.005
+    #: when set, thresholds are chosen on validation to catch this share of fraud with the
+    #: fewest alerts, instead of alerting on ``target_alert_rate`` of events
+    target_recall: float | None = None
     max_history: int = 256
     d_model: int = 64
     n_layers: int = 2
@@ -192,7 +195,7 @@ def train(
         model.head.get_buffer("logit_offset").fill_(offset)
     model.eval()
     val_logits = predict_logits(model, data, val_sub, spec, lengths[val_sub])
-    threshold = weighted_alert_threshold(_sigmoid(val_logits), val_w, cfg.target_alert_rate)
+    threshold = calibrate(_sigmoid(val_logits), data.labels[val_sub], val_w, cfg)
     outcome = TrainOutcome(
         model, spec, cfg, threshold, history, split_index=(train_idx, val_idx, test_idx)
     )
@@ -231,7 +234,14 @@ def _train_baseline(
     clf = make_baseline(cfg.seed)
     clf.fit(_features_for(data, spec, idx), data.labels[idx], sample_weight=weight)
     val_scores = clf.predict_proba(_features_for(data, spec, val_sub))[:, 1]
-    return clf, weighted_alert_threshold(val_scores, val_w, cfg.target_alert_rate)
+    return clf, calibrate(val_scores, data.labels[val_sub], val_w, cfg)
+
+
+def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> float:
+    """The alert threshold for the configured target: a recall, or an alert rate."""
+    if cfg.target_recall is not None:
+        return weighted_recall_threshold(y, score, w, cfg.target_recall)
+    return weighted_alert_threshold(score, w, cfg.target_alert_rate)
 
 
 def baseline_scores(

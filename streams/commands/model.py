@@ -55,6 +55,13 @@ def train_cmd(
     alert_rate: float = typer.Option(
         0.005, min=1e-5, max=0.5, help="Target alert rate for the global threshold."
     ),
+    target_recall: float | None = typer.Option(
+        None,
+        min=0.01,
+        max=1.0,
+        help="Calibrate to catch this share of fraud with the fewest alerts (validation), "
+        "instead of --alert-rate.",
+    ),
     report: Path | None = typer.Option(None, help="Evaluation report folder (default OUT/report)."),
     column_map: str | None = typer.Option(
         None,
@@ -85,6 +92,7 @@ def train_cmd(
         negative_rate=negative_rate,
         max_history=max_history,
         target_alert_rate=alert_rate,
+        target_recall=target_recall,
     )
     with Progress(
         TextColumn("{task.description}"),
