@@ -221,6 +221,13 @@ def main() -> None:
         help="Extra RISKSTREAM_* setting for the worker (repeatable), e.g. to compare tunings.",
     )
     ap.add_argument(
+        "--steady-users",
+        type=int,
+        default=0,
+        help="Also run the steady-state phase with this many card holders (0: skip).",
+    )
+    ap.add_argument("--steady-days", type=int, default=30)
+    ap.add_argument(
         "--otlp-receiver",
         action="store_true",
         help="Run an OTLP receiver here and point the worker's tracing at it (with "
@@ -299,6 +306,12 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         produce_to_decision_latency_per_round=latency,
         kafka_two_hop_floor_latency=_medians(floor),
         spans_received=None if receiver is None else len(receiver.spans()),
+        steady_state=[
+            _steady_phase(worker_env, args.steady_users, args.steady_days)
+            for _ in range(args.rounds)
+        ]
+        if args.steady_users
+        else None,
     )
 
 
@@ -322,6 +335,56 @@ def _worker_throughput(
         worker.stop()
         scores.close()
     return rate, cpu
+
+
+def _steady_phase(worker_env: dict[str, str], users: int, days: int) -> dict[str, Any]:
+    """Card holders with weeks of history: every event of ``users`` × ``days`` streamed
+    oldest first, as fast as possible; the rate of the first and the last quarter of the
+    decisions (by arrival), with the mean history length each quarter was scored with."""
+    topics = Settings().topics
+    table = simulate(SimulatorConfig(users=users, days=days, seed=23))
+    rows = list(rows_as_json(table.sort_by("timestamp"), with_labels=False))
+    with running_stack(topics.all(), topics.partitions) as stack:
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), worker_env)
+        worker.wait_ready()
+        scores = assigned_reader(stack.bootstrap_servers, topics.scores)
+        producer = threading.Thread(
+            target=_produce, args=(stack.bootstrap_servers, topics.transactions, rows)
+        )
+        producer.start()
+        arrivals: list[tuple[float, int]] = []
+        seen: set[str] = set()
+        deadline = time.monotonic() + 900
+        while len(seen) < len(rows) and time.monotonic() < deadline:
+            for m in ready_messages(scores, 1000, 0.05):
+                if m.error():
+                    continue
+                d = json.loads(m.value() or b"{}")
+                if d["transaction_id"] not in seen:
+                    seen.add(d["transaction_id"])
+                    arrivals.append((time.monotonic(), int(d["sequence_length"])))
+        producer.join()
+        worker.stop()
+        scores.close()
+    q = len(arrivals) // 4
+
+    def quarter(part: list[tuple[float, int]]) -> dict[str, float]:
+        span = part[-1][0] - part[0][0]
+        return {
+            "events_per_s": round((len(part) - 1) / span) if span > 0 else 0,
+            "mean_history": round(float(np.mean([h for _, h in part])), 1),
+        }
+
+    first, last = quarter(arrivals[:q]), quarter(arrivals[-q:])
+    return {
+        "users": users,
+        "days": days,
+        "events": len(rows),
+        "scored": len(arrivals),
+        "first_quarter": first,
+        "last_quarter": last,
+        "ratio_last_over_first": round(last["events_per_s"] / max(first["events_per_s"], 1), 2),
+    }
 
 
 def _medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:

@@ -30,6 +30,11 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--providers", default="CPUExecutionProvider")
+    ap.add_argument("--batches", default="1,8,32,128,512", help="Batch sizes to time.")
+    ap.add_argument(
+        "--io-binding", default="auto", choices=("auto", "always"), help="ORT IO binding."
+    )
+    ap.add_argument("--users", type=int, default=800, help="Simulated card holders.")
     args = ap.parse_args()
     from features.labelled_files import write_table
     from scoring.onnx_model import OnnxModelConfig
@@ -37,13 +42,14 @@ def main() -> None:
 
     artifact = load_artifact(args.model)
     model = OnnxRiskModel(
-        artifact, OnnxModelConfig(providers=tuple(args.providers.split(",")))
+        artifact,
+        OnnxModelConfig(providers=tuple(args.providers.split(",")), io_binding=args.io_binding),
     ).load()
     import tempfile
     from pathlib import Path
 
     path = Path(tempfile.mkdtemp()) / "bench.parquet"
-    write_table(simulate(SimulatorConfig(users=800, days=30, seed=3)), path)
+    write_table(simulate(SimulatorConfig(users=args.users, days=30, seed=3)), path)
     data = LabelledData.from_files([path])
     rng = np.random.default_rng(0)
     spec = artifact.spec
@@ -72,7 +78,7 @@ def main() -> None:
         mean_history=float(data.history_lengths(late, spec).mean()),
     )
     # throughput per batch size, encoder+head, length-bucketed
-    for b in (1, 8, 32, 128, 512):
+    for b in (int(x) for x in args.batches.split(",")):
         idx = rng.choice(late, b * max(1, 2048 // b))
         batches = [data.features(idx[s : s + b], spec) for s in range(0, idx.size, b)]
         t0 = time.perf_counter()
@@ -88,6 +94,7 @@ def main() -> None:
             "scoring_throughput",
             batch=b,
             providers=model.providers(),
+            io_binding=args.io_binding,
             cold_sequences_per_s=round(idx.size / full),
             warm_sequences_per_s=round(idx.size / head),
         )
