@@ -9,7 +9,7 @@ or numbers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,58 +78,39 @@ def iter_batches(
     fmt = file_format(path)
     if not path.exists():
         raise LabelledFileError(f"{path}: no such file")
-    if mapping is not None:
-        yield from _mapped(path, fmt, batch_rows, mapping)
+    if mapping is None:
+        text_columns = ("mcc", "transaction_id", "user_id", "timestamp")
+        for batch in _raw_batches(path, fmt, batch_rows, text_columns, stringify=True):
+            yield canonicalize(batch, path)
         return
-    if fmt == "parquet":
-        raw: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
-    elif fmt == "csv":
-        raw = iter(
-            pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 200)),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={
-                        "mcc": pa.string(),
-                        "transaction_id": pa.string(),
-                        "user_id": pa.string(),
-                        "timestamp": pa.string(),
-                    },
-                    strings_can_be_null=True,
-                ),
-            )
-        )
-    else:
-        raw = _iter_jsonl(path, batch_rows)
-    for batch in raw:
-        yield canonicalize(batch, path)
-
-
-def _mapped(
-    path: Path, fmt: str, batch_rows: int, mapping: ColumnMapping
-) -> Iterator[pa.RecordBatch]:
-    """A foreign file through its mapping: every source column read as it is (CSV: as
-    text, the mapping's transforms parse it), then mapped, then canonicalized."""
-    if fmt == "parquet":
-        raw: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
-    elif fmt == "csv":
-        raw = iter(
-            pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 200)),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in mapping.source_columns()},
-                    strings_can_be_null=True,
-                ),
-            )
-        )
-    else:
-        raw = _iter_jsonl(path, batch_rows, stringify=False)
+    # a foreign layout: every source column as it is (CSV: as text, the mapping's
+    # transforms parse it), then mapped, then canonicalized
     row = 0
+    raw = _raw_batches(path, fmt, batch_rows, sorted(mapping.source_columns()), stringify=False)
     for batch in raw:
         mapped = mapping.apply(batch, str(path), first_row=row)
         row += batch.num_rows
         yield canonicalize(mapped, f"{path} (mapping {mapping.name!r})")
+
+
+def _raw_batches(
+    path: Path, fmt: str, batch_rows: int, text_columns: Sequence[str], stringify: bool
+) -> Iterator[pa.RecordBatch]:
+    """The file's batches as stored; CSV columns ``text_columns`` read as text."""
+    if fmt == "parquet":
+        return iter(pq.ParquetFile(path).iter_batches(batch_size=batch_rows))
+    if fmt == "csv":
+        return iter(
+            pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 200)),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in text_columns},
+                    strings_can_be_null=True,
+                ),
+            )
+        )
+    return _iter_jsonl(path, batch_rows, stringify=stringify)
 
 
 def read_table(path: Path | str) -> pa.Table:

@@ -41,25 +41,28 @@ def test_every_error_riskstream_defines_derives_from_the_one_root() -> None:
     assert not outside, f"errors outside RiskstreamError: {outside}"
 
 
-def test_the_serving_path_imports_no_training_code_and_no_dev_tooling() -> None:
-    code = (
-        "import sys, streams.app, streams.service, streams.http_views, streams.console.views\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'"
-        " or m.startswith(('models.train', 'models.network', 'models.export',"
-        " 'streams.devtools')))\n"
-        "print(','.join(bad))"
-    )
+def _imported(modules: str, unwanted: str) -> str:
+    """The modules matching ``unwanted`` (a Python expression on ``m``) that importing
+    ``modules`` pulls in, in a fresh interpreter."""
+    code = f"import sys, {modules}\nprint(','.join(sorted(m for m in sys.modules if {unwanted})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"the worker imports {out.stdout.strip()}"
+    return out.stdout.strip()
+
+
+def test_the_serving_path_imports_no_training_code_and_no_dev_tooling() -> None:
+    bad = _imported(
+        "streams.app, streams.service, streams.http_views, streams.console.views",
+        "m.split('.')[0] == 'torch' or m.startswith(('models.train', 'models.network',"
+        " 'models.export', 'streams.devtools'))",
+    )
+    assert bad == "", f"the worker imports {bad}"
 
 
 def test_the_demo_runs_without_the_training_stack() -> None:
     """Quickstart 1 installs only the ``embedded`` extra: the demo must not import torch."""
-    code = (
-        "import sys, streams.cli, streams.commands.demo, streams.devtools.embedded,"
-        " streams.devtools.local_worker, streams.devtools.simulator\n"
-        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in"
-        " ('torch', 'sklearn', 'onnx', 'matplotlib'))))"
+    bad = _imported(
+        "streams.cli, streams.commands.demo, streams.devtools.embedded,"
+        " streams.devtools.local_worker, streams.devtools.simulator",
+        "m.split('.')[0] in ('torch', 'sklearn', 'onnx', 'matplotlib')",
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"the demo imports {out.stdout.strip()}"
+    assert bad == "", f"the demo imports {bad}"

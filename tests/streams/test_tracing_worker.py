@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.devtools.otlp_receiver import OtlpReceiver
+from tests.streams.test_tracing import STAGE_SPANS
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,18 +88,7 @@ def test_bank_to_worker_to_alert_to_label_is_one_trace(wenv: WorkerEnv, stack) -
         spans = [s for s in receiver.spans() if s.trace_id == BANK_TRACE]
         receiver_spans = receiver.spans()
     assert code == 0
-    assert {
-        "riskstream.decision",
-        "riskstream.batch",
-        "riskstream.decode",
-        "riskstream.store",
-        "riskstream.featurize",
-        "riskstream.head",
-        "riskstream.thresholds",
-        "riskstream.publish",
-        "riskstream.ack",
-        "riskstream.feedback",
-    } <= names, names
+    assert {*STAGE_SPANS, "riskstream.feedback"} <= names, names
     decision = next(s for s in spans if s.name == "riskstream.decision")
     assert decision.parent_span_id == BANK_SPAN  # a child of the bank's span
     assert decision.attributes["riskstream.transaction_id"] == traced_tx
