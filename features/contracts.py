@@ -232,6 +232,11 @@ class ScoreRecord(BaseModel):
     sequence_length: int = Field(ge=0)
     shadow_score: float | None = None
     shadow_model_version: str | None = None
+    #: the merchant's and the device's profile as this event found it (before it was
+    #: added): ``{"merchant": {"tx_24h": ..., "fraud_7d": ...}, "device": {...}}``, one
+    #: entry per id the transaction carried; absent when the worker keeps no profiles.
+    #: Counters are decayed counts (docs/MODEL.md, Entity risk); labels exact counts.
+    entity: dict[str, dict[str, float]] | None = None
 
 
 class AlertContext(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from features.contracts import CHANNELS
+from features.entity_profile import ENTITY_FEATURES, N_ENTITY
 from features.events import RECORD_DTYPE
 
 NUMERIC_FEATURES: tuple[str, ...] = (
@@ -62,6 +63,11 @@ class FeatureSpec:
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     numeric: tuple[str, ...] = NUMERIC_FEATURES
     version: str = "fs1"
+    #: merchant/device profile inputs to the head (``features.entity_profile``); off for
+    #: artifacts trained without them (and for data with neither id)
+    entity: bool = False
+    entity_mean: tuple[float, ...] = (0.0,) * N_ENTITY
+    entity_std: tuple[float, ...] = (1.0,) * N_ENTITY
     _mcc_lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +77,8 @@ class FeatureSpec:
         object.__setattr__(self, "_mcc_lut", lut)
         if len(self.mean) != N_NUMERIC or len(self.std) != N_NUMERIC:
             raise ValueError("normalization stats do not match the numeric features")
+        if len(self.entity_mean) != N_ENTITY or len(self.entity_std) != N_ENTITY:
+            raise ValueError("normalization stats do not match the entity features")
 
     @property
     def n_mcc(self) -> int:
@@ -88,7 +96,15 @@ class FeatureSpec:
         return self.buckets[-1]
 
     def to_json(self) -> dict[str, object]:
+        entity: dict[str, object] = {}
+        if self.entity:
+            entity = {
+                "entity": list(ENTITY_FEATURES),
+                "entity_mean": list(self.entity_mean),
+                "entity_std": list(self.entity_std),
+            }
         return {
+            **entity,
             "version": self.version,
             "numeric": list(self.numeric),
             "mcc_vocab": list(self.mcc_vocab),
@@ -107,6 +123,11 @@ class FeatureSpec:
             raise ValueError(
                 f"artifact expects features {numeric}, this build computes {NUMERIC_FEATURES}"
             )
+        entity = tuple(str(x) for x in data.get("entity", ()))
+        if entity and entity != ENTITY_FEATURES:
+            raise ValueError(
+                f"artifact expects entity features {entity}, this build computes {ENTITY_FEATURES}"
+            )
         return cls(
             mcc_vocab=tuple(int(x) for x in data["mcc_vocab"]),
             mean=tuple(float(x) for x in data["mean"]),
@@ -115,6 +136,9 @@ class FeatureSpec:
             max_history=int(data["max_history"]),
             buckets=tuple(int(x) for x in data["buckets"]),
             version=str(data["version"]),
+            entity=bool(entity),
+            entity_mean=tuple(float(x) for x in data.get("entity_mean", (0.0,) * N_ENTITY)),
+            entity_std=tuple(float(x) for x in data.get("entity_std", (1.0,) * N_ENTITY)),
         )
 
     @classmethod
@@ -144,13 +168,21 @@ class FeatureBatch:
     cur_mcc: np.ndarray  # [B] int64
     cur_channel: np.ndarray  # [B] int64
     cur_raw: np.ndarray = field(repr=False)  # [B, F] float32 unnormalized (for reasons)
+    #: [B, N_ENTITY] float32 merchant/device inputs, normalized and raw; None when the
+    #: spec has no entity features
+    cur_entity: np.ndarray | None = None
+    cur_entity_raw: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.hist_len.shape[0])
 
     def take(self, idx: np.ndarray) -> FeatureBatch:
-        """Rows ``idx``, trimmed to the bucket of their longest history."""
-        return FeatureBatch(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        """Rows ``idx`` of every array."""
+        rows: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            rows[name] = None if value is None else value[idx]
+        return FeatureBatch(**rows)
 
 
 # ----------------------------------------------------------------------------- windows
@@ -370,8 +402,17 @@ def step_features(win: Windows) -> np.ndarray:
     return out
 
 
-def featurize_windows(win: Windows, spec: FeatureSpec, pad_to: int | None = None) -> FeatureBatch:
+def featurize_windows(
+    win: Windows,
+    spec: FeatureSpec,
+    pad_to: int | None = None,
+    entity: np.ndarray | None = None,
+) -> FeatureBatch:
     """Windows → model inputs; history padded to ``pad_to`` or the batch's bucket.
+
+    ``entity``: the raw merchant/device inputs of the current events ([B, N_ENTITY], from
+    ``features.entity_profile.features_from_stats``); zeros (entities absent) when not
+    given and the spec uses them; ignored when it does not.
 
     Works on the flat valid positions and scatters once into the padded float32 output:
     row-major, each row's history positions come first and its current event last, so
@@ -397,6 +438,11 @@ def featurize_windows(win: Windows, spec: FeatureSpec, pad_to: int | None = None
     chan = np.full((b, t), PAD_ID, dtype=np.int64)
     mcc[real] = mcc_all[is_hist]
     chan[real] = chan_all[is_hist]
+    cur_entity = cur_entity_raw = None
+    if spec.entity:
+        raw_entity = np.zeros((b, N_ENTITY)) if entity is None else entity
+        cur_entity_raw = raw_entity.astype(np.float32)
+        cur_entity = normalize_entity(raw_entity, spec)
     return FeatureBatch(
         hist_num=hist_num,
         hist_mcc=mcc,
@@ -407,7 +453,15 @@ def featurize_windows(win: Windows, spec: FeatureSpec, pad_to: int | None = None
         cur_mcc=mcc_all[cur_idx],
         cur_channel=chan_all[cur_idx],
         cur_raw=flat[cur_idx].astype(np.float32),
+        cur_entity=cur_entity,
+        cur_entity_raw=cur_entity_raw,
     )
+
+
+def normalize_entity(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Raw entity inputs → the head's normalized float32 inputs."""
+    mean, std = np.asarray(spec.entity_mean), np.asarray(spec.entity_std)
+    return ((raw - mean) / std).astype(np.float32)
 
 
 def fit_spec(
@@ -417,8 +471,13 @@ def fit_spec(
     min_mcc_count: int = 20,
     window_ms: int = 30 * _DAY_MS,
     max_history: int = 256,
+    entity_sample: np.ndarray | None = None,
 ) -> FeatureSpec:
-    """Vocabulary and normalization statistics from training data only."""
+    """Vocabulary and normalization statistics from training data only.
+
+    ``entity_sample``: raw entity inputs of the sampled events; given, the spec uses
+    entity features.
+    """
     codes, counts = np.unique(records["mcc"], return_counts=True)
     vocab = tuple(int(c) for c, n in zip(codes, counts, strict=True) if n >= min_mcc_count)
     raw = FeatureSpec(vocab, (0.0,) * N_NUMERIC, (1.0,) * N_NUMERIC, window_ms, max_history)
@@ -428,8 +487,20 @@ def fit_spec(
     values = steps[valid]
     mean = values.mean(axis=0)
     std = np.maximum(values.std(axis=0), 1e-3)
+    entity: dict[str, Any] = {}
+    if entity_sample is not None:
+        entity = {
+            "entity": True,
+            "entity_mean": tuple(map(float, entity_sample.mean(axis=0))),
+            "entity_std": tuple(map(float, np.maximum(entity_sample.std(axis=0), 1e-3))),
+        }
     return FeatureSpec(
-        vocab, tuple(map(float, mean)), tuple(map(float, std)), window_ms, max_history
+        vocab,
+        tuple(map(float, mean)),
+        tuple(map(float, std)),
+        window_ms,
+        max_history,
+        **entity,
     )
 
 

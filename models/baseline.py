@@ -1,15 +1,17 @@
 """The yardstick: gradient-boosted trees on the current event plus history aggregates.
 
 Uses the same featurization as the sequence model (the current event's 16 features,
-each relative to the user's history) plus order-free aggregates of the history, so a
-difference between the two measures what *sequence modelling* adds, not what better
-features add. scikit-learn's ``HistGradientBoostingClassifier``: no extra dependency.
+each relative to the user's history, and its merchant's and device's profile when the
+model has them) plus order-free aggregates of the history, so a difference between the
+two measures what *sequence modelling* adds, not what better features add.
+scikit-learn's ``HistGradientBoostingClassifier``: no extra dependency.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
 
 AGGREGATES = (
@@ -58,14 +60,18 @@ def baseline_features(
         axis=1,
     )
     ids = np.stack([batch.cur_mcc, batch.cur_channel], axis=1).astype(np.float64)
-    return np.concatenate([batch.cur_raw.astype(np.float64), ids, agg], axis=1)
+    parts = [batch.cur_raw.astype(np.float64), ids, agg]
+    if batch.cur_entity_raw is not None:
+        parts.append(batch.cur_entity_raw.astype(np.float64))
+    return np.concatenate(parts, axis=1)
 
 
-def make_baseline(seed: int = 0):  # type: ignore[no-untyped-def]  # sklearn is untyped
+def make_baseline(seed: int = 0, entity: bool = False):  # type: ignore[no-untyped-def]  # sklearn is untyped
     """A fresh, seeded classifier (MCC and channel ids as categorical)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    categorical = np.zeros(N_NUMERIC + 2 + len(AGGREGATES), dtype=bool)
+    width = N_NUMERIC + 2 + len(AGGREGATES) + (N_ENTITY if entity else 0)
+    categorical = np.zeros(width, dtype=bool)
     categorical[N_NUMERIC : N_NUMERIC + 2] = True
     return HistGradientBoostingClassifier(
         max_iter=300,

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from features.column_mapping import ColumnMapping
-from features.events import records_from_table
+from features.entity_profile import ENTITY_KINDS, entity_presence, features_from_stats
+from features.entity_replay import replay_entity_stats
+from features.events import hash_ids, records_from_table
 from features.featurize import (
     FeatureBatch,
     FeatureSpec,
@@ -23,6 +25,7 @@ from features.featurize import (
     history_bounds,
     windows_from_sorted,
 )
+from features.label_delay import LabelDelay
 from features.labelled_files import iter_batches
 
 
@@ -36,6 +39,12 @@ class LabelledData:
     labels: np.ndarray  # int8
     scenario: np.ndarray  # object array, None for legitimate / unknown
     transaction_ids: np.ndarray
+    #: which of the files read each event came from (their order in ``from_files``)
+    source: np.ndarray | None = None
+    #: raw merchant/device inputs [N, N_ENTITY] once ``attach_entity`` ran
+    entity: np.ndarray | None = None
+    #: the label-delay model ``entity`` was replayed with
+    label_delay: LabelDelay | None = None
 
     @classmethod
     def from_files(
@@ -43,10 +52,11 @@ class LabelledData:
     ) -> LabelledData:
         """Read one or more labelled files (any supported format), streaming; ``mapping``
         maps a foreign layout onto the contract (``features.column_mapping``)."""
-        recs, users, labels, scen, txids = [], [], [], [], []
-        for path in paths:
+        recs, users, labels, scen, txids, source = [], [], [], [], [], []
+        for file_no, path in enumerate(paths):
             for batch in iter_batches(path, mapping=mapping):
                 recs.append(records_from_table(batch))
+                source.append(np.full(batch.num_rows, file_no, dtype=np.int16))
                 users.extend(batch.column("user_id").to_pylist())
                 labels.append(batch.column("is_fraud").to_numpy(zero_copy_only=False))
                 scen.extend(batch.column("scenario").to_pylist())
@@ -62,10 +72,31 @@ class LabelledData:
             labels=np.concatenate(labels).astype(np.int8)[order],
             scenario=np.array(scen, dtype=object)[order],
             transaction_ids=np.array(txids, dtype=object)[order],
+            source=np.concatenate(source)[order],
         )
 
     def __len__(self) -> int:
         return int(self.records.size)
+
+    def entity_kinds_present(self) -> list[str]:
+        """The entity ids this data carries (``merchant``, ``device``), if any."""
+        return [k for k in ENTITY_KINDS if (self.records[k] != 0).any()]
+
+    def attach_entity(self, delay: LabelDelay) -> bool:
+        """Replay merchant/device profiles with labels arriving per ``delay``; False (and
+        nothing attached) when the data carries neither id."""
+        if not self.entity_kinds_present():
+            return False
+        uniq, first = np.unique(self.user_codes, return_index=True)
+        card_of_code = np.zeros(int(uniq.max(initial=0)) + 1, dtype=np.uint64)
+        card_of_code[uniq] = hash_ids(str(u) for u in self.user_ids[first])
+        cards = card_of_code[self.user_codes]
+        stats = replay_entity_stats(self.records, cards, self.labels, delay)
+        self.entity = features_from_stats(
+            stats, entity_presence(self.records), self.records["amount"]
+        )
+        self.label_delay = delay
+        return True
 
     def time_split(
         self, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -83,8 +114,12 @@ class LabelledData:
         self, index: np.ndarray, spec: FeatureSpec, pad_to: int | None = None
     ) -> FeatureBatch:
         """Model inputs for events ``index`` (each against its own history)."""
-        win = windows_from_sorted(self.records, self.user_codes, np.asarray(index), spec)
-        return featurize_windows(win, spec, pad_to=pad_to)
+        index = np.asarray(index)
+        win = windows_from_sorted(self.records, self.user_codes, index, spec)
+        entity = None if self.entity is None else self.entity[index]
+        if spec.entity and entity is None:
+            raise ValueError("the model uses entity features: call attach_entity first")
+        return featurize_windows(win, spec, pad_to=pad_to, entity=entity)
 
     def history_lengths(self, index: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         """History length of each event (cheap: no featurization)."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from features.entity_profile import N_ENTITY
+from features.label_delay import LabelDelay
 from models.dataset import LabelledData
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
@@ -68,10 +70,17 @@ def evaluate(
     index: np.ndarray | None = None,
     max_negatives: int | None = 200_000,
     seed: int = 0,
+    label_delay: LabelDelay | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the artifact (and its baseline, if present) on ``index`` of ``data``."""
+    """Evaluate the artifact (and its baseline, if present) on ``index`` of ``data``.
+
+    An artifact with entity features gets them replayed over all of ``data`` (earlier
+    rows outside ``index`` warm the profiles) with labels arriving per ``label_delay``,
+    by default the delay model it was trained with.
+    """
     artifact = load_artifact(model_dir)
     model = OnnxRiskModel(artifact).load()
+    entity_note = entity_setup(artifact, data, label_delay)
     idx = np.arange(len(data)) if index is None else np.asarray(index)
     y = data.labels[idx].astype(int)
     weight = np.ones(idx.size)
@@ -90,6 +99,7 @@ def evaluate(
         "events_represented": float(weight.sum()),
         "fraud": int(y.sum()),
         "providers": model.providers(),
+        **entity_note,
         "transformer_lstm": summary(y, scores, artifact.global_threshold, weight),
         "latency": latency,
     }
@@ -132,6 +142,25 @@ def evaluate(
         _plots(out_dir, y, weight, all_scores)
         (out_dir / "report.md").write_text(render_report(results))
     return results
+
+
+def entity_setup(
+    artifact: Any, data: LabelledData, label_delay: LabelDelay | None
+) -> dict[str, Any]:
+    """Attach entity inputs when the artifact uses them; what the report should say."""
+    kinds = data.entity_kinds_present()
+    if not artifact.spec.entity:
+        return {"entity_features": "not used by this model", "entity_ids_in_data": kinds}
+    trained = artifact.manifest.get("training", {}).get("config", {}).get("label_delay", "mix")
+    delay = label_delay or (data.label_delay if data.entity is not None else None)
+    delay = delay or LabelDelay.parse(str(trained))
+    if (data.entity is None or data.label_delay != delay) and not data.attach_entity(delay):
+        data.entity = np.zeros((len(data), N_ENTITY))  # no ids: the absent state
+    return {
+        "entity_features": ", ".join(kinds) if kinds else "absent (no merchant_id/device_id)",
+        "entity_ids_in_data": kinds,
+        "label_delay": delay.describe(),
+    }
 
 
 def _similarity_effect(
@@ -243,6 +272,9 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         f"{results['events']} events scored ({results['fraud']} fraud), standing for "
         f"{results['events_represented']:.0f} events. Providers: {results['providers']}.",
+        "",
+        f"Entity features: {results.get('entity_features', 'n/a')}"
+        + (f"; labels replayed {results['label_delay']}." if "label_delay" in results else "."),
         "",
         "| metric | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from features.entity_profile import N_ENTITY
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
 from models.network import RiskModel
@@ -29,6 +30,12 @@ from scoring.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, write_ma
 OPSET = 18
 ENCODER_INPUTS = ("hist_num", "hist_mcc", "hist_channel", "hist_pad", "hist_len")
 HEAD_INPUTS = ("history_embedding", "cur_num", "cur_mcc", "cur_channel")
+ENTITY_INPUT = "cur_entity"  # a head trained with merchant/device profiles has it too
+
+
+def head_input_names(n_entity: int) -> tuple[str, ...]:
+    """The head graph's inputs for a network with ``n_entity`` entity inputs."""
+    return (*HEAD_INPUTS, ENTITY_INPUT) if n_entity else HEAD_INPUTS
 
 
 class ExportError(RiskstreamError):
@@ -55,15 +62,16 @@ def example_encoder_inputs(
 
 
 def example_head_inputs(
-    b: int, n_mcc: int, emb_dim: int, seed: int = 0
+    b: int, n_mcc: int, emb_dim: int, seed: int = 0, n_entity: int = 0
 ) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    return (
+    base = (
         torch.tanh(torch.randn(b, emb_dim, generator=g)),
         torch.randn(b, N_NUMERIC, generator=g),
         torch.randint(0, n_mcc, (b,), generator=g),
         torch.randint(0, 5, (b,), generator=g),
     )
+    return (*base, torch.randn(b, n_entity, generator=g)) if n_entity else base
 
 
 def export_graphs(model: RiskModel, folder: Path) -> None:
@@ -73,7 +81,8 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=8192)
     seq = torch.export.Dim("seq", min=1, max=4096)
     enc_args = example_encoder_inputs(7, 17, cfg.n_mcc)
-    head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim)
+    head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim, n_entity=cfg.n_entity)
+    head_names = head_input_names(cfg.n_entity)
     # the exporter logs a warning per torchvision op it cannot find: not ours, not actionable
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -100,9 +109,9 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
             head_args,
             str(folder / HEAD_FILE),
             dynamo=True,
-            input_names=list(HEAD_INPUTS),
+            input_names=list(head_names),
             output_names=["logit"],
-            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}, {0: batch}),
+            dynamic_shapes=tuple({0: batch} for _ in head_names),
             opset_version=OPSET,
             verbose=False,
         )
@@ -124,6 +133,8 @@ def check_dynamic(folder: Path) -> None:
     for name in (ENCODER_FILE, HEAD_FILE):
         for inp, dims in symbolic_dims(folder / name).items():
             fixed_ok = {N_NUMERIC} if inp.endswith("_num") else set()
+            if inp == ENTITY_INPUT:
+                fixed_ok = {N_ENTITY}
             if inp == "history_embedding":
                 fixed_ok = {dims[-1]} if isinstance(dims[-1], int) else set()
             leading = dims[:-1] if fixed_ok else dims
@@ -143,13 +154,22 @@ def check_parity(
     model.eval()
     for i, (b, t) in enumerate(shapes):
         args = example_encoder_inputs(b, t, model.cfg.n_mcc, seed=100 + i)
-        cur = example_head_inputs(b, model.cfg.n_mcc, model.cfg.embedding_dim, seed=200 + i)[1:]
+        cur = example_head_inputs(
+            b, model.cfg.n_mcc, model.cfg.embedding_dim, seed=200 + i, n_entity=model.cfg.n_entity
+        )[1:]
         with torch.inference_mode():
             emb_ref = model.encoder(*args)
             logit_ref = model.head(emb_ref, *cur)
         emb = enc.run(None, {n: a.numpy() for n, a in zip(ENCODER_INPUTS, args, strict=True)})[0]
         logit = head.run(
-            None, dict(zip(HEAD_INPUTS, [emb, *(c.numpy() for c in cur)], strict=True))
+            None,
+            dict(
+                zip(
+                    head_input_names(model.cfg.n_entity),
+                    [emb, *(c.numpy() for c in cur)],
+                    strict=True,
+                )
+            ),
         )[0]
         if not (np.isfinite(emb).all() and np.isfinite(logit).all()):
             raise ExportError(f"non-finite output at batch={b} seq={t}")

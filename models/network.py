@@ -8,7 +8,10 @@ Two modules, exported as two ONNX graphs so the history embedding can be cached:
   path and different values in ONNX Runtime: DESIGN §8); TransformerEncoder for global
   dependencies; LSTM for local order; the last valid step is gathered (index =
   history length, because the token sits at position 0).
-* ``RiskHead``: embedding + current event features → logit.
+* ``RiskHead``: embedding + current event features (+ its merchant's and device's
+  profile, ``features.entity_profile``, when trained with them) → logit. Entity risk
+  enters the head, not the encoder: it is about the event's counterparties now, not the
+  card's past, so the cached history embedding stays valid.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class NetworkConfig:
     d_ff: int = 128
     embedding_dim: int = 64
     dropout: float = 0.1
+    #: merchant/device profile inputs of the head (0: a head without them)
+    n_entity: int = 0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -82,7 +87,7 @@ class RiskHead(nn.Module):
         super().__init__()
         self.mcc = nn.Embedding(cfg.n_mcc, 16)
         self.channel = nn.Embedding(cfg.n_channel, 4)
-        width = cfg.embedding_dim + cfg.n_numeric + 16 + 4
+        width = cfg.embedding_dim + cfg.n_numeric + 16 + 4 + cfg.n_entity
         self.mlp = nn.Sequential(
             nn.Linear(width, 128),
             nn.GELU(),
@@ -100,9 +105,12 @@ class RiskHead(nn.Module):
         cur_num: torch.Tensor,
         cur_mcc: torch.Tensor,
         cur_channel: torch.Tensor,
+        cur_entity: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        z = torch.cat([embedding, cur_num, self.mcc(cur_mcc), self.channel(cur_channel)], dim=-1)
-        return self.mlp(z).squeeze(-1) + self.logit_offset
+        parts = [embedding, cur_num, self.mcc(cur_mcc), self.channel(cur_channel)]
+        if cur_entity is not None:
+            parts.append(cur_entity)
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1) + self.logit_offset
 
 
 class RiskModel(nn.Module):
@@ -122,4 +130,10 @@ class RiskModel(nn.Module):
             batch["hist_pad"],
             batch["hist_len"],
         )
-        return self.head(emb, batch["cur_num"], batch["cur_mcc"], batch["cur_channel"])
+        return self.head(
+            emb,
+            batch["cur_num"],
+            batch["cur_mcc"],
+            batch["cur_channel"],
+            batch.get("cur_entity"),
+        )

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.entity_profile import N_ENTITY
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureBatch, FeatureSpec, fit_spec
+from features.label_delay import LabelDelay
 from models.baseline import baseline_features, make_baseline
 from models.dataset import LabelledData, length_sorted_batches
 from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
@@ -50,6 +52,10 @@ class TrainConfig:
     n_layers: int = 2
     threads: int = 2
     baseline: bool = True
+    #: merchant/device profiles as inputs (used when the data carries either id)
+    entity_features: bool = True
+    #: when labels reach the bank in the replay that builds them (``features.label_delay``)
+    label_delay: str = "mix"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +78,9 @@ class TrainOutcome:
 
 def to_tensors(batch: FeatureBatch) -> dict[str, torch.Tensor]:
     """FeatureBatch → torch tensors (zero-copy where numpy allows)."""
+    entity = {} if batch.cur_entity is None else {"cur_entity": torch.from_numpy(batch.cur_entity)}
     return {
+        **entity,
         "hist_num": torch.from_numpy(batch.hist_num),
         "hist_mcc": torch.from_numpy(batch.hist_mcc),
         "hist_channel": torch.from_numpy(batch.hist_channel),
@@ -130,11 +138,25 @@ def train(
     train_idx, val_idx, test_idx = data.time_split()
     if data.labels[train_idx].sum() == 0 or data.labels[val_idx].sum() == 0:
         raise ValueError("need fraud examples in both the training and the validation period")
-    sample = rng.choice(train_idx, size=min(30_000, train_idx.size), replace=False)
-    spec = fit_spec(data.records, data.user_codes, np.sort(sample), max_history=cfg.max_history)
+    sample = np.sort(rng.choice(train_idx, size=min(30_000, train_idx.size), replace=False))
+    entity_sample = None
+    if cfg.entity_features and data.attach_entity(LabelDelay.parse(cfg.label_delay)):
+        entity_sample = data.entity[sample]  # type: ignore[index]  # attached just above
+    spec = fit_spec(
+        data.records,
+        data.user_codes,
+        sample,
+        max_history=cfg.max_history,
+        entity_sample=entity_sample,
+    )
     lengths = data.history_lengths(np.arange(len(data)), spec)
     net_cfg = NetworkConfig(
-        N_NUMERIC, spec.n_mcc, N_CHANNELS, d_model=cfg.d_model, n_layers=cfg.n_layers
+        N_NUMERIC,
+        spec.n_mcc,
+        N_CHANNELS,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_entity=N_ENTITY if spec.entity else 0,
     )
     model = RiskModel(net_cfg)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -231,7 +253,7 @@ def _train_baseline(
 ) -> tuple[Any, float]:
     """Same split, same negative rate, sample weights restore the true class balance."""
     idx, weight = _subsample(train_idx, data.labels, cfg.negative_rate * 2, rng)
-    clf = make_baseline(cfg.seed)
+    clf = make_baseline(cfg.seed, entity=spec.entity)
     clf.fit(_features_for(data, spec, idx), data.labels[idx], sample_weight=weight)
     val_scores = clf.predict_proba(_features_for(data, spec, val_sub))[:, 1]
     return clf, calibrate(val_scores, data.labels[val_sub], val_w, cfg)

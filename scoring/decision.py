@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+
 from features.contracts import Reason, SimilarCase, Transaction
 
 
@@ -43,6 +45,9 @@ class Decision:
     similar_cases: list[SimilarCase] = field(default_factory=list)
     shadow_score: float | None = None
     shadow_model_version: str | None = None
+    #: the merchant's and device's raw statistics before this event [kinds, N_STATS]
+    #: (``features.entity_profile.STATS``); None when the worker keeps no profiles
+    entity: np.ndarray | None = None
     received: float = 0.0  # time.monotonic() when the event entered the worker
     # one instant per decision, so its score and alert records agree (one clock read per batch)
     scored_at: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from features.events import records_from_transactions
+from features.events import hash_ids, records_from_transactions
 from scoring.bundle import ModelBundle
 from scoring.cache_refresh import CacheRefresher, RefreshWork, take_windows
 from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
 from scoring.onnx_model import OnnxRiskModel
 from scoring.scorer import explain_alerts, score_alone, score_batch
+from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
@@ -53,9 +54,11 @@ class ScoringEngine:
         shadow: OnnxRiskModel | None = None,
         similar_k: int = 3,
         reasons_top: int = 3,
+        entities: EntityStore | None = None,
     ) -> None:
         self.bundle = bundle
         self.store = store
+        self.entities = entities
         self.thresholds = thresholds
         self.shadow = shadow
         self.similar_k = similar_k
@@ -63,7 +66,7 @@ class ScoringEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-model")
         self.refresher = CacheRefresher()
         self.labels = FeedbackApplier(
-            store, thresholds, lambda: self.bundle, self._off_loop, self.settle
+            store, thresholds, lambda: self.bundle, self._off_loop, self.settle, entities
         )
         self._writes: asyncio.Future[None] | None = None  # the last batch's threshold write
 
@@ -102,13 +105,19 @@ class ScoringEngine:
             prior = await self.store.read_batch(users)
             if wet:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
+        dry = np.array([r.dry_run for r in requests], dtype=bool)
+        entity_stats = None
+        if self.entities is not None:
+            # after the card append, which tells which events are new: a replayed event
+            # (or a dry run) reads its merchant's and device's profiles and changes nothing
+            write = new_events(prior, users, records) & ~dry
+            entity_stats = await self.entities.observe(records, hash_ids(users), write)
         s1 = time.time_ns()
         await self.settle()  # the previous batch's statistics are in before we read them
         # the thresholds are read (read once; the update reuses them) while the model runs
-        dry = np.array([r.dry_run for r in requests], dtype=bool)
         s2 = time.time_ns()
         scored, (stats, s3) = await asyncio.gather(
-            self._off_loop(score_batch, bundle, prior, users, records, dry),
+            self._off_loop(score_batch, bundle, prior, users, records, dry, entity_stats),
             _timed(self.thresholds.read(users)),
         )
         probs = scored.probs
@@ -133,7 +142,7 @@ class ScoringEngine:
         shadow_scores = None
         if self.shadow is not None:  # featurized with the shadow's own spec
             shadow_scores = await self._off_loop(
-                score_alone, self.shadow, prior, users, records, dry
+                score_alone, self.shadow, prior, users, records, dry, entity_stats
             )
         now, scored_at, version = time.monotonic(), datetime.now(UTC), bundle.model.version
         shadow_version = None if self.shadow is None else self.shadow.version
@@ -152,6 +161,7 @@ class ScoringEngine:
                 similar_cases=similar.get(i, []),
                 shadow_score=shadows[i],
                 shadow_model_version=shadow_version,
+                entity=None if entity_stats is None else entity_stats[i],
                 received=req.received,
                 scored_at=scored_at,
                 stages=stages,
@@ -168,6 +178,28 @@ class ScoringEngine:
         """After publish: cache each user's embedding including their newest event."""
         return await self.refresher.refresh(work)
 
-    async def feedback(self, user_id: str, transaction_id: str, label: str) -> float:
-        """Apply an analyst label (``scoring.feedback``); returns the card's new threshold."""
-        return await self.labels.apply(user_id, transaction_id, label)
+    async def feedback(
+        self, user_id: str, transaction_id: str, label: str, known_ms: int | None = None
+    ) -> float:
+        """Apply a label (``scoring.feedback``); returns the card's new threshold.
+
+        ``known_ms``: when the label was given (the feedback's ``at``); now by default.
+        """
+        return await self.labels.apply(user_id, transaction_id, label, known_ms)
+
+
+def new_events(prior: dict[str, np.ndarray], users: list[str], records: np.ndarray) -> np.ndarray:
+    """True for each row whose transaction the card's stored history did not hold and
+    that no earlier row of the batch repeats: the events the store appended."""
+    out = np.zeros(len(users), dtype=bool)
+    seen: dict[str, set[int]] = {}
+    txs = records["tx"].tolist()
+    for i, (user, tx) in enumerate(zip(users, txs, strict=True)):
+        known = seen.get(user)
+        if known is None:
+            stored = prior.get(user)
+            known = seen[user] = set() if stored is None else set(stored["tx"].tolist())
+        if tx not in known:
+            known.add(tx)
+            out[i] = True
+    return out

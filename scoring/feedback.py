@@ -1,9 +1,16 @@
-"""Applying an analyst's label: the card's threshold moves; a confirmed fraud joins the
-case memory (the embedding of the card's stored history, so later alerts can show it as
-a similar case)."""
+"""Applying a label: the card's threshold moves; the labelled transaction's merchant and
+device profiles count it from the time it was given (``scoring.state.entity_store``); a
+confirmed fraud joins the case memory (the embedding of the card's stored history, so
+later alerts can show it as a similar case).
+
+The merchant, device and amount come from the card's stored sequence, so a label needs
+only the transaction id. A label for a transaction the sequence no longer holds (unknown
+or past the 30-day window) is counted in ``riskstream_labels_unmatched_total`` and moves
+only the card's threshold."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +20,7 @@ from features.events import id_hash
 from features.featurize import Windows, featurize_windows
 from scoring.bundle import ModelBundle
 from scoring.metrics import LABELS_UNMATCHED
+from scoring.state.entity_store import EntityLabel, EntityStore
 from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy
 
@@ -27,25 +35,45 @@ class FeedbackApplier:
         bundle: Callable[[], ModelBundle],
         off_loop: Callable[..., Awaitable[Any]],
         settle: Callable[[], Awaitable[None]],
+        entities: EntityStore | None = None,
     ) -> None:
+        self._entities = entities
         self._store = store
         self._thresholds = thresholds
         self._bundle = bundle  # the current one: a label applies to the model now serving
         self._off_loop = off_loop
         self._settle = settle
 
-    async def apply(self, user_id: str, transaction_id: str, label: str) -> float:
-        """The card's new threshold; confirmed fraud is also remembered as a case."""
+    async def apply(
+        self, user_id: str, transaction_id: str, label: str, known_ms: int | None = None
+    ) -> float:
+        """The card's new threshold; profiles and the case memory learn from the label."""
         await self._settle()  # the label applies to the statistics of every scored batch
         new_threshold = await self._thresholds.feedback(user_id, label, transaction_id)
         bundle = self._bundle()
-        if label == "fraud" and bundle.memory is not None:
-            seq = (await self._store.read_batch([user_id]))[user_id]
-            at = np.flatnonzero(seq["tx"] == id_hash(transaction_id)) if seq.size else seq
-            if at.size:  # the case is the card's history up to and including the fraud
-                await self._off_loop(remember_case, bundle, seq[: int(at[-1]) + 1], transaction_id)
-            else:
-                LABELS_UNMATCHED.inc()
+        remember = label == "fraud" and bundle.memory is not None
+        if not remember and self._entities is None:
+            return new_threshold
+        seq = (await self._store.read_batch([user_id]))[user_id]
+        tx = id_hash(transaction_id)
+        at = np.flatnonzero(seq["tx"] == tx) if seq.size else seq
+        if not at.size:
+            LABELS_UNMATCHED.inc()
+            return new_threshold
+        row = seq[int(at[-1])]
+        if self._entities is not None:
+            await self._entities.label(
+                EntityLabel(
+                    merchant=int(row["merchant"]),
+                    device=int(row["device"]),
+                    tx=tx,
+                    known_ms=round(time.time() * 1000) if known_ms is None else known_ms,
+                    fraud=label == "fraud",
+                    amount=float(row["amount"]),
+                )
+            )
+        if remember:  # the case is the card's history up to and including the fraud
+            await self._off_loop(remember_case, bundle, seq[: int(at[-1]) + 1], transaction_id)
         return new_threshold
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
 from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
@@ -38,6 +39,8 @@ HEAD_INPUTS = {
     "cur_mcc": ("tensor(int64)", 1),
     "cur_channel": ("tensor(int64)", 1),
 }
+#: the head of an artifact trained with merchant/device profiles has this input too
+ENTITY_INPUT = {"cur_entity": ("tensor(float)", 2)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class OnnxRiskModel:
             self.config.io_binding == "auto" and gpu
         )
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
-        self._check(self.head, HEAD_INPUTS, "logit", "head")
+        head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
+        self._check(self.head, head_inputs, "logit", "head")
         self._warm_up()
         self.empty_history_embedding = self.encode(_synthetic_batch(np.zeros(1, np.int64), 1))[0]
         self.ready = True
@@ -126,9 +130,10 @@ class OnnxRiskModel:
                     f"{what} input {name}: {meta.type} rank {len(meta.shape)}, "
                     f"expected {dtype} rank {rank}"
                 )
-            if name.endswith("_num") and meta.shape[-1] != N_NUMERIC:
+            width = N_ENTITY if name == "cur_entity" else N_NUMERIC
+            if (name.endswith("_num") or name == "cur_entity") and meta.shape[-1] != width:
                 raise ModelLoadError(
-                    f"{what} input {name} has {meta.shape[-1]} features, the spec has {N_NUMERIC}"
+                    f"{what} input {name} has {meta.shape[-1]} features, the spec has {width}"
                 )
         outputs = [o.name for o in sess.get_outputs()]
         if outputs != [output]:
@@ -136,8 +141,9 @@ class OnnxRiskModel:
 
     def _warm_up(self) -> None:
         b = self.config.warmup_batch
+        entity = self.artifact.spec.entity
         for t in self.artifact.spec.buckets:
-            self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % (t + 1), t))
+            self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % (t + 1), t, entity))
 
     def encode(self, batch: FeatureBatch) -> np.ndarray:
         """History embeddings [B, E] float32."""
@@ -158,8 +164,12 @@ class OnnxRiskModel:
         cur_num: np.ndarray,
         cur_mcc: np.ndarray,
         cur_channel: np.ndarray,
+        cur_entity: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Logits [B] (calibrated: the sampling offset is inside the graph)."""
+        """Logits [B] (calibrated: the sampling offset is inside the graph).
+
+        ``cur_entity`` is required by, and only fed to, a head trained with entity inputs.
+        """
         if self.head is None:
             raise ModelLoadError("model not loaded")
         feeds = {
@@ -168,6 +178,10 @@ class OnnxRiskModel:
             "cur_mcc": cur_mcc,
             "cur_channel": cur_channel,
         }
+        if self.artifact.spec.entity:
+            if cur_entity is None:
+                raise ModelLoadError(f"model {self.version} needs entity inputs")
+            feeds["cur_entity"] = cur_entity
         return np.asarray(self._run(self.head, feeds, "logit"), dtype=np.float64)
 
     def _run(
@@ -196,14 +210,17 @@ class OnnxRiskModel:
         """Fraud probabilities [B]; runs the encoder unless ``embedding`` is given."""
         emb = self.encode(batch) if embedding is None else embedding
         bad = ~np.isfinite(emb).all(axis=1)
-        logits = self.head_logits(emb, batch.cur_num, batch.cur_mcc, batch.cur_channel)
+        logits = self.head_logits(
+            emb, batch.cur_num, batch.cur_mcc, batch.cur_channel, batch.cur_entity
+        )
         logits = np.where(bad, math.nan, logits)
         return self.probabilities(logits)
 
 
-def _synthetic_batch(hist_len: np.ndarray, t: int) -> FeatureBatch:
+def _synthetic_batch(hist_len: np.ndarray, t: int, entity: bool = False) -> FeatureBatch:
     """Rows with the given history lengths, padded to ``t``; zero features, valid ids."""
     b = hist_len.size
+    ent = np.zeros((b, N_ENTITY), np.float32) if entity else None
     pad = np.arange(t)[None, :] >= hist_len[:, None]
     return FeatureBatch(
         hist_num=np.zeros((b, t, N_NUMERIC), np.float32),
@@ -215,4 +232,6 @@ def _synthetic_batch(hist_len: np.ndarray, t: int) -> FeatureBatch:
         cur_mcc=np.ones(b, np.int64),
         cur_channel=np.ones(b, np.int64),
         cur_raw=np.zeros((b, N_NUMERIC), np.float32),
+        cur_entity=ent,
+        cur_entity_raw=ent,
     )

@@ -14,14 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.contracts import Reason, SimilarCase
+from features.entity_profile import (
+    ENTITY_KINDS,
+    N_ENTITY,
+    entity_presence,
+    features_from_stats,
+)
 from features.featurize import (
     FeatureBatch,
+    FeatureSpec,
     Windows,
     featurize_windows,
+    normalize_entity,
     windows_for_batch_isolated,
 )
 from scoring.bundle import ModelBundle
 from scoring.embedding_cache import history_versions
+from scoring.entity_reasons import explain_entities
 from scoring.length_groups import length_groups
 from scoring.metrics import MODEL_LATENCY_MS
 from scoring.onnx_model import OnnxRiskModel
@@ -37,6 +46,8 @@ class Scored:
     embeddings: np.ndarray
     probs: np.ndarray
     times: dict[str, tuple[int, int]]  # featurize, encoder, head: epoch ns (for traces)
+    #: raw merchant/device statistics [B, kinds, N_STATS] (None: no entity store)
+    entity_stats: np.ndarray | None = None
 
 
 def score_batch(
@@ -45,14 +56,19 @@ def score_batch(
     users: list[str],
     records: np.ndarray,
     dry: np.ndarray,
+    entity_stats: np.ndarray | None = None,
 ) -> Scored:
-    """Score every row; the encoder runs only where the cache has no fresh embedding."""
+    """Score every row; the encoder runs only where the cache has no fresh embedding.
+
+    ``entity_stats``: the rows' merchant/device statistics (``scoring.state.entity_store``),
+    used when the model has entity inputs.
+    """
     model = bundle.model
     spec = model.artifact.spec
     w0 = time.time_ns()
     t0 = time.perf_counter()
     win = windows_for_batch_isolated(prior, users, records, dry, spec)
-    fb = featurize_windows(win, spec)
+    fb = featurize_windows(win, spec, entity=entity_inputs(records, entity_stats, spec))
     t1 = time.perf_counter()
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
@@ -73,7 +89,16 @@ def score_batch(
     probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
     times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
-    return Scored(win, fb, emb, probs, times)
+    return Scored(win, fb, emb, probs, times, entity_stats)
+
+
+def entity_inputs(
+    records: np.ndarray, stats: np.ndarray | None, spec: FeatureSpec
+) -> np.ndarray | None:
+    """Raw entity inputs of the rows, when the spec uses them and statistics exist."""
+    if not spec.entity or stats is None:
+        return None
+    return features_from_stats(stats, entity_presence(records), records["amount"])
 
 
 def explain_alerts(
@@ -89,6 +114,8 @@ def explain_alerts(
     model = bundle.model
     fb, emb = scored.features, scored.embeddings
 
+    ent = None if fb.cur_entity is None else fb.cur_entity[alerts]
+
     def head(e: np.ndarray, num: np.ndarray) -> np.ndarray:
         reps = e.shape[0] // alerts.size
         return model.head_logits(
@@ -96,6 +123,7 @@ def explain_alerts(
             num.astype(np.float32),
             np.repeat(fb.cur_mcc[alerts], reps),
             np.repeat(fb.cur_channel[alerts], reps),
+            None if ent is None else np.repeat(ent, reps, axis=0),
         )
 
     why = explain(
@@ -106,6 +134,25 @@ def explain_alerts(
         fb.cur_channel[alerts],
         reasons_top,
     )
+    if ent is not None and scored.entity_stats is not None:
+        spec = model.artifact.spec
+        absent = normalize_entity(np.zeros((1, N_ENTITY)), spec)[0]
+        reps = len(ENTITY_KINDS) + 1
+
+        def head_entity(e_in: np.ndarray) -> np.ndarray:
+            return model.head_logits(
+                np.repeat(emb[alerts], reps, axis=0),
+                np.repeat(fb.cur_num[alerts], reps, axis=0),
+                np.repeat(fb.cur_mcc[alerts], reps),
+                np.repeat(fb.cur_channel[alerts], reps),
+                e_in.astype(np.float32),
+            )
+
+        extra = explain_entities(head_entity, ent, absent, scored.entity_stats[alerts])
+        why = [
+            sorted([*a, *b], key=lambda r: -r.contribution)[:reasons_top]
+            for a, b in zip(why, extra, strict=True)
+        ]
     reasons = {int(i): r for i, r in zip(alerts, why, strict=True)}
     similar: dict[int, list[SimilarCase]] = {}
     if bundle.memory is not None:
@@ -123,11 +170,16 @@ def score_alone(
     users: list[str],
     records: np.ndarray,
     dry: np.ndarray,
+    entity_stats: np.ndarray | None = None,
 ) -> np.ndarray:
     """Scores of ``model`` on its own features (its spec: statistics, vocabulary, history
     length), with no cache: what a shadow model needs, whatever the primary is."""
     spec = model.artifact.spec
-    fb = featurize_windows(windows_for_batch_isolated(prior, users, records, dry, spec), spec)
+    fb = featurize_windows(
+        windows_for_batch_isolated(prior, users, records, dry, spec),
+        spec,
+        entity=entity_inputs(records, entity_stats, spec),
+    )
     emb = encode_bucketed(model, fb, np.arange(len(users)))
     return model.score(fb, embedding=emb)
 

@@ -106,7 +106,12 @@ def create_app(
                     )
                     continue
                 step = asyncio.ensure_future(
-                    rt.engine.feedback(fb.user_id, fb.transaction_id, fb.label)
+                    rt.engine.feedback(
+                        fb.user_id,
+                        fb.transaction_id,
+                        fb.label,
+                        round(fb.at.timestamp() * 1000),
+                    )
                 )
                 if not await _completed(step, svc):
                     await _parked()

@@ -15,7 +15,21 @@ from typing import Any
 from pydantic_core import to_json
 
 from features.contracts import AlertContext, AlertRecord, ScoreRecord
+from features.entity_profile import STATS
 from scoring.decision import Decision
+
+
+def entity_view(d: Decision) -> dict[str, dict[str, float]] | None:
+    """The decision's profiles as the record carries them: one entry per id present."""
+    if d.entity is None:
+        return None
+    rows = d.entity.tolist()
+    out: dict[str, dict[str, float]] = {}
+    if d.tx.merchant_id:
+        out["merchant"] = dict(zip(STATS, rows[0], strict=True))
+    if d.tx.device_id:
+        out["device"] = dict(zip(STATS, rows[1], strict=True))
+    return out
 
 
 def score_fields(d: Decision) -> dict[str, Any]:
@@ -35,6 +49,7 @@ def score_fields(d: Decision) -> dict[str, Any]:
         "sequence_length": d.sequence_length,
         "shadow_score": d.shadow_score,
         "shadow_model_version": d.shadow_model_version,
+        "entity": entity_view(d),
     }
 
 

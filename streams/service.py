@@ -28,6 +28,7 @@ from scoring.decision import Decision, ScoreRequest
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
+from scoring.state.entity_store import RedisEntityStore
 from scoring.state.sequence_store import RedisSequenceStore
 from scoring.thresholds import RedisThresholdPolicy
 from streams.kafka.publisher import Publisher
@@ -156,7 +157,17 @@ class WorkerService:
         shadow = None
         if s.model.shadow_path is not None:
             shadow = (await loop.run_in_executor(None, load_bundle, s.model.shadow_path, s)).model
-        engine = ScoringEngine(bundle, store, thresholds, shadow)
+        entities = None
+        if s.entity.enabled:
+            entities = RedisEntityStore(
+                client,
+                s.sequence.key_prefix,
+                s.entity.profile(),
+                cluster_mode=s.sequence.cluster_mode,
+                retry_attempts=s.redis.retry_attempts,
+                retry_backoff_s=s.redis.retry_backoff_s,
+            )
+        engine = ScoringEngine(bundle, store, thresholds, shadow, entities=entities)
         publisher = decision_publisher(s.kafka)
         publisher.start()
 

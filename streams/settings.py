@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scoring.state.entity_config import EntityStoreConfig
 from scoring.state.sequence_config import SequenceStoreConfig
 from scoring.thresholds import ThresholdConfig
 
@@ -244,6 +245,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     sequence: SequenceStoreConfig = Field(default_factory=SequenceStoreConfig)
+    entity: EntityStoreConfig = Field(default_factory=EntityStoreConfig)
     model: ModelSettings = Field(default_factory=ModelSettings)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
     http: HttpSettings = Field(default_factory=HttpSettings)

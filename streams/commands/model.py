@@ -42,6 +42,25 @@ def _mapping(spec: str | None) -> Any:
     return load_mapping(spec)
 
 
+_LABEL_DELAY_HELP = (
+    "When labels reach the bank in the replay that builds merchant/device profiles: "
+    "'mix' (analyst/chargeback mix, docs/MODEL.md), 'mix:0.5' (analyst share), or a "
+    "fixed duration like 7d."
+)
+
+
+def _label_delay(text: str | None) -> Any:
+    """The parsed ``--label-delay`` (a bad value is one clear line), or None."""
+    if text is None:
+        return None
+    from features.label_delay import LabelDelay, LabelDelayError
+
+    try:
+        return LabelDelay.parse(text)
+    except LabelDelayError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--label-delay") from None
+
+
 def train_cmd(
     data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
     out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write."),
@@ -69,9 +88,16 @@ def train_cmd(
         help="Map a foreign layout onto the contract: a preset (finforge, tabformer, sparkov, "
         "paysim, ieee-cis) or a YAML mapping file (docs/MODEL.md, Bring your own data).",
     ),
+    label_delay: str = typer.Option("mix", help=_LABEL_DELAY_HELP),
+    entity: bool = typer.Option(
+        True,
+        "--entity/--no-entity",
+        help="Merchant/device profiles as model inputs (when the data carries the ids).",
+    ),
 ) -> None:
     """Train the Transformer+LSTM and the baseline; export and evaluate the artifact."""
     _require_train_extra()
+    _label_delay(label_delay)
     import numpy as np
 
     from models.dataset import LabelledData
@@ -93,6 +119,8 @@ def train_cmd(
         max_history=max_history,
         target_alert_rate=alert_rate,
         target_recall=target_recall,
+        label_delay=label_delay,
+        entity_features=entity,
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -145,6 +173,17 @@ def train_cmd(
             pickle.dump({"model": outcome.baseline, "threshold": outcome.baseline_threshold}, fh)
         _rehash(out)
     console.print(f"artifact written to {out} (trained in {outcome.seconds / 60:.1f} min)")
+    if outcome.spec.entity:
+        console.print(
+            f"entity features: {', '.join(dataset.entity_kinds_present())} "
+            f"(labels replayed: {dataset.label_delay.describe()})"  # type: ignore[union-attr]  # set with the features
+        )
+    else:
+        console.print(
+            "entity features: absent"
+            + ("" if entity else " (--no-entity)")
+            + ("" if dataset.entity_kinds_present() else " (no merchant_id/device_id in data)")
+        )
     with console.status("evaluating on the held-out (latest) period"):
         results = evaluate(out, dataset, report or out / "report", index=np.asarray(test_idx))
     update_metrics(
@@ -178,19 +217,40 @@ def evaluate_cmd(
         help="Map a foreign layout onto the contract: a preset (finforge, tabformer, sparkov, "
         "paysim, ieee-cis) or a YAML mapping file (docs/MODEL.md, Bring your own data).",
     ),
+    history: list[Path] = typer.Option(
+        [],
+        "--history",
+        help="Earlier labelled file(s) replayed first, unscored: card histories and entity "
+        "profiles warm, as in a worker that has been running.",
+    ),
+    label_delay: str | None = typer.Option(
+        None, help=_LABEL_DELAY_HELP + " Default: the model's training delay."
+    ),
 ) -> None:
     """Evaluate a model artifact and its baseline on any labelled file."""
     _require_train_extra()
+    delay = _label_delay(label_delay)
+    import numpy as np
+
     from models.dataset import LabelledData
     from models.evaluate import evaluate
     from scoring.artifact import DEFAULT_ARTIFACT
 
-    for path in data:
-        if not path.exists():
-            raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
-    dataset = LabelledData.from_files(data, _mapping(column_map))
-    with console.status(f"scoring {len(dataset)} events"):
-        results = evaluate(model or DEFAULT_ARTIFACT, dataset, out, max_negatives=max_negatives)
+    for hint, paths in (("--data", data), ("--history", history)):
+        for path in paths:
+            if not path.exists():
+                raise typer.BadParameter(f"{path}: no such file", param_hint=hint)
+    dataset = LabelledData.from_files([*history, *data], _mapping(column_map))
+    index = np.flatnonzero(dataset.source >= len(history))  # type: ignore[operator]  # from_files sets it
+    with console.status(f"scoring {index.size} events"):
+        results = evaluate(
+            model or DEFAULT_ARTIFACT,
+            dataset,
+            out,
+            index=index,
+            max_negatives=max_negatives,
+            label_delay=delay,
+        )
     console.print(f"report written to {out / 'report.md'}")
     typer.echo(
         json.dumps(

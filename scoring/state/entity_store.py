@@ -1,0 +1,318 @@
+"""Where merchant and device profiles live: the ``EntityStore`` interface and two stores.
+
+The arithmetic is ``features.entity_profile``'s; this module only moves it next to the
+data. ``RedisEntityStore`` keeps five keys per entity, all with the entity's hash tag
+(``{m:<hash>}`` / ``{d:<hash>}``) so they share a Redis Cluster slot:
+
+* ``…`` a hash: the decayed counters and their update time;
+* ``…:c`` a sorted set: card → last visit (capped);
+* ``…:f`` / ``…:fa`` confirmed frauds (sorted by the time they became known) and their
+  amounts; ``…:g`` confirmed legit.
+
+One script call per batch reads every entity's statistics before each of its events and
+adds the new events (in cluster mode, one call per entity, pipelined: a script's keys
+must share a slot). Idempotence comes from the card store: the engine asks only for
+events that were new there to be written, so a replayed event reads and changes nothing.
+A label is one call per entity; the first label of a transaction wins, a correction
+(fraud → legit) moves it. Every key expires after ``ttl_s`` without a write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from features.entity_profile import (
+    COUNTERS,
+    DAY_MS,
+    ENTITY_KINDS,
+    LABEL_WINDOW_MS,
+    N_STATS,
+    EntityProfileConfig,
+    EntityProfiles,
+    card_member,
+)
+from scoring.state.redis_retry import LuaScript
+
+_KIND_TAG = {"merchant": "m", "device": "d"}
+_SUFFIXES = ("", ":c", ":f", ":fa", ":g")
+
+# KEYS: 5 per entity (hash, cards, fraud, fraud amounts, legit).
+# ARGV: ttl_s, card cap, card slack, per-entity event counts "2,1,...", then 4 per event
+# (t ms, card member, amount, write 0/1), each entity's events in (ts, tx) order.
+# Returns N_STATS strings per event, in call order.
+_OBSERVE_LUA = (
+    """
+local ttl, cap, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local taus = {"""
+    + ", ".join(str(tau) for _, tau in COUNTERS)
+    + """}
+local nc = #taus
+local DAY, WEEK, MONTH = """
+    + f"{DAY_MS}, {7 * DAY_MS}, {LABEL_WINDOW_MS}"
+    + """
+local exp, max, fmt = math.exp, math.max, string.format
+local fields = {'u'}
+for i = 1, nc do fields[i + 1] = 'c' .. i end
+local out, a, ent = {}, 5, 0
+for count in string.gmatch(ARGV[4], '[^,]+') do
+  local base = ent * 5
+  local h, c, f, fa, g = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4],
+    KEYS[base + 5]
+  ent = ent + 1
+  local vals = redis.call('HMGET', h, unpack(fields))
+  local updated = tonumber(vals[1]) or 0
+  local counters = {}
+  for i = 1, nc do counters[i] = tonumber(vals[i + 1]) or 0 end
+  local dirty = false
+  for _ = 1, tonumber(count) do
+    local ts, card, amount_s, write = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    local t, amount = tonumber(ts), tonumber(amount_s)
+    local dt = t - updated
+    local stats = {}
+    for i = 1, nc do stats[i] = counters[i] * exp(-max(0, dt) / taus[i]) end
+    local last = redis.call('ZSCORE', c, card)
+    if last then last = tonumber(last) end
+    stats[nc + 1] = last and 0 or 1
+    stats[nc + 2] = redis.call('ZCOUNT', f, t - WEEK, t)
+    stats[nc + 3] = redis.call('ZCOUNT', f, t - MONTH, t)
+    local total = 0
+    if stats[nc + 3] > 0 then
+      local members = redis.call('ZRANGEBYSCORE', f, t - MONTH, t)
+      local amounts = redis.call('HMGET', fa, unpack(members))
+      for i = 1, #amounts do total = total + (tonumber(amounts[i]) or 0) end
+    end
+    stats[nc + 4] = total
+    stats[nc + 5] = redis.call('ZCOUNT', g, t - MONTH, t)
+    if write == '1' then
+      local add = {1, 1, 1, 1, 0, 0, 0, amount}
+      if not last or t - last > DAY then add[5] = 1 end
+      if not last or t - last > WEEK then add[6] = 1 end
+      if not last then add[7] = 1 end
+      if dt >= 0 then
+        for i = 1, nc do counters[i] = stats[i] + add[i] end
+        updated = t
+      else
+        for i = 1, nc do counters[i] = counters[i] + add[i] * exp(dt / taus[i]) end
+      end
+      if not last or t > last then redis.call('ZADD', c, ts, card) end
+      local n = redis.call('ZCARD', c)
+      if n > cap + slack then redis.call('ZREMRANGEBYRANK', c, 0, n - cap - 1) end
+      dirty = true
+    end
+    for i = 1, #stats do out[#out + 1] = fmt('%.17g', stats[i]) end
+  end
+  if dirty then
+    local args = {'u', fmt('%.17g', updated)}
+    for i = 1, nc do
+      args[#args + 1] = 'c' .. i
+      args[#args + 1] = fmt('%.17g', counters[i])
+    end
+    redis.call('HSET', h, unpack(args))
+    for k = 1, 5 do redis.call('EXPIRE', KEYS[base + k], ttl) end
+  end
+end
+return out
+"""
+)
+
+# KEYS: the entity's 5 keys. ARGV: tx member, known ms, fraud 0/1, amount, ttl, label cap.
+# Returns 1 when the label changed something, 0 for a repeat.
+_LABEL_LUA = (
+    """
+local f, fa, g = KEYS[3], KEYS[4], KEYS[5]
+local tx, known_s, fraud, amount, ttl, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+  tonumber(ARGV[5]), tonumber(ARGV[6])
+local known = tonumber(known_s)
+local MONTH = """
+    + str(LABEL_WINDOW_MS)
+    + """
+local function trim(z, amounts)
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. string.format('%.17g', known - MONTH))
+  local n = redis.call('ZCARD', z) - #old
+  if n > cap then
+    for _, m in ipairs(redis.call('ZRANGE', z, #old, #old + n - cap - 1)) do old[#old + 1] = m end
+  end
+  if #old > 0 then
+    redis.call('ZREM', z, unpack(old))
+    if amounts then redis.call('HDEL', amounts, unpack(old)) end
+  end
+end
+if fraud == '1' then
+  if redis.call('ZSCORE', f, tx) then return 0 end
+  redis.call('ZREM', g, tx)
+  redis.call('ZADD', f, known_s, tx)
+  redis.call('HSET', fa, tx, amount)
+  trim(f, fa)
+else
+  if redis.call('ZSCORE', g, tx) then return 0 end
+  redis.call('ZREM', f, tx)
+  redis.call('HDEL', fa, tx)
+  redis.call('ZADD', g, known_s, tx)
+  trim(g, nil)
+end
+for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ttl) end
+return 1
+"""
+)
+
+
+@dataclass(frozen=True)
+class EntityLabel:
+    """A label as the profiles take it: which entities, which transaction, when known."""
+
+    merchant: int  # entity hashes; 0 = none
+    device: int
+    tx: int
+    known_ms: int
+    fraud: bool
+    amount: float
+
+
+def observation_plan(records: np.ndarray, cards: np.ndarray) -> list[tuple[str, int, np.ndarray]]:
+    """(kind, entity, rows in (ts, tx) order) for every entity of the batch; rows without
+    the entity (hash 0) are left out — their statistics stay zero."""
+    order = np.lexsort((records["tx"], records["ts"]))
+    plan: list[tuple[str, int, np.ndarray]] = []
+    for kind in ENTITY_KINDS:
+        ids = records[kind][order]
+        known = ids != 0
+        rows, ids = order[known], ids[known]
+        if not rows.size:
+            continue
+        by_entity = np.argsort(ids, kind="stable")  # stable: time order kept per entity
+        rows, ids = rows[by_entity], ids[by_entity]
+        cuts = np.flatnonzero(np.diff(ids)) + 1
+        for part in np.split(np.arange(rows.size), cuts):
+            plan.append((kind, int(ids[part[0]]), rows[part]))
+    return plan
+
+
+class EntityStore(Protocol):
+    """Merchant and device profiles (``features.entity_profile``)."""
+
+    async def observe(
+        self, records: np.ndarray, cards: np.ndarray, write: np.ndarray
+    ) -> np.ndarray:
+        """Statistics [B, kinds, N_STATS] before each event; rows with ``write`` are added."""
+        ...
+
+    async def label(self, label: EntityLabel) -> int:
+        """Apply a label to its merchant and device; how many profiles it changed."""
+        ...
+
+
+class InMemoryEntityStore:
+    """``EntityProfiles`` behind the store interface: tests, dry-run tools, the reference."""
+
+    def __init__(self, config: EntityProfileConfig | None = None) -> None:
+        self.profiles = EntityProfiles(config)
+
+    async def observe(
+        self, records: np.ndarray, cards: np.ndarray, write: np.ndarray
+    ) -> np.ndarray:
+        out = np.zeros((records.size, len(ENTITY_KINDS), N_STATS))
+        for kind, entity, rows in observation_plan(records, cards):
+            k = ENTITY_KINDS.index(kind)
+            for r in rows:
+                out[r, k] = self.profiles.observe(
+                    kind,
+                    entity,
+                    int(records["ts"][r]),
+                    card_member(int(cards[r])),
+                    float(records["amount"][r]),
+                    bool(write[r]),
+                )
+        return out
+
+    async def label(self, label: EntityLabel) -> int:
+        changed = 0
+        for kind, entity in (("merchant", label.merchant), ("device", label.device)):
+            if entity:
+                changed += self.profiles.label(
+                    kind, entity, card_member(label.tx), label.known_ms, label.fraud, label.amount
+                )
+        return changed
+
+
+class RedisEntityStore:
+    """The production store: the two scripts above, retried like every Redis call."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str = "riskstream:",
+        config: EntityProfileConfig | None = None,
+        cluster_mode: bool = False,
+        retry_attempts: int = 5,
+        retry_backoff_s: float = 0.2,
+    ) -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self.config = config or EntityProfileConfig()
+        self.cluster_mode = cluster_mode
+        self.retry_attempts = retry_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self._observe = LuaScript(client, _OBSERVE_LUA)
+        self._label = LuaScript(client, _LABEL_LUA)
+
+    def keys(self, kind: str, entity: int) -> list[str]:
+        """The entity's five keys, hash-tagged on the entity."""
+        base = f"{self.key_prefix}ent:{{{_KIND_TAG[kind]}:{entity:016x}}}"
+        return [base + s for s in _SUFFIXES]
+
+    async def observe(
+        self, records: np.ndarray, cards: np.ndarray, write: np.ndarray
+    ) -> np.ndarray:
+        out = np.zeros((records.size, len(ENTITY_KINDS), N_STATS))
+        plan = observation_plan(records, cards)
+        if not plan:
+            return out
+        cfg = self.config
+        head: list[Any] = [cfg.ttl_s, cfg.card_cap, cfg.card_slack]
+        ts, amount = records["ts"], records["amount"]
+        groups = [[p] for p in plan] if self.cluster_mode else [plan]
+        calls = []
+        for group in groups:
+            keys: list[str] = []
+            args: list[Any] = []
+            for kind, entity, rows in group:
+                keys.extend(self.keys(kind, entity))
+                for r in rows:
+                    args.extend(
+                        (
+                            int(ts[r]),
+                            card_member(int(cards[r])),
+                            repr(float(amount[r])),
+                            "1" if write[r] else "0",
+                        )
+                    )
+            counts = ",".join(str(rows.size) for _, _, rows in group)
+            calls.append((keys, [*head, counts, *args]))
+        replies = await self._observe.run(calls, self.retry_attempts, self.retry_backoff_s)
+        values = np.array([float(v) for reply in replies for v in reply]).reshape(-1, N_STATS)
+        at = 0
+        for kind, _, rows in plan:
+            out[rows, ENTITY_KINDS.index(kind)] = values[at : at + rows.size]
+            at += rows.size
+        return out
+
+    async def label(self, label: EntityLabel) -> int:
+        calls = []
+        for kind, entity in (("merchant", label.merchant), ("device", label.device)):
+            if entity:
+                args = [
+                    card_member(label.tx),
+                    int(label.known_ms),
+                    "1" if label.fraud else "0",
+                    repr(float(label.amount)),
+                    self.config.ttl_s,
+                    self.config.label_cap,
+                ]
+                calls.append((self.keys(kind, entity), args))
+        replies = await self._label.run(calls, self.retry_attempts, self.retry_backoff_s)
+        return int(sum(int(r) for r in replies))

@@ -1,0 +1,168 @@
+"""Entity profiles: the Redis script equals the in-memory specification, value for value,
+and the profile keeps its promises (no self-sight, idempotent labels, bounded state)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from features.entity_profile import (
+    DAY_MS,
+    ENTITY_KINDS,
+    HOUR_MS,
+    STATS,
+    EntityProfileConfig,
+)
+from features.events import RECORD_DTYPE
+from scoring.state.entity_store import EntityLabel, InMemoryEntityStore, RedisEntityStore
+
+T0 = 1_767_225_600_000  # 2026-01-01
+S = {name: i for i, name in enumerate(STATS)}
+M = ENTITY_KINDS.index("merchant")
+D = ENTITY_KINDS.index("device")
+
+
+def batch(rows: list[tuple[int, int, float, int, int]]) -> np.ndarray:
+    """(tx, ts, amount, merchant, device) → records."""
+    out = np.zeros(len(rows), dtype=RECORD_DTYPE)
+    for i, (tx, ts, amount, merchant, device) in enumerate(rows):
+        out[i]["tx"], out[i]["ts"], out[i]["amount"] = tx, ts, amount
+        out[i]["merchant"], out[i]["device"] = merchant, device
+    return out
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster-mode"])
+async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
+    clients: list[aioredis.Redis] = []
+
+    def make(config: EntityProfileConfig | None = None):
+        if request.param == "memory":
+            return InMemoryEntityStore(config)
+        stack = request.getfixturevalue("stack")
+        client = aioredis.Redis.from_url(stack.redis_url)
+        clients.append(client)
+        return RedisEntityStore(
+            client,
+            unique_name("e") + ":",
+            config,
+            cluster_mode=request.param == "redis-cluster-mode",
+        )
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+async def test_an_event_never_sees_itself_and_the_next_one_does(make_store) -> None:
+    store = make_store()
+    recs = batch([(1, T0, 50.0, 7, 0), (2, T0 + 1000, 20.0, 7, 0)])
+    cards = np.array([11, 12], dtype=np.uint64)
+    stats = await store.observe(recs, cards, np.ones(2, bool))
+    assert stats[0, M, S["tx_24h"]] == 0.0 and stats[0, M, S["card_new"]] == 1.0
+    assert stats[1, M, S["tx_24h"]] == pytest.approx(np.exp(-1000 / DAY_MS))
+    assert stats[1, M, S["cards_24h"]] == pytest.approx(np.exp(-1000 / DAY_MS))
+    assert stats[1, M, S["amount_30d"]] == pytest.approx(50.0, rel=1e-6)
+    assert (stats[:, D] == 0).all()  # no device: zero statistics, not an error
+
+
+async def test_a_replayed_event_reads_but_changes_nothing(make_store) -> None:
+    store = make_store()
+    recs = batch([(1, T0, 50.0, 7, 8)])
+    cards = np.array([11], dtype=np.uint64)
+    await store.observe(recs, cards, np.ones(1, bool))
+    later = batch([(2, T0 + HOUR_MS, 5.0, 7, 8)])
+    first = await store.observe(later, cards, np.zeros(1, bool))
+    again = await store.observe(later, cards, np.zeros(1, bool))
+    assert (first == again).all()
+    assert first[0, M, S["tx_1h"]] == pytest.approx(np.exp(-1.0))
+
+
+async def test_labels_count_from_when_they_are_known_and_only_once(make_store) -> None:
+    store = make_store()
+    cards = np.array([11], dtype=np.uint64)
+    await store.observe(batch([(1, T0, 80.0, 7, 8)]), cards, np.ones(1, bool))
+    label = EntityLabel(7, 8, tx=1, known_ms=T0 + 3 * DAY_MS, fraud=True, amount=80.0)
+    assert await store.label(label) == 2
+    assert await store.label(label) == 0  # a repeat changes nothing
+    before = await store.observe(batch([(2, T0 + 2 * DAY_MS, 1.0, 7, 8)]), cards, np.zeros(1, bool))
+    after = await store.observe(batch([(3, T0 + 4 * DAY_MS, 1.0, 7, 8)]), cards, np.zeros(1, bool))
+    gone = await store.observe(batch([(4, T0 + 40 * DAY_MS, 1.0, 7, 8)]), cards, np.zeros(1, bool))
+    assert before[0, M, S["fraud_30d"]] == 0.0  # not yet known at that time
+    assert after[0, M, S["fraud_7d"]] == 1.0 and after[0, D, S["fraud_30d"]] == 1.0
+    assert after[0, M, S["fraud_amount_30d"]] == 80.0
+    assert gone[0, M, S["fraud_30d"]] == 0.0
+    corrected = EntityLabel(7, 8, 1, T0 + 5 * DAY_MS, False, 80.0)
+    assert await store.label(corrected) == 2
+    fixed = await store.observe(batch([(5, T0 + 6 * DAY_MS, 1.0, 7, 8)]), cards, np.zeros(1, bool))
+    assert fixed[0, M, S["fraud_30d"]] == 0.0 and fixed[0, M, S["legit_30d"]] == 1.0
+
+
+async def test_redis_equals_the_specification_on_a_random_history(stack, unique_name) -> None:
+    """Many batches of many cards over few merchants and devices, late events, repeats,
+    labels and small caps: every statistic of every event equal (to 1e-12)."""
+    rng = np.random.default_rng(7)
+    config = EntityProfileConfig(card_cap=5, card_slack=2, label_cap=3)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        stores = [
+            InMemoryEntityStore(config),
+            RedisEntityStore(client, unique_name("e") + ":", config),
+            RedisEntityStore(client, unique_name("e") + ":", config, cluster_mode=True),
+        ]
+        t = T0
+        tx = 0
+        fraud_seen = 0.0
+        for step in range(30):
+            n = int(rng.integers(1, 25))
+            rows = []
+            for _ in range(n):
+                tx += 1
+                t += int(rng.integers(0, 6 * HOUR_MS))
+                late = int(rng.integers(0, 3 * DAY_MS)) if rng.random() < 0.1 else 0
+                rows.append(
+                    (
+                        tx,
+                        t - late,
+                        float(np.round(rng.lognormal(3, 1), 2)),
+                        int(rng.integers(0, 4)),
+                        int(rng.integers(0, 3)),
+                    )
+                )
+            recs = batch(rows)
+            cards = rng.integers(1, 12, size=n).astype(np.uint64)
+            write = rng.random(n) > 0.1
+            got = [await s.observe(recs, cards, write) for s in stores]
+            for other in got[1:]:
+                np.testing.assert_allclose(other, got[0], rtol=1e-12, atol=1e-12)
+            fraud_seen += float(got[0][..., S["fraud_30d"]].sum())
+            for _ in range(int(rng.integers(0, 4))):
+                lab = EntityLabel(
+                    merchant=int(rng.integers(0, 4)),
+                    device=int(rng.integers(0, 3)),
+                    tx=int(rng.integers(1, tx + 1)),
+                    known_ms=t + int(rng.integers(0, DAY_MS)),
+                    fraud=bool(rng.random() < 0.8),
+                    amount=float(np.round(rng.lognormal(4, 1), 2)),
+                )
+                changed = [await s.label(lab) for s in stores]
+                assert len(set(changed)) == 1, (step, changed)
+        assert fraud_seen > 0  # the labels did reach the statistics compared
+    finally:
+        await client.aclose()
+
+
+async def test_state_is_bounded_per_entity(stack, unique_name) -> None:
+    config = EntityProfileConfig(card_cap=10, card_slack=5, ttl_s=60)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        store = RedisEntityStore(client, unique_name("e") + ":", config)
+        recs = batch([(i, T0 + i, 1.0, 7, 0) for i in range(1, 101)])
+        await store.observe(recs, np.arange(1, 101, dtype=np.uint64), np.ones(100, bool))
+        keys = store.keys("merchant", 7)
+        assert await client.zcard(keys[1]) <= 15
+        assert 0 < await client.ttl(keys[0]) <= 60 and 0 < await client.ttl(keys[1]) <= 60
+    finally:
+        await client.aclose()
