@@ -10,8 +10,19 @@ and deterministic for a seed. Its honesty rules, checked by tests:
 * legitimate users travel, change phones and shop at night, so "new country", "new
   device" and "odd hour" are evidence, not proof.
 
-What separates fraud is *behaviour relative to the user's own history*: exactly what a
-sequence model should learn.
+What separates most fraud is *behaviour relative to the user's own history*: exactly
+what a sequence model should learn. Three scenarios are visible only across cards, at
+the merchant or the device (what entity profiles are for):
+
+* ``compromised_terminal``: a card-present terminal with its usual legitimate traffic is
+  tampered with for one to four weeks; some cards paying there in that period are
+  charged fraudulently at it (skimmed and cloned, or a corrupt employee);
+* ``merchant_card_testing``: one small online merchant, within a few hours, many cards
+  each tried for a tiny amount from one or two devices;
+* ``device_farm``: one device pays for several cards over a day or three.
+
+Their merchants and devices keep their legitimate traffic, so the id alone is no label;
+confirmed fraud there in the past week is evidence.
 """
 
 from __future__ import annotations
@@ -136,9 +147,12 @@ SCENARIOS = (
     "stolen_card_number",
     "impossible_travel",
     "compromised_merchant",
+    "compromised_terminal",
+    "merchant_card_testing",
+    "device_farm",
 )
 #: Share of fraud *episodes* per scenario.
-SCENARIO_MIX = np.array([0.20, 0.10, 0.20, 0.25, 0.15, 0.10])
+SCENARIO_MIX = np.array([0.16, 0.08, 0.16, 0.20, 0.12, 0.08, 0.08, 0.06, 0.06])
 
 
 @dataclass(frozen=True)
@@ -387,8 +401,8 @@ def _episode_events(
 def _fraud(world: _World, legit: _Columns, n_target: int) -> _Columns:
     """Fraud episodes until ``n_target`` fraudulent transactions exist (every scenario once)."""
     rng, cfg = world.rng, world.cfg
-    size_lo = np.array([3, 6, 3, 2, 1, 2])
-    size_hi = np.array([8, 16, 10, 6, 2, 5])
+    size_lo = np.array([3, 6, 3, 2, 1, 2, 4, 6, 4])
+    size_hi = np.array([8, 16, 10, 6, 2, 5, 12, 20, 12])
     mean_size = (size_lo + size_hi - 1) / 2
     n_eps = max(len(SCENARIOS), int(n_target / float(SCENARIO_MIX @ mean_size) * 1.3) + 6)
     kinds = np.concatenate(
@@ -597,6 +611,80 @@ def _compromised_merchant(
     return _build_online(world, anchor.user[ep], ts, cats, amount, device, city, 5)
 
 
+def _compromised_terminal(
+    world: _World, legit: _Columns, sizes: np.ndarray, t0: float, span: float
+) -> _Columns:
+    rng = world.rng
+    offline = np.flatnonzero(legit.channel != CHANNELS.index("online"))
+    # a busy terminal: drawn by its traffic (a transaction, then its merchant)
+    terminal = legit.merchant[_draw(rng, offline, sizes.size, legit.ts.size)]
+    begin = t0 + rng.uniform(0.05, 0.85, sizes.size) * span
+    length = rng.uniform(7, 28, sizes.size) * DAY_MS
+    ep = np.repeat(np.arange(sizes.size), sizes)
+    ts = (begin[ep] + rng.uniform(0, 1, ep.size) * length[ep]).astype(np.int64)
+    # the victims are cards of the terminal's city (its customers and their neighbours)
+    city = world.m_city[terminal]
+    in_city = [np.flatnonzero(world.home == c) for c in range(len(CITIES))]
+    user = np.array(
+        [
+            rng.choice(in_city[c]) if in_city[c].size else rng.integers(0, world.cfg.users)
+            for c in city[ep].tolist()
+        ],
+        dtype=np.int64,
+    )
+    cats = world.m_cat[terminal][ep]
+    amount = np.exp(rng.normal(CAT_MU[cats] + 0.5 + world.wealth[user], CAT_SIGMA[cats]))
+    channel = np.where(
+        rng.random(ep.size) < 0.5, CHANNELS.index("contactless"), CHANNELS.index("card_present")
+    )
+    return _build_offline(world, user, ts, amount, cats, channel, terminal[ep], city[ep], 6)
+
+
+def _merchant_card_testing(
+    world: _World, legit: _Columns, sizes: np.ndarray, t0: float, span: float
+) -> _Columns:
+    rng = world.rng
+    victim, start = _pick_victims(world, legit, sizes.size)
+    ep, ts = _episode_events(rng, sizes, start, 8 * MINUTE_MS)
+    cat = rng.choice(_cats(5815, 5999, 4899, 5814), sizes.size)
+    merchant = world.online_merchant(cat, None, np.zeros(sizes.size, bool))
+    n = ep.size
+    # one victim card per event: the run is across cards, not along one
+    user = np.concatenate([[victim[0]], rng.integers(0, world.cfg.users, n - 1)])
+    amount = rng.uniform(0.5, 2.5, n)
+    devices = _used_devices(rng, legit, (sizes.size, 2))
+    device = devices[ep, rng.integers(0, 2, n)]
+    home = world.home[user]
+    cols = _build_online(world, user, ts, cat[ep], amount, device, home, 7)
+    cols.merchant = merchant[ep]
+    return cols
+
+
+def _device_farm(
+    world: _World, legit: _Columns, sizes: np.ndarray, t0: float, span: float
+) -> _Columns:
+    rng = world.rng
+    _, start = _pick_victims(world, legit, sizes.size)
+    spread = rng.uniform(1, 3, sizes.size) * DAY_MS / sizes
+    ep, ts = _episode_events(rng, sizes, start, spread)
+    n = ep.size
+    user = rng.integers(0, world.cfg.users, n)
+    cats = rng.choice(_cats(5732, 5311, 5944, 5999, 5651, 4511, 7011), n)
+    amount = np.exp(rng.normal(CAT_MU[cats] + 0.7, CAT_SIGMA[cats]))
+    device = _used_devices(rng, legit, sizes.size)[ep]
+    city = rng.integers(0, len(CITIES), sizes.size)[ep]
+    return _build_online(world, user, ts, cats, amount, device, city, 8)
+
+
+def _used_devices(
+    rng: np.random.Generator, legit: _Columns, shape: int | tuple[int, ...]
+) -> np.ndarray:
+    """Devices that also pay legitimately (an emulated or shared fingerprint): the device
+    id alone stays no label; what it does across cards is the evidence."""
+    used = legit.device[legit.device >= 0]
+    return rng.choice(used, shape) if used.size else rng.integers(0, 100, shape)
+
+
 _SCENARIO_BUILDERS = {
     "account_takeover": _account_takeover,
     "card_testing": _card_testing,
@@ -604,6 +692,9 @@ _SCENARIO_BUILDERS = {
     "stolen_card_number": _stolen_card_number,
     "impossible_travel": _impossible_travel,
     "compromised_merchant": _compromised_merchant,
+    "compromised_terminal": _compromised_terminal,
+    "merchant_card_testing": _merchant_card_testing,
+    "device_farm": _device_farm,
 }
 
 
