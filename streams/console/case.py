@@ -49,3 +49,39 @@ def history_rows(records: np.ndarray, transaction_id: str) -> list[dict[str, Any
         if country:
             seen_countries.add(country)
     return rows
+
+
+#: what the case view shows of a profile, in the analyst's words, in this order
+PROFILE_ROWS: tuple[tuple[str, str], ...] = (
+    ("tx_1h", "transactions, last hour"),
+    ("tx_24h", "transactions, last 24 h"),
+    ("tx_7d", "transactions, last 7 days"),
+    ("cards_24h", "different cards, last 24 h"),
+    ("cards_7d", "different cards, last 7 days"),
+    ("new_cards_7d", "cards new here, last 7 days"),
+    ("fraud_7d", "confirmed frauds, last 7 days"),
+    ("fraud_30d", "confirmed frauds, last 30 days"),
+    ("fraud_amount_30d", "confirmed fraud amount, last 30 days"),
+    ("legit_30d", "confirmed legitimate, last 30 days"),
+    ("card_new", "this card new here"),
+)
+
+
+def profile_rows(alert: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alert's merchant and device profiles (as the event found them), readable:
+    one entry per entity, each with labelled values (counts rounded; decayed counts are
+    "about")."""
+    out = []
+    for kind, stats in (alert.get("entity") or {}).items():
+        rows = []
+        for key, label in PROFILE_ROWS:
+            value = float(stats.get(key, 0.0))
+            if key == "card_new":
+                shown = "yes" if value else "no"
+            elif key.startswith(("fraud", "legit")):
+                shown = f"{value:,.2f}" if key == "fraud_amount_30d" else f"{value:.0f}"
+            else:
+                shown = f"≈ {value:,.1f}"
+            rows.append({"label": label, "value": shown})
+        out.append({"entity": kind, "rows": rows})
+    return out

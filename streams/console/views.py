@@ -22,7 +22,7 @@ from faust.web import Request, Response, View
 from features.contracts import CHANNELS, Feedback
 from streams.console.auth import COOKIE, SESSION_S, ConsoleAuth, LoginError
 from streams.console.bodies import DecisionBody, LoginBody, parse
-from streams.console.case import history_rows
+from streams.console.case import history_rows, profile_rows
 from streams.console.state import AlertFilter, ConsoleState, Review
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ def add_console_views(
                 {
                     "alert": alert,
                     "history": history_rows(records, alert["transaction_id"]),
+                    "profiles": profile_rows(alert),
                     "current_threshold": round(threshold, 6),
                 }
             )

@@ -221,3 +221,38 @@ async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None
         assert all(d.shadow_score is None for d in plain)
     finally:
         engine.close()
+
+
+async def test_entity_profiles_learn_each_event_once_and_never_from_dry_runs(
+    model: OnnxRiskModel, stream: list[Transaction]
+) -> None:
+    from features.events import hash_ids, records_from_transactions
+    from scoring.state.entity_store import InMemoryEntityStore
+
+    entities = InMemoryEntityStore()
+    engine = ScoringEngine(
+        ModelBundle(model, None, None),
+        InMemorySequenceStore(),
+        InMemoryThresholdPolicy(model.artifact.global_threshold),
+        entities=entities,
+    )
+    first, later = stream[:300], stream[300:340]
+    probe = records_from_transactions(later)
+    cards = hash_ids(t.user_id for t in later)
+
+    async def look() -> np.ndarray:  # read-only: what the next events would see
+        return await entities.observe(probe, cards, np.zeros(len(later), bool))
+
+    try:
+        decisions, _ = await engine.score([ScoreRequest(t) for t in first])
+        assert all(d.entity is not None for d in decisions)
+        seen = await look()
+        assert seen[..., 1].sum() > 0  # tx_24h: the first batch is in the profiles
+        await engine.score([ScoreRequest(t) for t in first])  # a replay
+        assert np.array_equal(await look(), seen)
+        await engine.score([ScoreRequest(t, dry_run=True) for t in later])
+        assert np.array_equal(await look(), seen)
+        await engine.score([ScoreRequest(t) for t in later])
+        assert not np.array_equal(await look(), seen)
+    finally:
+        engine.close()

@@ -76,6 +76,11 @@ def test_console_queue_case_and_confirm_fraud(wenv: WorkerEnv, tmp_path: Path) -
             assert history.count() >= 2
             assert page.locator("#history tr.current").count() == 1  # the alerted event
             assert page.locator("#chart line").count() == history.count()
+            # the alerted transaction's merchant/device profile (every simulated
+            # transaction has a merchant or a device)
+            profiles = page.get_by_test_id("profiles").locator(".profile")
+            assert profiles.count() >= 1
+            assert "transactions, last 24 h" in profiles.first.inner_text()
             case_data = page.evaluate(
                 "id => fetch('/console/api/case/' + id).then(r => r.json())", alert_id
             )

@@ -9,7 +9,7 @@ import pytest
 
 from features.events import RECORD_DTYPE, id_hash, pack_country
 from streams.console.auth import ConsoleAuth, LoginError
-from streams.console.case import history_rows
+from streams.console.case import history_rows, profile_rows
 from streams.console.state import HOUR_MS, AlertFilter, ConsoleState
 
 
@@ -129,3 +129,16 @@ def test_sessions_need_the_token_when_one_is_set_and_cannot_be_forged() -> None:
     assert auth.analyst(None, "Bearer s3cret", "bob") == "bob"
     assert auth.analyst(None, "Bearer wrong", "bob") is None
     assert open_auth.analyst(None, "Bearer anything", "bob") is None  # no token, no bearer
+
+
+def test_profile_rows_read_an_alerts_entity_snapshot() -> None:
+    from features.entity_profile import STATS
+
+    stats = dict.fromkeys(STATS, 0.0) | {"tx_24h": 12.34, "fraud_7d": 3.0, "card_new": 1.0}
+    rows = profile_rows({"entity": {"merchant": stats}})
+    assert [p["entity"] for p in rows] == ["merchant"]
+    shown = {r["label"]: r["value"] for r in rows[0]["rows"]}
+    assert shown["transactions, last 24 h"] == "≈ 12.3"
+    assert shown["confirmed frauds, last 7 days"] == "3"
+    assert shown["this card new here"] == "yes"
+    assert profile_rows({"entity": None}) == [] and profile_rows({}) == []

@@ -261,6 +261,13 @@ async function openCase(alertId) {
   const similar = a.similar_cases || [];
   $("#case-similar").replaceChildren(...(similar.length ? similar.map((c) =>
     el("li", { text: `${c.case_id} — similarity ${c.similarity.toFixed(2)}` })) : [el("li", { class: "muted", text: "none" })]));
+  const profiles = data.profiles || [];
+  $("#case-profiles").replaceChildren(...(profiles.length ? profiles.map((p) =>
+    el("div", { class: "profile" },
+      el("h4", { text: p.entity === "merchant" ? "Merchant" : "Device" }),
+      el("table", {}, el("tbody", {}, ...p.rows.map((r) =>
+        el("tr", {}, el("td", { text: r.label }), el("td", { class: "num", text: r.value }))))))) :
+    [el("p", { class: "muted", text: "no merchant or device on this transaction" })]));
   $("#history-count").textContent = `(${data.history.length} events)`;
   chart(data.history);
   $("#history tbody").replaceChildren(...data.history.slice().reverse().map((h) => {
