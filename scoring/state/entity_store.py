@@ -54,40 +54,50 @@ local nc = #taus
 local DAY, WEEK, MONTH = """
     + f"{DAY_MS}, {7 * DAY_MS}, {LABEL_WINDOW_MS}"
     + """
-local exp, max, fmt = math.exp, math.max, string.format
-local fields = {'u'}
-for i = 1, nc do fields[i + 1] = 'c' .. i end
+local exp, max, call, pack, unpack_s = math.exp, math.max, redis.call, struct.pack,
+  struct.unpack
+local STATE = '<' .. string.rep('d', 3 + nc)
+local STATS = '<' .. string.rep('d', nc + 5)
 local out, a, ent = {}, 5, 0
 for count in string.gmatch(ARGV[4], '[^,]+') do
   local base = ent * 5
   local h, c, f, fa, g = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4],
     KEYS[base + 5]
   ent = ent + 1
-  local vals = redis.call('HMGET', h, unpack(fields))
-  local updated = tonumber(vals[1]) or 0
+  -- the state: update time, cards in the set, labels held, the counters (doubles)
+  local blob = call('GET', h)
+  local st = {0, 0, 0}
+  for i = 1, nc do st[3 + i] = 0 end
+  if blob then st = {unpack_s(STATE, blob)} end
+  local updated, ncards, labelled = st[1], st[2], st[3] > 0
   local counters = {}
-  for i = 1, nc do counters[i] = tonumber(vals[i + 1]) or 0 end
+  for i = 1, nc do counters[i] = st[3 + i] end
   local dirty = false
   for _ = 1, tonumber(count) do
-    local ts, card, amount_s, write = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local ts, card, write = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+    local t, amount = tonumber(ts), tonumber(ARGV[a + 2])
     a = a + 4
-    local t, amount = tonumber(ts), tonumber(amount_s)
     local dt = t - updated
     local stats = {}
     for i = 1, nc do stats[i] = counters[i] * exp(-max(0, dt) / taus[i]) end
-    local last = redis.call('ZSCORE', c, card)
+    local last = call('ZSCORE', c, card)
     if last then last = tonumber(last) end
     stats[nc + 1] = last and 0 or 1
-    stats[nc + 2] = redis.call('ZCOUNT', f, t - WEEK, t)
-    stats[nc + 3] = redis.call('ZCOUNT', f, t - MONTH, t)
-    local total = 0
-    if stats[nc + 3] > 0 then
-      local members = redis.call('ZRANGEBYSCORE', f, t - MONTH, t)
-      local amounts = redis.call('HMGET', fa, unpack(members))
-      for i = 1, #amounts do total = total + (tonumber(amounts[i]) or 0) end
+    if labelled then  -- most entities have no label: no label calls for them
+      local n30 = call('ZCOUNT', f, t - MONTH, t)
+      local total = 0
+      if n30 > 0 then
+        local amounts = call('HMGET', fa, unpack(call('ZRANGEBYSCORE', f, t - MONTH, t)))
+        for i = 1, #amounts do total = total + (tonumber(amounts[i]) or 0) end
+      end
+      stats[nc + 2] = call('ZCOUNT', f, t - WEEK, t)
+      stats[nc + 3] = n30
+      stats[nc + 4] = total
+      stats[nc + 5] = call('ZCOUNT', g, t - MONTH, t)
+    else
+      for i = nc + 2, nc + 5 do stats[i] = 0 end
     end
-    stats[nc + 4] = total
-    stats[nc + 5] = redis.call('ZCOUNT', g, t - MONTH, t)
+    out[#out + 1] = pack(STATS, unpack(stats))
     if write == '1' then
       local add = {1, 1, 1, 1, 0, 0, 0, amount}
       if not last or t - last > DAY then add[5] = 1 end
@@ -99,24 +109,25 @@ for count in string.gmatch(ARGV[4], '[^,]+') do
       else
         for i = 1, nc do counters[i] = counters[i] + add[i] * exp(dt / taus[i]) end
       end
-      if not last or t > last then redis.call('ZADD', c, ts, card) end
-      local n = redis.call('ZCARD', c)
-      if n > cap + slack then redis.call('ZREMRANGEBYRANK', c, 0, n - cap - 1) end
+      if not last or t > last then ncards = ncards + call('ZADD', c, ts, card) end
+      if ncards > cap + slack then
+        call('ZREMRANGEBYRANK', c, 0, ncards - cap - 1)
+        ncards = cap
+      end
       dirty = true
     end
-    for i = 1, #stats do out[#out + 1] = fmt('%.17g', stats[i]) end
   end
   if dirty then
-    local args = {'u', fmt('%.17g', updated)}
-    for i = 1, nc do
-      args[#args + 1] = 'c' .. i
-      args[#args + 1] = fmt('%.17g', counters[i])
+    call('SET', h, pack(STATE, updated, ncards, st[3], unpack(counters)), 'EX', ttl)
+    call('EXPIRE', c, ttl)
+    if labelled then
+      call('EXPIRE', f, ttl)
+      call('EXPIRE', fa, ttl)
+      call('EXPIRE', g, ttl)
     end
-    redis.call('HSET', h, unpack(args))
-    for k = 1, 5 do redis.call('EXPIRE', KEYS[base + k], ttl) end
   end
 end
-return out
+return table.concat(out)
 """
 )
 
@@ -131,6 +142,12 @@ local known = tonumber(known_s)
 local MONTH = """
     + str(LABEL_WINDOW_MS)
     + """
+local STATE = '<' .. string.rep('d', """
+    + str(3 + len(COUNTERS))
+    + """)
+local ZERO = struct.pack(STATE, """
+    + ", ".join(["0"] * (3 + len(COUNTERS)))
+    + """)
 local function trim(z, amounts)
   local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. string.format('%.17g', known - MONTH))
   local n = redis.call('ZCARD', z) - #old
@@ -155,6 +172,13 @@ else
   redis.call('ZADD', g, known_s, tx)
   trim(g, nil)
 end
+-- the state's "labels held" (a double at byte 17) tells observe whether to look
+local held = redis.call('ZCARD', f) + redis.call('ZCARD', g)
+local blob = redis.call('GET', KEYS[1])
+local st = {struct.unpack(STATE, blob or ZERO)}
+st[3] = held
+st[#st] = nil  -- struct.unpack's last value is the next position
+redis.call('SET', KEYS[1], struct.pack(STATE, unpack(st)))
 for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ttl) end
 return 1
 """
@@ -294,7 +318,7 @@ class RedisEntityStore:
             counts = ",".join(str(rows.size) for _, _, rows in group)
             calls.append((keys, [*head, counts, *args]))
         replies = await self._observe.run(calls, self.retry_attempts, self.retry_backoff_s)
-        values = np.array([float(v) for reply in replies for v in reply]).reshape(-1, N_STATS)
+        values = np.frombuffer(b"".join(replies), dtype="<f8").reshape(-1, N_STATS)
         at = 0
         for kind, _, rows in plan:
             out[rows, ENTITY_KINDS.index(kind)] = values[at : at + rows.size]
