@@ -6,10 +6,13 @@ as a user would, then:
 
 1. **transfer**: the packaged artifact (trained on our simulator) and its baseline scored
    on every finforge event (``riskstream evaluate``);
-2. **trained on finforge**: ``riskstream train`` on the same file, whose report holds the
-   held-out later period (the last 15 % of event time) for the model and the baseline.
-
-No label-derived feature exists yet, so no label-delay model applies to these figures.
+2. **trained on finforge**: ``riskstream train`` on the same file, with and without the
+   merchant profile (``--no-entity``), whose reports hold the held-out later period (the
+   last 15 % of event time) for the model and the baseline; labels replayed with the
+   default delay model (``--label-delay mix``).
+3. **is an id a label there?** each raw field's ROC-AUC alone, target-encoded on the
+   earlier half and scored on the later (``single_field_aucs``): when the merchant alone
+   is near 1.0, merchant profiles on this data measure the simulator, not the method.
 
     python -m benchmarks.foreign_finforge --users 400 --months 6 --out /tmp/finforge
 """
@@ -86,6 +89,21 @@ def main() -> None:
         str(args.seed),
     )
     trained = json.loads((args.out / "model" / "report" / "metrics.json").read_text())
+    _cli(
+        "train",
+        "--data",
+        str(data),
+        "--map",
+        "finforge",
+        "--out",
+        str(args.out / "model-no-entity"),
+        "--max-minutes",
+        str(args.max_minutes),
+        "--seed",
+        str(args.seed),
+        "--no-entity",
+    )
+    plain = json.loads((args.out / "model-no-entity" / "report" / "metrics.json").read_text())
     report(
         "foreign_finforge",
         finforge={
@@ -98,8 +116,25 @@ def main() -> None:
         },
         transfer_packaged_artifact_all_events=_figures(transfer),
         trained_on_finforge_held_out_later_period=_figures(trained),
+        trained_without_entity_features=_figures(plain),
+        entity_features=trained.get("entity_features"),
+        label_delay=trained.get("label_delay"),
         per_scenario_recall_held_out=trained.get("per_scenario_recall"),
+        per_scenario_recall_held_out_without_entity=plain.get("per_scenario_recall"),
+        single_field_roc_auc=_single_fields(data),
     )
+
+
+def _single_fields(data: Path) -> dict[str, float]:
+    """Each contract field's ROC-AUC alone, read through the finforge mapping."""
+    import pyarrow as pa
+
+    from features.column_mapping import load_mapping
+    from features.labelled_files import iter_batches
+    from streams.devtools.simulator import single_field_aucs
+
+    table = pa.Table.from_batches(list(iter_batches(data, mapping=load_mapping("finforge"))))
+    return {k: round(v, 3) for k, v in single_field_aucs(table.sort_by("timestamp")).items()}
 
 
 if __name__ == "__main__":

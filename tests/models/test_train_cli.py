@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.csv as pacsv
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pytest
 
 from streams.devtools.simulator import SimulatorConfig, simulate

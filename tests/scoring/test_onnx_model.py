@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
 from scoring.artifact import load_artifact
 from scoring.metrics import NONFINITE_FALLBACKS
@@ -23,6 +24,8 @@ def _batch(b: int, t: int) -> FeatureBatch:
         cur_mcc=np.ones(b, np.int64),
         cur_channel=np.ones(b, np.int64),
         cur_raw=np.zeros((b, N_NUMERIC), np.float32),
+        cur_entity=rng.normal(size=(b, N_ENTITY)).astype(np.float32),
+        cur_entity_raw=np.zeros((b, N_ENTITY), np.float32),
     )
 
 
@@ -35,6 +38,22 @@ def test_default_artifact_loads_and_scores_new_and_old_users() -> None:
     # cached embedding path gives the same scores as the full path
     emb = model.encode(_batch(9, 16))
     np.testing.assert_allclose(model.score(_batch(9, 16), embedding=emb), p, atol=1e-7)
+
+
+def test_a_model_with_entity_inputs_uses_them_and_refuses_to_go_without() -> None:
+    import dataclasses
+
+    import pytest
+
+    from scoring.errors import ModelLoadError
+
+    model = OnnxRiskModel(load_artifact()).load()
+    assert model.artifact.spec.entity  # the packaged model is trained with them
+    batch = _batch(9, 16)
+    other = dataclasses.replace(batch, cur_entity=batch.cur_entity * 0)  # type: ignore[operator]
+    assert not np.allclose(model.score(batch), model.score(other))
+    with pytest.raises(ModelLoadError, match="needs entity inputs"):
+        model.score(dataclasses.replace(batch, cur_entity=None))
 
 
 def test_non_finite_outputs_become_the_fallback_and_are_counted() -> None:
