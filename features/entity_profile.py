@@ -93,18 +93,19 @@ class EntityProfileConfig:
     ttl_s: int = 35 * 86_400
 
 
-def card_member(card_hash: int) -> str:
-    """A card's member name in a profile: 16 hex digits (sorted like Redis sorts them)."""
-    return format(card_hash, "016x")
+def card_member(card_hash: int) -> bytes:
+    """A card's (or a labelled transaction's) member name in a profile: its 64-bit hash as
+    8 big-endian bytes, which sort as bytes exactly as Redis sorts members."""
+    return card_hash.to_bytes(8, "big")
 
 
 @dataclass
 class _Profile:
     updated: float = 0.0  # ms; 0 = never
     counters: list[float] = field(default_factory=lambda: [0.0] * len(COUNTERS))
-    cards: dict[str, float] = field(default_factory=dict)
-    fraud: dict[str, tuple[float, float]] = field(default_factory=dict)  # tx → (known, amount)
-    legit: dict[str, float] = field(default_factory=dict)  # tx → known
+    cards: dict[bytes, float] = field(default_factory=dict)
+    fraud: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # tx → (known, amount)
+    legit: dict[bytes, float] = field(default_factory=dict)  # tx → known
 
 
 class EntityProfiles:
@@ -118,7 +119,7 @@ class EntityProfiles:
         return len(self._profiles)
 
     def observe(
-        self, kind: str, entity: int, t: float, card: str, amount: float, write: bool = True
+        self, kind: str, entity: int, t: float, card: bytes, amount: float, write: bool = True
     ) -> list[float]:
         """The entity's statistics before this event; then the event is added (``write``)."""
         p = self._profiles.get((kind, entity))
@@ -161,7 +162,7 @@ class EntityProfiles:
         return stats
 
     def label(
-        self, kind: str, entity: int, tx: str, known: float, fraud: bool, amount: float
+        self, kind: str, entity: int, tx: bytes, known: float, fraud: bool, amount: float
     ) -> bool:
         """Record a label; False when it changed nothing (a repeat)."""
         p = self._profiles.setdefault((kind, entity), _Profile())
@@ -181,7 +182,7 @@ class EntityProfiles:
         return True
 
 
-def _trim(labels: dict[str, Any], known: float, cap: int, key: Callable[[Any], float]) -> None:
+def _trim(labels: dict[bytes, Any], known: float, cap: int, key: Callable[[Any], float]) -> None:
     """Drop labels older than the window before ``known``, then the oldest over ``cap``."""
     for tx in [tx for tx, v in labels.items() if key(v) < known - LABEL_WINDOW_MS]:
         del labels[tx]

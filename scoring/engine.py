@@ -105,21 +105,26 @@ class ScoringEngine:
             prior = await self.store.read_batch(users)
             if wet:
                 await self.store.append_batch([users[i] for i in wet], records[wet])
-        dry = np.array([r.dry_run for r in requests], dtype=bool)
-        entity_stats = None
-        if self.entities is not None:
-            # after the card append, which tells which events are new: a replayed event
-            # (or a dry run) reads its merchant's and device's profiles and changes nothing
-            write = new_events(prior, users, records) & ~dry
-            entity_stats = await self.entities.observe(records, hash_ids(users), write)
         s1 = time.time_ns()
+        dry = np.array([r.dry_run for r in requests], dtype=bool)
         await self.settle()  # the previous batch's statistics are in before we read them
-        # the thresholds are read (read once; the update reuses them) while the model runs
+        # the thresholds are read (read once; the update reuses them) while the profiles
+        # are read and then the model runs
         s2 = time.time_ns()
-        scored, (stats, s3) = await asyncio.gather(
-            self._off_loop(score_batch, bundle, prior, users, records, dry, entity_stats),
-            _timed(self.thresholds.read(users)),
-        )
+        entity_stats = None
+        if self.entities is None:
+            scored, (stats, s3) = await asyncio.gather(
+                self._off_loop(score_batch, bundle, prior, users, records, dry),
+                _timed(self.thresholds.read(users)),
+            )
+        else:
+            entity_stats, (stats, s3) = await asyncio.gather(
+                self._observe_entities(self.entities, prior, users, records, dry),
+                _timed(self.thresholds.read(users)),
+            )
+            scored = await self._off_loop(
+                score_batch, bundle, prior, users, records, dry, entity_stats
+            )
         probs = scored.probs
         thresholds = self.thresholds.thresholds_for(users, stats)
         alerts = np.flatnonzero(probs >= thresholds)
@@ -174,6 +179,20 @@ class ScoringEngine:
         )
         return decisions, work
 
+    @staticmethod
+    async def _observe_entities(
+        entities: EntityStore,
+        prior: dict[str, np.ndarray],
+        users: list[str],
+        records: np.ndarray,
+        dry: np.ndarray,
+    ) -> np.ndarray:
+        """Merchant/device statistics before each event, after the card append (which
+        says which events are new): a replayed event or a dry run reads its profiles and
+        changes nothing."""
+        write = new_events(prior, users, records) & ~dry
+        return await entities.observe(records, hash_ids(users), write)
+
     async def refresh_cache(self, work: RefreshWork) -> int:
         """After publish: cache each user's embedding including their newest event."""
         return await self.refresher.refresh(work)
@@ -190,16 +209,23 @@ class ScoringEngine:
 
 def new_events(prior: dict[str, np.ndarray], users: list[str], records: np.ndarray) -> np.ndarray:
     """True for each row whose transaction the card's stored history did not hold and
-    that no earlier row of the batch repeats: the events the store appended."""
-    out = np.zeros(len(users), dtype=bool)
-    seen: dict[str, set[int]] = {}
-    txs = records["tx"].tolist()
-    for i, (user, tx) in enumerate(zip(users, txs, strict=True)):
-        known = seen.get(user)
-        if known is None:
-            stored = prior.get(user)
-            known = seen[user] = set() if stored is None else set(stored["tx"].tolist())
-        if tx not in known:
-            known.add(tx)
-            out[i] = True
-    return out
+    that no earlier row of the batch repeats: the events the store appended.
+
+    Vectorized on a 64-bit key per (card, transaction): the transaction hash mixed with
+    the card's position in the batch (a collision, ~2⁻⁶⁴, would skip one profile update).
+    """
+    code = {u: i for i, u in enumerate(dict.fromkeys(users))}
+    mix = np.uint64(0x9E3779B97F4A7C15)
+    codes = np.fromiter((code[u] for u in users), np.uint64, len(users))
+    with np.errstate(over="ignore"):
+        keys = records["tx"] ^ ((codes + np.uint64(1)) * mix)
+        stored = [
+            p["tx"] ^ np.uint64((i + 1) * 0x9E3779B97F4A7C15 % 2**64)
+            for u, i in code.items()
+            if (p := prior.get(u)) is not None and p.size
+        ]
+    known = np.concatenate(stored) if stored else np.zeros(0, np.uint64)
+    fresh = ~np.isin(keys, known)
+    first = np.zeros(len(users), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return fresh & first

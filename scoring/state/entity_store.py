@@ -1,20 +1,25 @@
 """Where merchant and device profiles live: the ``EntityStore`` interface and two stores.
 
 The arithmetic is ``features.entity_profile``'s; this module only moves it next to the
-data. ``RedisEntityStore`` keeps five keys per entity, all with the entity's hash tag
-(``{m:<hash>}`` / ``{d:<hash>}``) so they share a Redis Cluster slot:
+data. ``RedisEntityStore`` keeps up to five keys per entity, all under the entity's hash tag
+(``{m:<hash>}`` / ``{d:<hash>}``) so they share a Redis Cluster slot; a script is given the
+base key and derives the others (same slot):
 
-* ``…`` a hash: the decayed counters and their update time;
+* ``…`` a string: the update time, the card count, the labels held and the decayed
+  counters, as little-endian doubles (``struct``: nothing rounds through text);
 * ``…:c`` a sorted set: card → last visit (capped);
 * ``…:f`` / ``…:fa`` confirmed frauds (sorted by the time they became known) and their
-  amounts; ``…:g`` confirmed legit.
+  amounts; ``…:g`` confirmed legit. Only entities with labels have these, and only they
+  pay for label lookups.
 
 One script call per batch reads every entity's statistics before each of its events and
-adds the new events (in cluster mode, one call per entity, pipelined: a script's keys
-must share a slot). Idempotence comes from the card store: the engine asks only for
-events that were new there to be written, so a replayed event reads and changes nothing.
-A label is one call per entity; the first label of a transaction wins, a correction
-(fraud → legit) moves it. Every key expires after ``ttl_s`` without a write.
+adds the new events (in cluster mode, one call per entity, pipelined). The events travel
+as one packed binary argument and the statistics come back as one binary reply: building
+and parsing a handful of strings per event cost the worker more than the script itself.
+Idempotence comes from the card store: the engine asks only for events that were new
+there to be written, so a replayed event reads and changes nothing. A label is one call
+per entity; the first label of a transaction wins, a correction (fraud → legit) moves it.
+Every key expires after ``ttl_s`` without a write.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from features.entity_profile import (
 from scoring.state.redis_retry import LuaScript
 
 _KIND_TAG = {"merchant": "m", "device": "d"}
-_SUFFIXES = ("", ":c", ":f", ":fa", ":g")
+#: one event as the observe script reads it (25 bytes, packed): time, card, amount, write
+EVENT_DTYPE = np.dtype([("t", "<f8"), ("card", ">u8"), ("amount", "<f8"), ("write", "u1")])
 
-# KEYS: 5 per entity (hash, cards, fraud, fraud amounts, legit).
-# ARGV: ttl_s, card cap, card slack, per-entity event counts "2,1,...", then 4 per event
-# (t ms, card member, amount, write 0/1), each entity's events in (ts, tx) order.
-# Returns N_STATS strings per event, in call order.
+# KEYS: one base key per entity. ARGV: ttl_s, card cap, card slack, per-entity event counts
+# (uint32 each), the events (EVENT_DTYPE, each entity's in (ts, tx) order).
+# Returns one binary string: N_STATS doubles per event, in argument order.
 _OBSERVE_LUA = (
     """
 local ttl, cap, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -58,12 +63,12 @@ local exp, max, call, pack, unpack_s = math.exp, math.max, redis.call, struct.pa
   struct.unpack
 local STATE = '<' .. string.rep('d', 3 + nc)
 local STATS = '<' .. string.rep('d', nc + 5)
-local out, a, ent = {}, 5, 0
-for count in string.gmatch(ARGV[4], '[^,]+') do
-  local base = ent * 5
-  local h, c, f, fa, g = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4],
-    KEYS[base + 5]
-  ent = ent + 1
+local counts, events = ARGV[4], ARGV[5]
+local out, pos = {}, 1
+for ent = 1, #KEYS do
+  local h = KEYS[ent]
+  local c, f, fa, g = h .. ':c', h .. ':f', h .. ':fa', h .. ':g'
+  local count = unpack_s('<I4', counts, (ent - 1) * 4 + 1)
   -- the state: update time, cards in the set, labels held, the counters (doubles)
   local blob = call('GET', h)
   local st = {0, 0, 0}
@@ -73,10 +78,9 @@ for count in string.gmatch(ARGV[4], '[^,]+') do
   local counters = {}
   for i = 1, nc do counters[i] = st[3 + i] end
   local dirty = false
-  for _ = 1, tonumber(count) do
-    local ts, card, write = ARGV[a], ARGV[a + 1], ARGV[a + 3]
-    local t, amount = tonumber(ts), tonumber(ARGV[a + 2])
-    a = a + 4
+  for _ = 1, count do
+    local t, card, amount, write
+    t, card, amount, write, pos = unpack_s('<dc8dB', events, pos)
     local dt = t - updated
     local stats = {}
     for i = 1, nc do stats[i] = counters[i] * exp(-max(0, dt) / taus[i]) end
@@ -98,7 +102,7 @@ for count in string.gmatch(ARGV[4], '[^,]+') do
       for i = nc + 2, nc + 5 do stats[i] = 0 end
     end
     out[#out + 1] = pack(STATS, unpack(stats))
-    if write == '1' then
+    if write == 1 then
       local add = {1, 1, 1, 1, 0, 0, 0, amount}
       if not last or t - last > DAY then add[5] = 1 end
       if not last or t - last > WEEK then add[6] = 1 end
@@ -109,7 +113,7 @@ for count in string.gmatch(ARGV[4], '[^,]+') do
       else
         for i = 1, nc do counters[i] = counters[i] + add[i] * exp(dt / taus[i]) end
       end
-      if not last or t > last then ncards = ncards + call('ZADD', c, ts, card) end
+      if not last or t > last then ncards = ncards + call('ZADD', c, t, card) end
       if ncards > cap + slack then
         call('ZREMRANGEBYRANK', c, 0, ncards - cap - 1)
         ncards = cap
@@ -131,11 +135,12 @@ return table.concat(out)
 """
 )
 
-# KEYS: the entity's 5 keys. ARGV: tx member, known ms, fraud 0/1, amount, ttl, label cap.
+# KEYS: the entity's base key. ARGV: tx member, known ms, fraud 0/1, amount, ttl, label cap.
 # Returns 1 when the label changed something, 0 for a repeat.
 _LABEL_LUA = (
     """
-local f, fa, g = KEYS[3], KEYS[4], KEYS[5]
+local h = KEYS[1]
+local c, f, fa, g = h .. ':c', h .. ':f', h .. ':fa', h .. ':g'
 local tx, known_s, fraud, amount, ttl, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4],
   tonumber(ARGV[5]), tonumber(ARGV[6])
 local known = tonumber(known_s)
@@ -174,12 +179,12 @@ else
 end
 -- the state's "labels held" (a double at byte 17) tells observe whether to look
 local held = redis.call('ZCARD', f) + redis.call('ZCARD', g)
-local blob = redis.call('GET', KEYS[1])
+local blob = redis.call('GET', h)
 local st = {struct.unpack(STATE, blob or ZERO)}
 st[3] = held
 st[#st] = nil  -- struct.unpack's last value is the next position
-redis.call('SET', KEYS[1], struct.pack(STATE, unpack(st)))
-for k = 1, 5 do redis.call('EXPIRE', KEYS[k], ttl) end
+redis.call('SET', h, struct.pack(STATE, unpack(st)))
+for _, k in ipairs({h, c, f, fa, g}) do redis.call('EXPIRE', k, ttl) end
 return 1
 """
 )
@@ -197,23 +202,39 @@ class EntityLabel:
     amount: float
 
 
-def observation_plan(records: np.ndarray, cards: np.ndarray) -> list[tuple[str, int, np.ndarray]]:
-    """(kind, entity, rows in (ts, tx) order) for every entity of the batch; rows without
-    the entity (hash 0) are left out — their statistics stay zero."""
+@dataclass(frozen=True)
+class ObservationPlan:
+    """A batch's events grouped by entity: ``rows`` (event indices) kind by kind, entity by
+    entity, each entity's events in (ts, tx) order; ``entities`` [(kind, entity hash)] and
+    ``counts`` (events per entity) in the same order. Rows without an id are left out —
+    their statistics stay zero."""
+
+    rows: np.ndarray
+    kinds: np.ndarray  # kind index per row
+    entities: list[tuple[str, int]]
+    counts: np.ndarray
+
+
+def observation_plan(records: np.ndarray) -> ObservationPlan:
+    """Group ``records`` by (kind, entity), time-ordered inside each group (vectorized)."""
     order = np.lexsort((records["tx"], records["ts"]))
-    plan: list[tuple[str, int, np.ndarray]] = []
-    for kind in ENTITY_KINDS:
-        ids = records[kind][order]
-        known = ids != 0
-        rows, ids = order[known], ids[known]
-        if not rows.size:
-            continue
-        by_entity = np.argsort(ids, kind="stable")  # stable: time order kept per entity
-        rows, ids = rows[by_entity], ids[by_entity]
-        cuts = np.flatnonzero(np.diff(ids)) + 1
-        for part in np.split(np.arange(rows.size), cuts):
-            plan.append((kind, int(ids[part[0]]), rows[part]))
-    return plan
+    rows, kinds, ids = [], [], []
+    for k, kind in enumerate(ENTITY_KINDS):
+        col = records[kind][order]
+        known = col != 0
+        rows.append(order[known])
+        ids.append(col[known])
+        kinds.append(np.full(int(known.sum()), k, dtype=np.int64))
+    row, kind_of, ent = np.concatenate(rows), np.concatenate(kinds), np.concatenate(ids)
+    group = np.lexsort((np.arange(row.size), ent, kind_of))  # stable: time order kept
+    row, kind_of, ent = row[group], kind_of[group], ent[group]
+    starts = np.flatnonzero(np.r_[True, (ent[1:] != ent[:-1]) | (kind_of[1:] != kind_of[:-1])])
+    counts = np.diff(np.r_[starts, row.size])
+    entities = [
+        (ENTITY_KINDS[int(k)], int(e))
+        for k, e in zip(kind_of[starts].tolist(), ent[starts].tolist(), strict=True)
+    ]
+    return ObservationPlan(row, kind_of, entities, counts)
 
 
 class EntityStore(Protocol):
@@ -240,9 +261,11 @@ class InMemoryEntityStore:
         self, records: np.ndarray, cards: np.ndarray, write: np.ndarray
     ) -> np.ndarray:
         out = np.zeros((records.size, len(ENTITY_KINDS), N_STATS))
-        for kind, entity, rows in observation_plan(records, cards):
+        plan = observation_plan(records)
+        at = 0
+        for (kind, entity), n in zip(plan.entities, plan.counts.tolist(), strict=True):
             k = ENTITY_KINDS.index(kind)
-            for r in rows:
+            for r in plan.rows[at : at + n].tolist():
                 out[r, k] = self.profiles.observe(
                     kind,
                     entity,
@@ -251,6 +274,7 @@ class InMemoryEntityStore:
                     float(records["amount"][r]),
                     bool(write[r]),
                 )
+            at += n
         return out
 
     async def label(self, label: EntityLabel) -> int:
@@ -284,45 +308,49 @@ class RedisEntityStore:
         self._observe = LuaScript(client, _OBSERVE_LUA)
         self._label = LuaScript(client, _LABEL_LUA)
 
+    def key(self, kind: str, entity: int) -> str:
+        """The entity's base key, hash-tagged on the entity (its other keys add a suffix)."""
+        return f"{self.key_prefix}ent:{{{_KIND_TAG[kind]}:{entity:016x}}}"
+
     def keys(self, kind: str, entity: int) -> list[str]:
-        """The entity's five keys, hash-tagged on the entity."""
-        base = f"{self.key_prefix}ent:{{{_KIND_TAG[kind]}:{entity:016x}}}"
-        return [base + s for s in _SUFFIXES]
+        """All of the entity's keys: state, cards, frauds, fraud amounts, legit."""
+        base = self.key(kind, entity)
+        return [base + s for s in ("", ":c", ":f", ":fa", ":g")]
 
     async def observe(
         self, records: np.ndarray, cards: np.ndarray, write: np.ndarray
     ) -> np.ndarray:
         out = np.zeros((records.size, len(ENTITY_KINDS), N_STATS))
-        plan = observation_plan(records, cards)
-        if not plan:
+        plan = observation_plan(records)
+        if not plan.entities:
             return out
         cfg = self.config
+        events = np.zeros(plan.rows.size, dtype=EVENT_DTYPE)
+        events["t"] = records["ts"][plan.rows]
+        events["card"] = cards[plan.rows]
+        events["amount"] = records["amount"][plan.rows]
+        events["write"] = write[plan.rows]
+        keys = [self.key(kind, entity) for kind, entity in plan.entities]
+        counts = plan.counts.astype("<u4")
         head: list[Any] = [cfg.ttl_s, cfg.card_cap, cfg.card_slack]
-        ts, amount = records["ts"], records["amount"]
-        groups = [[p] for p in plan] if self.cluster_mode else [plan]
-        calls = []
-        for group in groups:
-            keys: list[str] = []
-            args: list[Any] = []
-            for kind, entity, rows in group:
-                keys.extend(self.keys(kind, entity))
-                for r in rows:
-                    args.extend(
-                        (
-                            int(ts[r]),
-                            card_member(int(cards[r])),
-                            repr(float(amount[r])),
-                            "1" if write[r] else "0",
-                        )
-                    )
-            counts = ",".join(str(rows.size) for _, _, rows in group)
-            calls.append((keys, [*head, counts, *args]))
+        if self.cluster_mode:  # one call per entity: a script's keys share a slot
+            bounds = np.r_[0, np.cumsum(plan.counts)]
+            calls = [
+                (
+                    [key],
+                    [
+                        *head,
+                        counts[i : i + 1].tobytes(),
+                        events[bounds[i] : bounds[i + 1]].tobytes(),
+                    ],
+                )
+                for i, key in enumerate(keys)
+            ]
+        else:
+            calls = [(keys, [*head, counts.tobytes(), events.tobytes()])]
         replies = await self._observe.run(calls, self.retry_attempts, self.retry_backoff_s)
         values = np.frombuffer(b"".join(replies), dtype="<f8").reshape(-1, N_STATS)
-        at = 0
-        for kind, _, rows in plan:
-            out[rows, ENTITY_KINDS.index(kind)] = values[at : at + rows.size]
-            at += rows.size
+        out[plan.rows, plan.kinds] = values
         return out
 
     async def label(self, label: EntityLabel) -> int:
@@ -337,6 +365,6 @@ class RedisEntityStore:
                     self.config.ttl_s,
                     self.config.label_cap,
                 ]
-                calls.append((self.keys(kind, entity), args))
+                calls.append(([self.key(kind, entity)], args))
         replies = await self._label.run(calls, self.retry_attempts, self.retry_backoff_s)
         return int(sum(int(r) for r in replies))

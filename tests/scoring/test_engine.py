@@ -256,3 +256,17 @@ async def test_entity_profiles_learn_each_event_once_and_never_from_dry_runs(
         assert not np.array_equal(await look(), seen)
     finally:
         engine.close()
+
+
+def test_new_events_are_those_the_card_store_appended() -> None:
+    from features.events import RECORD_DTYPE
+    from scoring.engine import new_events
+
+    recs = np.zeros(6, dtype=RECORD_DTYPE)
+    recs["tx"] = [1, 2, 2, 3, 1, 4]
+    users = ["a", "a", "a", "a", "b", "b"]
+    stored = np.zeros(1, dtype=RECORD_DTYPE)
+    stored["tx"] = 3
+    got = new_events({"a": stored, "b": recs[:0]}, users, recs)
+    # tx 2 twice: only its first row; tx 3 already stored for a; tx 1 of b is b's own
+    assert got.tolist() == [True, True, False, False, True, True]

@@ -52,3 +52,29 @@ async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Pat
         client.close()
     assert len(own) == 4, "thresholds.key_prefix was not used"
     assert not under_sequence_prefix
+
+
+@pytest.mark.integration
+async def test_entity_settings_take_effect(stack, tmp_path: Path) -> None:
+    """entity.enabled off: no profile keys; on: card_cap + card_slack and ttl_s bound them."""
+    events = raw(transactions(users=30, days=6))
+    off = service_settings(stack, tmp_path, **{"entity.enabled": False})
+    async with running_service(off) as svc:
+        assert svc.runtime is not None and svc.runtime.engine.entities is None
+        await svc.runtime.pipeline.process(events)
+    on = service_settings(
+        stack, tmp_path, **{"entity.card_cap": 3, "entity.card_slack": 1, "entity.ttl_s": 100}
+    )
+    async with running_service(on) as svc:
+        assert svc.runtime is not None
+        await svc.runtime.pipeline.process(events)
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        assert not list(client.scan_iter(f"{off.sequence.key_prefix}ent:*"))
+        cards = list(client.scan_iter(f"{on.sequence.key_prefix}ent:*:c"))
+        assert cards, "no profiles were written"
+        assert max(client.zcard(k) for k in cards) <= 4
+        assert max(client.zcard(k) for k in cards) >= 2  # the cap, not a lack of traffic
+        assert all(0 < client.ttl(k) <= 100 for k in cards)
+    finally:
+        client.close()
