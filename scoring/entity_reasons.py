@@ -1,8 +1,10 @@
 """Entity risk in words: how much an event's merchant and device profile raised its score.
 
 Occlusion, as for the event's own features (``scoring.reasons``): one kind's inputs are
-replaced by the *absent* state (no id, no profile) and the head re-run; the logit drop
-is that profile's contribution. The text comes from the raw statistics, so an analyst
+replaced by their training mean (0 after normalization) and the head re-run; the logit
+drop is that profile's contribution. Not by the *absent* state: nearly every training
+event has a merchant, so "no merchant" is far outside what the head saw and its logit
+would be meaningless as a reference. The text comes from the raw statistics, so an analyst
 reads "3 confirmed frauds at this merchant in the last 7 days", not a feature value.
 """
 
@@ -48,7 +50,7 @@ def explain_entities(
     """Per row, a reason for each present profile that raised the score.
 
     ``head(entity_inputs) -> logits`` runs the model with the rows' other inputs fixed;
-    ``absent`` is the normalized input vector of "no entity".
+    ``absent`` is the normalized input vector of "no entity" (to tell which are present).
     """
     b = cur_entity.shape[0]
     if b == 0:
@@ -57,7 +59,7 @@ def explain_entities(
     variants = np.repeat(cur_entity[:, None, :], k + 1, axis=1)  # [B, K+1, N_ENTITY]
     for j in range(k):
         cols = slice(j * _WIDTH, (j + 1) * _WIDTH)
-        variants[:, j + 1, cols] = absent[cols]
+        variants[:, j + 1, cols] = 0.0  # the training mean after normalization
     logits = head(variants.reshape(b * (k + 1), -1)).reshape(b, k + 1)
     contrib = logits[:, :1] - logits[:, 1:]
     out = []
