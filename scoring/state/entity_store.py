@@ -226,6 +226,8 @@ def observation_plan(records: np.ndarray) -> ObservationPlan:
         ids.append(col[known])
         kinds.append(np.full(int(known.sum()), k, dtype=np.int64))
     row, kind_of, ent = np.concatenate(rows), np.concatenate(kinds), np.concatenate(ids)
+    if not row.size:  # no event of the batch carries an id
+        return ObservationPlan(row, kind_of, [], np.zeros(0, dtype=np.int64))
     group = np.lexsort((np.arange(row.size), ent, kind_of))  # stable: time order kept
     row, kind_of, ent = row[group], kind_of[group], ent[group]
     starts = np.flatnonzero(np.r_[True, (ent[1:] != ent[:-1]) | (kind_of[1:] != kind_of[:-1])])

@@ -68,6 +68,13 @@ async def test_an_event_never_sees_itself_and_the_next_one_does(make_store) -> N
     assert (stats[:, D] == 0).all()  # no device: zero statistics, not an error
 
 
+async def test_a_batch_without_any_merchant_or_device_is_all_zero(make_store) -> None:
+    store = make_store()
+    recs = batch([(1, T0, 5.0, 0, 0), (2, T0 + 1, 6.0, 0, 0)])
+    stats = await store.observe(recs, np.array([1, 2], dtype=np.uint64), np.ones(2, bool))
+    assert stats.shape == (2, len(ENTITY_KINDS), len(STATS)) and not stats.any()
+
+
 async def test_a_replayed_event_reads_but_changes_nothing(make_store) -> None:
     store = make_store()
     recs = batch([(1, T0, 50.0, 7, 8)])
