@@ -75,35 +75,19 @@ def main() -> None:
     gen_s = time.monotonic() - t0
     _cli("evaluate", "--data", str(data), "--map", "finforge", "--out", str(args.out / "transfer"))
     transfer = json.loads((args.out / "transfer" / "metrics.json").read_text())
-    _cli(
-        "train",
-        "--data",
-        str(data),
-        "--map",
-        "finforge",
-        "--out",
-        str(args.out / "model"),
-        "--max-minutes",
-        str(args.max_minutes),
-        "--seed",
-        str(args.seed),
-    )
-    trained = json.loads((args.out / "model" / "report" / "metrics.json").read_text())
-    _cli(
-        "train",
-        "--data",
-        str(data),
-        "--map",
-        "finforge",
-        "--out",
-        str(args.out / "model-no-entity"),
-        "--max-minutes",
-        str(args.max_minutes),
-        "--seed",
-        str(args.seed),
-        "--no-entity",
-    )
-    plain = json.loads((args.out / "model-no-entity" / "report" / "metrics.json").read_text())
+
+    def train(name: str, *extra: str) -> dict[str, object]:
+        out = args.out / name
+        _cli(
+            "train",
+            *("--data", str(data), "--map", "finforge", "--out", str(out)),
+            *("--max-minutes", str(args.max_minutes), "--seed", str(args.seed)),
+            *extra,
+        )
+        return dict(json.loads((out / "report" / "metrics.json").read_text()))
+
+    trained = train("model")
+    plain = train("model-no-entity", "--no-entity")
     report(
         "foreign_finforge",
         finforge={

@@ -15,6 +15,7 @@ from scoring.decision import ScoreRequest, alert_id
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxRiskModel
+from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
 from streams.decision_codec import alert_json, alert_record, score_json, score_record
@@ -223,6 +224,19 @@ async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None
         engine.close()
 
 
+def _profiled_engine(
+    model: OnnxRiskModel, entities: EntityStore, threshold: float
+) -> ScoringEngine:
+    """An engine with in-memory stores and entity profiles, thresholds from ``threshold``."""
+    return ScoringEngine(
+        ModelBundle(model, None, None),
+        InMemorySequenceStore(),
+        InMemoryThresholdPolicy(threshold, ThresholdConfig(lower=0.0)),
+        entities=entities,
+        reasons_top=5,
+    )
+
+
 async def test_entity_profiles_learn_each_event_once_and_never_from_dry_runs(
     model: OnnxRiskModel, stream: list[Transaction]
 ) -> None:
@@ -230,12 +244,7 @@ async def test_entity_profiles_learn_each_event_once_and_never_from_dry_runs(
     from scoring.state.entity_store import InMemoryEntityStore
 
     entities = InMemoryEntityStore()
-    engine = ScoringEngine(
-        ModelBundle(model, None, None),
-        InMemorySequenceStore(),
-        InMemoryThresholdPolicy(model.artifact.global_threshold),
-        entities=entities,
-    )
+    engine = _profiled_engine(model, entities, model.artifact.global_threshold)
     first, later = stream[:300], stream[300:340]
     probe = records_from_transactions(later)
     cards = hash_ids(t.user_id for t in later)
@@ -326,14 +335,7 @@ async def test_labels_at_a_merchant_reach_the_next_decisions_profile(
     from scoring.state.entity_store import EntityLabel, InMemoryEntityStore
 
     entities = InMemoryEntityStore()
-    engine = ScoringEngine(
-        ModelBundle(model, None, None),
-        InMemorySequenceStore(),
-        # every decision is an alert: reasons for all
-        InMemoryThresholdPolicy(1e-12, ThresholdConfig(lower=0.0)),
-        entities=entities,
-        reasons_top=5,
-    )
+    engine = _profiled_engine(model, entities, 1e-12)  # every decision alerts: reasons for all
     txs = [t for t in stream if t.merchant_id]
     merchant = txs[-1].merchant_id
     at = txs[-1].epoch_ms
