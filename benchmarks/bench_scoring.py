@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from benchmarks.common import report
+from features.label_delay import LabelDelay
 from models.dataset import LabelledData
 from scoring.artifact import load_artifact
 from scoring.onnx_model import OnnxRiskModel
@@ -53,6 +54,8 @@ def main() -> None:
     data = LabelledData.from_files([path])
     rng = np.random.default_rng(0)
     spec = artifact.spec
+    if spec.entity:  # the merchant/device inputs, as the worker's profiles would give them
+        data.attach_entity(LabelDelay())
     late = np.flatnonzero(data.records["ts"] > np.quantile(data.records["ts"], 0.8))
     # batch 1: cold (encoder+head) vs warm (head only), realistic history lengths
     cold, warm = [], []
