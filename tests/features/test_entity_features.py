@@ -23,7 +23,7 @@ S = {name: i for i, name in enumerate(STATS)}
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = simulate(SimulatorConfig(users=300, days=40, seed=5, fraud_rate=0.02))
+    table = simulate(SimulatorConfig(users=120, days=30, seed=5, fraud_rate=0.03))
     rec = records_from_table(table)
     cards = hash_ids(table.column("user_id").to_pylist())
     labels = table.column("is_fraud").to_numpy().astype(np.int8)
