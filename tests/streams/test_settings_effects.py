@@ -55,6 +55,7 @@ async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Pat
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_entity_settings_take_effect(stack, tmp_path: Path) -> None:
     """entity.enabled off: no profile keys; on: card_cap + card_slack and ttl_s bound them."""
     events = raw(transactions(users=30, days=6))
