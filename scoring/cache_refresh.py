@@ -27,13 +27,21 @@ from scoring.scorer import encode_bucketed
 
 
 @dataclass(frozen=True)
-class RefreshWork:
-    """What the refresh needs from one scored batch (its stored, non-dry rows only)."""
+class RefreshPart:
+    """What the refresh needs from the rows one model version scored (stored, non-dry)."""
 
-    bundle: ModelBundle  # the model that scored the batch (a swap may have happened since)
+    bundle: ModelBundle  # the model that scored them (a swap may have happened since)
     users: list[str]
     windows: Windows
     features: FeatureBatch  # the scored rows' features, reused by the refresh
+
+
+@dataclass(frozen=True)
+class RefreshWork:
+    """What the refresh needs from one scored batch: a part per deciding version (each
+    version caches embeddings of its own model only)."""
+
+    parts: tuple[RefreshPart, ...]
 
 
 class CacheRefresher:
@@ -44,16 +52,18 @@ class CacheRefresher:
 
     async def refresh(self, work: RefreshWork) -> int:
         """Embeddings stored for the users of ``work``; 0 without a cache."""
-        if work.bundle.cache is None or not work.users:
-            return 0
         loop = asyncio.get_running_loop()
-        return int(await loop.run_in_executor(self._executor, refresh_embeddings, work))
+        done = 0
+        for part in work.parts:
+            if part.bundle.cache is not None and part.users:
+                done += int(await loop.run_in_executor(self._executor, refresh_embeddings, part))
+        return done
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
 
-def refresh_embeddings(work: RefreshWork) -> int:
+def refresh_embeddings(work: RefreshPart) -> int:
     """Encode and cache each user's history including their newest event (blocking)."""
     bundle = work.bundle
     if bundle.cache is None:

@@ -8,31 +8,40 @@ running while the caller publishes (``settle`` waits for it). What the cache ref
 needs afterwards comes back as a ``RefreshWork`` (``scoring.cache_refresh``); labels go
 through ``scoring.feedback``.
 
-Hot swap: every batch takes a reference to the current ``ModelBundle`` when it starts,
-so in-flight batches finish on the old model and the next ones use the new one.
+Roles and hot swap (``scoring.model_roles``): every batch takes a reference to the
+``ServingRoles`` in force when it starts, so in-flight batches finish on the versions
+they started with. Each deciding version (the primary, a canary for its share of card
+holders) scores its own rows with its own cache, thresholds and case memory; a shadow
+scores every row, keeps its own threshold statistics and never decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
 
+from features.contracts import Reason, SimilarCase
 from features.events import hash_ids, records_from_transactions
 from scoring.bundle import ModelBundle
-from scoring.cache_refresh import CacheRefresher, RefreshWork, take_windows
+from scoring.cache_refresh import CacheRefresher, RefreshPart, RefreshWork, take_windows
 from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
-from scoring.onnx_model import OnnxRiskModel
-from scoring.scorer import explain_alerts, score_alone, score_batch
+from scoring.metrics import VERSION_DECISIONS, VERSION_ERRORS, VERSION_LATENCY_MS, VERSION_SCORES
+from scoring.model_roles import CANARY, PRIMARY, SHADOW, ServingModel, ServingRoles
+from scoring.scorer import Scored, explain_alerts, score_alone, score_batch
 from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import SequenceStore
-from scoring.thresholds import ThresholdPolicy
+from scoring.thresholds import ThresholdPolicy, UserStats
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -51,24 +60,47 @@ class ScoringEngine:
         bundle: ModelBundle,
         store: SequenceStore,
         thresholds: ThresholdPolicy,
-        shadow: OnnxRiskModel | None = None,
+        shadow: ModelBundle | None = None,
         similar_k: int = 3,
         reasons_top: int = 3,
         entities: EntityStore | None = None,
     ) -> None:
-        self.bundle = bundle
         self.store = store
         self.entities = entities
-        self.thresholds = thresholds
-        self.shadow = shadow
+        self._policies = thresholds  # ``for_version`` gives each further version its own
+        self.roles = ServingRoles(
+            ServingModel(bundle, thresholds),
+            shadow=None if shadow is None else self.serving_model(shadow),
+        )
         self.similar_k = similar_k
         self.reasons_top = reasons_top
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="riskstream-model")
         self.refresher = CacheRefresher()
         self.labels = FeedbackApplier(
-            store, thresholds, lambda: self.bundle, self._off_loop, self.settle, entities
+            store, lambda: self.roles, self._off_loop, self.settle, entities
         )
-        self._writes: asyncio.Future[None] | None = None  # the last batch's threshold write
+        self._writes: asyncio.Future[Any] | None = None  # the last batch's threshold writes
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The primary version's bundle."""
+        return self.roles.primary.bundle
+
+    @property
+    def thresholds(self) -> ThresholdPolicy:
+        """The primary version's threshold policy."""
+        return self.roles.primary.thresholds
+
+    def threshold_policy(self, user_id: str) -> ThresholdPolicy:
+        """The threshold policy of the version that decides for ``user_id``."""
+        return self.roles.serving(user_id).thresholds
+
+    def serving_model(self, bundle: ModelBundle) -> ServingModel:
+        """``bundle`` with threshold statistics of its own version (adjustments shared)."""
+        artifact = bundle.model.artifact
+        return ServingModel(
+            bundle, self._policies.for_version(artifact.version, artifact.global_threshold)
+        )
 
     async def settle(self) -> None:
         """Wait for the last batch's threshold write; raise if it failed (retries spent)."""
@@ -83,101 +115,198 @@ class ScoringEngine:
         self.refresher.close()
 
     def swap(self, bundle: ModelBundle) -> None:
-        """Use ``bundle`` for batches that start from now on (load and warm it first)."""
-        if not bundle.model.ready:
-            raise RuntimeError("load the new model before swapping it in")
-        self.bundle = bundle
+        """Use ``bundle`` as the primary for batches that start from now on (load and
+        warm it first); the canary and shadow stay."""
+        r = self.roles
+        self.set_roles(
+            ServingRoles(self.serving_model(bundle), r.canary, r.canary_bps, r.shadow, r.generation)
+        )
+
+    def set_roles(self, roles: ServingRoles) -> None:
+        """Serve with ``roles`` from the next batch on; batches in flight finish on theirs."""
+        for m in roles.models():
+            if not m.bundle.model.ready:
+                raise RuntimeError(f"load model {m.version} before swapping it in")
+        self.roles = roles
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def score(self, requests: list[ScoreRequest]) -> tuple[list[Decision], RefreshWork]:
         """Score a batch; also returns what the cache refresh needs after publishing."""
-        bundle = self.bundle  # hot swap: this batch stays on this model
+        roles = self.roles  # hot swap: this batch stays on these versions
         txs = [r.tx for r in requests]
         users = [t.user_id for t in txs]
         records = records_from_transactions(txs)
-        wet = [i for i, r in enumerate(requests) if not r.dry_run]
+        wet = np.array([not r.dry_run for r in requests], dtype=bool)
         s0 = time.time_ns()
-        if len(wet) == len(requests):
+        if wet.all():
             prior = await self.store.append_and_read(users, records)
         else:
             prior = await self.store.read_batch(users)
-            if wet:
-                await self.store.append_batch([users[i] for i in wet], records[wet])
+            if wet.any():
+                await self.store.append_batch(
+                    [u for u, w in zip(users, wet, strict=True) if w], records[wet]
+                )
         s1 = time.time_ns()
-        dry = np.array([r.dry_run for r in requests], dtype=bool)
+        dry = ~wet
         await self.settle()  # the previous batch's statistics are in before we read them
-        # the thresholds are read (read once; the update reuses them) while the profiles
-        # are read and then the model runs
+        # each version's thresholds are read (once; the update reuses them) while the
+        # profiles are read and then the model runs
         s2 = time.time_ns()
+        plan = roles.deciders(users)
+        group_users = [[users[i] for i in idx] for _, _, idx in plan]
+        readers = [m.thresholds.read(gu) for (_, m, _), gu in zip(plan, group_users, strict=True)]
+        if roles.shadow is not None:
+            readers.append(roles.shadow.thresholds.read(users))
         entity_stats = None
         if self.entities is None:
-            scored, (stats, s3) = await asyncio.gather(
-                self._off_loop(score_batch, bundle, prior, users, records, dry),
-                _timed(self.thresholds.read(users)),
+            (groups, failed), (reads, s3) = await asyncio.gather(
+                self._off_loop(_score_groups, plan, prior, users, records, dry, None),
+                _timed(asyncio.gather(*readers)),
             )
         else:
-            entity_stats, (stats, s3) = await asyncio.gather(
+            entity_stats, (reads, s3) = await asyncio.gather(
                 self._observe_entities(self.entities, prior, users, records, dry),
-                _timed(self.thresholds.read(users)),
+                _timed(asyncio.gather(*readers)),
             )
-            scored = await self._off_loop(
-                score_batch, bundle, prior, users, records, dry, entity_stats
+            groups, failed = await self._off_loop(
+                _score_groups, plan, prior, users, records, dry, entity_stats
             )
-        probs = scored.probs
-        thresholds = self.thresholds.thresholds_for(users, stats)
-        alerts = np.flatnonzero(probs >= thresholds)
+        stats_of = {role: st for (role, _, _), st in zip(plan, reads, strict=False)}
+        if failed is not None:  # the canary failed: its rows are decided by the primary
+            fallback = await self._off_loop(
+                _score_groups,
+                [(PRIMARY, roles.primary, failed)],
+                prior,
+                users,
+                records,
+                dry,
+                entity_stats,
+                True,
+            )
+            groups += fallback[0]
+            roles.counters.count(CANARY, failed.size, 0, failed.size)
+            stats_of[CANARY] = await roles.primary.thresholds.read([users[i] for i in failed])
+        n = len(requests)
+        probs, bars = np.zeros(n), np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        version = [""] * n
+        for g in groups:
+            # the fallback group (primary rows in the canary's place) read its stats last
+            stats = stats_of[CANARY] if g.fallback else stats_of[g.role]
+            g.thresholds = g.model.thresholds.thresholds_for(g.users(users), stats)
+            g.stats = stats
+            probs[g.rows], bars[g.rows] = g.scored.probs, g.thresholds
+            lengths[g.rows] = g.scored.features.hist_len
+            for i in g.rows.tolist():
+                version[i] = g.model.version
         s4 = time.time_ns()
         reasons, similar = await self._off_loop(
-            explain_alerts, bundle, scored, alerts, self.reasons_top, self.similar_k
+            _explain_groups, groups, probs, bars, self.reasons_top, self.similar_k
         )
+        first = groups[0].scored
         stages = {
             "store": (s0, s1),
             "thresholds": (s2, s3),
-            **scored.times,
+            **first.times,
             "explain": (s4, time.time_ns()),
         }
-        if wet:
-            # written while the caller publishes; ``settle`` (the caller, before it acks,
-            # and the next batch, before it reads) waits for it and raises its failure
-            self._writes = asyncio.ensure_future(
-                self.thresholds.update([users[i] for i in wet], probs[wet], thresholds[wet], stats)
+        writes = [
+            g.model.thresholds.update(
+                [users[i] for i in g.rows[wet[g.rows]]],
+                probs[g.rows][wet[g.rows]],
+                bars[g.rows][wet[g.rows]],
+                g.stats,
             )
+            for g in groups
+            if wet[g.rows].any()
+        ]
         shadow_scores = None
-        if self.shadow is not None:  # featurized with the shadow's own spec
-            shadow_scores = await self._off_loop(
-                score_alone, self.shadow, prior, users, records, dry, entity_stats
+        shadow = roles.shadow
+        if shadow is not None:  # featurized with the shadow's own spec
+            shadow_scores = await self._shadow_scores(
+                shadow, prior, users, records, dry, entity_stats
             )
-        now, scored_at, version = time.monotonic(), datetime.now(UTC), bundle.model.version
-        shadow_version = None if self.shadow is None else self.shadow.version
-        fb = scored.features
-        scores, bars, lengths = probs.tolist(), thresholds.tolist(), fb.hist_len.tolist()
-        shadows = [None] * len(requests) if shadow_scores is None else shadow_scores.tolist()
+            if shadow_scores is not None and wet.any():
+                # the shadow keeps statistics of its own scores, so a promoted version
+                # starts with warm per-user thresholds
+                st = reads[-1]
+                shadow_bars = shadow.thresholds.thresholds_for(users, st)
+                _count(SHADOW, shadow.version, shadow_scores, shadow_bars, roles)
+                writes.append(
+                    shadow.thresholds.update(
+                        [u for u, w in zip(users, wet, strict=True) if w],
+                        shadow_scores[wet],
+                        shadow_bars[wet],
+                        st,
+                    )
+                )
+        if writes:
+            # written while the caller publishes; ``settle`` (the caller, before it acks,
+            # and the next batch, before it reads) waits for them and raises a failure
+            self._writes = asyncio.ensure_future(asyncio.gather(*writes))
+        for g in groups:
+            _count(g.role, g.model.version, g.scored.probs, g.thresholds, roles)
+        now, scored_at = time.monotonic(), datetime.now(UTC)
+        shadow_version = None if shadow is None or shadow_scores is None else shadow.version
+        fb_entity = entity_stats
+        scores, thresholds, hist = probs.tolist(), bars.tolist(), lengths.tolist()
+        shadows = [None] * n if shadow_scores is None else shadow_scores.tolist()
         decisions = [
             Decision(
                 tx=req.tx,
                 score=scores[i],
-                threshold=bars[i],
-                model_version=version,
-                sequence_length=lengths[i],
+                threshold=thresholds[i],
+                model_version=version[i],
+                sequence_length=hist[i],
                 latency_ms=(now - req.received) * 1000.0,
                 reasons=reasons.get(i, []),
                 similar_cases=similar.get(i, []),
                 shadow_score=shadows[i],
                 shadow_model_version=shadow_version,
-                entity=None if entity_stats is None else entity_stats[i],
+                entity=None if fb_entity is None else fb_entity[i],
                 received=req.received,
                 scored_at=scored_at,
                 stages=stages,
             )
             for i, req in enumerate(requests)
         ]
-        rows = np.asarray(wet, int)
-        work = RefreshWork(
-            bundle, [users[i] for i in wet], take_windows(scored.windows, rows), fb.take(rows)
-        )
-        return decisions, work
+        parts = []
+        for g in groups:
+            local = np.flatnonzero(wet[g.rows])
+            if local.size:
+                parts.append(
+                    RefreshPart(
+                        g.model.bundle,
+                        [users[i] for i in g.rows[local]],
+                        take_windows(g.scored.windows, local),
+                        g.scored.features.take(local),
+                    )
+                )
+        return decisions, RefreshWork(tuple(parts))
+
+    async def _shadow_scores(
+        self,
+        shadow: ServingModel,
+        prior: dict[str, np.ndarray],
+        users: list[str],
+        records: np.ndarray,
+        dry: np.ndarray,
+        entity_stats: np.ndarray | None,
+    ) -> np.ndarray | None:
+        """The shadow's scores, or None when it failed (counted; it never fails a batch)."""
+        t0 = time.perf_counter()
+        try:
+            out = await self._off_loop(
+                score_alone, shadow.bundle.model, prior, users, records, dry, entity_stats
+            )
+        except Exception:
+            log.exception("shadow model %s failed on a batch", shadow.version)
+            VERSION_ERRORS.labels(shadow.version, SHADOW).inc()
+            return None
+        VERSION_LATENCY_MS.labels(shadow.version, SHADOW).observe((time.perf_counter() - t0) * 1000)
+        return out
 
     @staticmethod
     async def _observe_entities(
@@ -229,3 +358,83 @@ def new_events(prior: dict[str, np.ndarray], users: list[str], records: np.ndarr
     first = np.zeros(len(users), dtype=bool)
     first[np.unique(keys, return_index=True)[1]] = True
     return fresh & first
+
+
+@dataclass
+class _Group:
+    """The rows one version decided in a batch, and what it computed for them."""
+
+    role: str
+    model: ServingModel
+    rows: np.ndarray
+    scored: Scored
+    fallback: bool = False  # primary rows standing in for a failed canary
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stats: dict[str, UserStats] = field(default_factory=dict)
+
+    def users(self, users: list[str]) -> list[str]:
+        return [users[i] for i in self.rows]
+
+
+def _score_groups(
+    plan: list[tuple[str, ServingModel, np.ndarray]],
+    prior: dict[str, np.ndarray],
+    users: list[str],
+    records: np.ndarray,
+    dry: np.ndarray,
+    entity_stats: np.ndarray | None,
+    fallback: bool = False,
+) -> tuple[list[_Group], np.ndarray | None]:
+    """Score each version's rows (model thread). A canary that fails hands its rows back
+    (second value) to be decided by the primary; a failing primary fails the batch.
+    ``fallback``: these are the primary's run on a failed canary's rows."""
+    groups: list[_Group] = []
+    failed = None
+    for role, model, rows in plan:
+        t0 = time.perf_counter()
+        try:
+            scored = score_batch(
+                model.bundle,
+                prior,
+                [users[i] for i in rows],
+                records[rows],
+                dry[rows],
+                None if entity_stats is None else entity_stats[rows],
+            )
+        except Exception:
+            if role == PRIMARY:
+                raise
+            log.exception("canary model %s failed on a batch; the primary decides", model.version)
+            VERSION_ERRORS.labels(model.version, role).inc()
+            failed = rows
+            continue
+        VERSION_LATENCY_MS.labels(model.version, role).observe((time.perf_counter() - t0) * 1000)
+        groups.append(_Group(role, model, rows, scored, fallback))
+    return groups, failed
+
+
+def _explain_groups(
+    groups: list[_Group], probs: np.ndarray, bars: np.ndarray, reasons_top: int, similar_k: int
+) -> tuple[dict[int, list[Reason]], dict[int, list[SimilarCase]]]:
+    """Reasons and similar cases for the alerts, each by the version that decided it."""
+    reasons: dict[int, list[Reason]] = {}
+    similar: dict[int, list[SimilarCase]] = {}
+    for g in groups:
+        local = np.flatnonzero(probs[g.rows] >= bars[g.rows])
+        why, near = explain_alerts(g.model.bundle, g.scored, local, reasons_top, similar_k)
+        reasons.update({int(g.rows[i]): r for i, r in why.items()})
+        similar.update({int(g.rows[i]): c for i, c in near.items()})
+    return reasons, similar
+
+
+def _count(
+    role: str, version: str, scores: np.ndarray, bars: np.ndarray, roles: ServingRoles
+) -> None:
+    """Per-version metrics and the roles' own counters (the canary guard reads them)."""
+    alerts = int(np.count_nonzero(scores >= bars))
+    VERSION_DECISIONS.labels(version, role, "alert").inc(alerts)
+    VERSION_DECISIONS.labels(version, role, "pass").inc(scores.size - alerts)
+    hist = VERSION_SCORES.labels(version, role)
+    for v in scores.tolist():
+        hist.observe(v)
+    roles.counters.count(role, scores.size, alerts)

@@ -20,9 +20,9 @@ from features.events import id_hash
 from features.featurize import Windows, featurize_windows
 from scoring.bundle import ModelBundle
 from scoring.metrics import LABELS_UNMATCHED
+from scoring.model_roles import ServingRoles
 from scoring.state.entity_store import EntityLabel, EntityStore
 from scoring.state.sequence_store import SequenceStore
-from scoring.thresholds import ThresholdPolicy
 
 
 class FeedbackApplier:
@@ -31,27 +31,28 @@ class FeedbackApplier:
     def __init__(
         self,
         store: SequenceStore,
-        thresholds: ThresholdPolicy,
-        bundle: Callable[[], ModelBundle],
+        roles: Callable[[], ServingRoles],
         off_loop: Callable[..., Awaitable[Any]],
         settle: Callable[[], Awaitable[None]],
         entities: EntityStore | None = None,
     ) -> None:
         self._entities = entities
         self._store = store
-        self._thresholds = thresholds
-        self._bundle = bundle  # the current one: a label applies to the model now serving
+        self._roles = roles  # the current ones: a label applies to the versions in force
         self._off_loop = off_loop
         self._settle = settle
 
     async def apply(
         self, user_id: str, transaction_id: str, label: str, known_ms: int | None = None
     ) -> float:
-        """The card's new threshold; profiles and the case memory learn from the label."""
+        """The card's new threshold (by the version that decides for it); profiles and
+        the case memory of every version in a role learn from the label."""
         await self._settle()  # the label applies to the statistics of every scored batch
-        new_threshold = await self._thresholds.feedback(user_id, label, transaction_id)
-        bundle = self._bundle()
-        remember = label == "fraud" and bundle.memory is not None
+        roles = self._roles()
+        policy = roles.serving(user_id).thresholds  # the adjustment is shared by versions
+        new_threshold = await policy.feedback(user_id, label, transaction_id)
+        bundles = [m.bundle for m in roles.models() if m.bundle.memory is not None]
+        remember = label == "fraud" and bool(bundles)
         if not remember and self._entities is None:
             return new_threshold
         seq = (await self._store.read_batch([user_id]))[user_id]
@@ -73,7 +74,8 @@ class FeedbackApplier:
                 )
             )
         if remember:  # the case is the card's history up to and including the fraud
-            await self._off_loop(remember_case, bundle, seq[: int(at[-1]) + 1], transaction_id)
+            for bundle in bundles:  # each in its own model's embedding space
+                await self._off_loop(remember_case, bundle, seq[: int(at[-1]) + 1], transaction_id)
         return new_threshold
 
 

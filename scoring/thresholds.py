@@ -16,8 +16,12 @@ so one step moves a user's bar by half the global threshold at the defaults. The
 adjustment applies *after* the band: the band guards against statistics (a calm user's
 tiny variance), not against an analyst's decision, so a confirmed fraud lowers even a
 bar already at the floor (down to ``lower``).
-State: one small Redis hash per user (n, mean, m2, adj), read per batch by one script
-call and written back by another. A pipeline of HMGET/HSET/EXPIRE per user spent more of
+State per user: the score statistics (n, mean, m2) belong to one model version (they
+are statistics of that model's scores, so a new version is not judged against the old
+one's history) in a small hash per (version, user); the analyst adjustment (adj) is a
+decision about the card, in units of the global threshold, so it is shared by every
+version in a hash per user. A batch reads both with one script call and writes back
+with another. A pipeline of HMGET/HSET/EXPIRE per user spent more of
 the worker's event loop in redis-py's command packing and reply parsing than the
 sequence store did (profile in docs/BENCHMARKS.md); one call with all the users' keys
 avoids it. On Redis Cluster (``cluster_mode``) a script's keys must share a slot, so
@@ -27,7 +31,7 @@ there it is one call per user, still in one pipelined round trip.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,11 +123,22 @@ class ThresholdPolicy(Protocol):
 
     async def feedback(self, user: str, label: str, transaction_id: str) -> float: ...
 
+    def for_version(self, version: str, global_threshold: float) -> ThresholdPolicy:
+        """The same policy for another model version: its own score statistics, the
+        analyst adjustments shared with this one."""
+        ...
+
 
 class _Base:
-    def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
+    def __init__(
+        self,
+        global_threshold: float,
+        config: ThresholdConfig | None = None,
+        version: str = "",
+    ) -> None:
         self.global_threshold = global_threshold
         self.config = config or ThresholdConfig()
+        self.version = version
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         raise NotImplementedError
@@ -170,15 +185,30 @@ class _Base:
 
 
 class InMemoryThresholdPolicy(_Base):
-    """Same policy, state in a dict (evaluation, tests)."""
+    """Same policy, state in dicts (evaluation, tests)."""
 
-    def __init__(self, global_threshold: float, config: ThresholdConfig | None = None) -> None:
-        super().__init__(global_threshold, config)
+    def __init__(
+        self,
+        global_threshold: float,
+        config: ThresholdConfig | None = None,
+        version: str = "",
+        shared: tuple[dict[str, float], dict[tuple[str, str], str]] | None = None,
+    ) -> None:
+        super().__init__(global_threshold, config, version)
         self.stats: dict[str, UserStats] = {}
-        self.labels: dict[tuple[str, str], str] = {}
+        # the analyst adjustments and the labels behind them, shared across versions
+        self.adjustments, self.labels = shared if shared is not None else ({}, {})
+
+    def for_version(self, version: str, global_threshold: float) -> InMemoryThresholdPolicy:
+        return InMemoryThresholdPolicy(
+            global_threshold, self.config, version, (self.adjustments, self.labels)
+        )
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
-        return self.stats  # the live state: updates go straight into it
+        for u in users:  # the live state: updates go straight into it
+            st = self.stats.setdefault(u, UserStats())
+            st.adj = self.adjustments.get(u, 0.0)
+        return self.stats
 
     async def update(
         self,
@@ -190,20 +220,23 @@ class InMemoryThresholdPolicy(_Base):
         self._apply(self.stats, users, scores, thresholds)
 
     async def feedback(self, user: str, label: str, transaction_id: str) -> float:
-        st = self.stats.setdefault(user, UserStats())
+        st = (await self.read([user]))[user]
         previous = self.labels.get((user, transaction_id))
         self.labels[(user, transaction_id)] = label
         self._adjust(st, label, previous)
+        self.adjustments[user] = st.adj
         return threshold_for(st, self.global_threshold, self.config)
 
 
-# KEYS: one hash per user; ARGV: the field names. Returns every key's fields in one flat
-# array, key after key (missing fields come back as nil).
+# KEYS: per user, the version's statistics hash then the user's adjustment hash. Returns
+# n, mean, m2, adj per user in one flat array (missing fields come back as nil).
 _READ_LUA = """
-local out, m = {}, #ARGV
-for i, key in ipairs(KEYS) do
-  local row = redis.call('HMGET', key, unpack(ARGV))
-  for j = 1, m do out[(i - 1) * m + j] = row[j] end
+local out = {}
+for i = 1, #KEYS, 2 do
+  local row = redis.call('HMGET', KEYS[i], 'n', 'mean', 'm2')
+  local base = (i - 1) * 2
+  out[base + 1], out[base + 2], out[base + 3] = row[1], row[2], row[3]
+  out[base + 4] = redis.call('HGET', KEYS[i + 1], 'adj')
 end
 return out
 """
@@ -226,7 +259,8 @@ return #KEYS
 
 
 class RedisThresholdPolicy(_Base):
-    """Production policy: one hash per user, hash-tagged like the sequence keys."""
+    """Production policy: hashes per (version, user) and per user, hash-tagged like the
+    sequence keys (both of a user's keys share its slot)."""
 
     FIELDS = ("n", "mean", "m2", "adj")
 
@@ -238,24 +272,42 @@ class RedisThresholdPolicy(_Base):
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,
         cluster_mode: bool = False,
+        version: str = "",
     ) -> None:
-        super().__init__(global_threshold, config)
+        super().__init__(global_threshold, config, version)
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
         self._read_script = LuaScript(client, _READ_LUA)
         self._write_script = LuaScript(client, _WRITE_LUA)
 
+    def for_version(self, version: str, global_threshold: float) -> RedisThresholdPolicy:
+        return RedisThresholdPolicy(
+            self.client,
+            global_threshold,
+            self.config,
+            self.retry_attempts,
+            self.retry_backoff_s,
+            self.cluster_mode,
+            version,
+        )
+
     def key(self, user: str) -> str:
+        """The version's score statistics of ``user``."""
+        return f"{self.config.prefix}thr:{self.version}:{{{user}}}"
+
+    def adjustment_key(self, user: str) -> str:
+        """The analyst adjustment of ``user``, shared by every model version."""
         return f"{self.config.prefix}thr:{{{user}}}"
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
         uniq = list(dict.fromkeys(users))
         if not uniq:
             return {}
-        keys = [self.key(u) for u in uniq]
+        keys = [k for u in uniq for k in (self.key(u), self.adjustment_key(u))]
         calls = [
-            (keys[lo:hi], self.FIELDS) for lo, hi in script_key_ranges(len(keys), self.cluster_mode)
+            (keys[2 * lo : 2 * hi], ())
+            for lo, hi in script_key_ranges(len(uniq), self.cluster_mode)
         ]
         replies = await self._read_script.run(calls, self.retry_attempts, self.retry_backoff_s)
         flat = [float(v) if v is not None else 0.0 for reply in replies for v in reply]
@@ -273,12 +325,14 @@ class RedisThresholdPolicy(_Base):
         if stats is None:
             stats = await self.read(users)
         touched = self._apply(stats, users, scores, thresholds)
-        await self._write({u: stats[u] for u in touched}, ("n", "mean", "m2"))
+        await self._write({u: stats[u] for u in touched}, ("n", "mean", "m2"), self.key)
 
-    async def _write(self, stats: dict[str, UserStats], fields: tuple[str, ...]) -> None:
+    async def _write(
+        self, stats: dict[str, UserStats], fields: tuple[str, ...], key: Callable[[str], str]
+    ) -> None:
         if not stats:
             return
-        keys = [self.key(u) for u in stats]
+        keys = [key(u) for u in stats]
         m = len(fields)
         # repr() round-trips a float exactly, as redis-py's own encoding would
         values = [repr(float(getattr(st, f))) for st in stats.values() for f in fields]
@@ -309,5 +363,5 @@ class RedisThresholdPolicy(_Base):
         st = (await self.read([user]))[user]
         if prev != label:
             self._adjust(st, label, prev)
-            await self._write({user: st}, ("adj",))
+            await self._write({user: st}, ("adj",), self.adjustment_key)
         return threshold_for(st, self.global_threshold, self.config)

@@ -56,3 +56,29 @@ def reason_class(error: str) -> str:
         if key in error:
             return name
     return "other"
+
+
+# Model roll-out (docs/deploy.md, "Rolling out a model"); per-version decision metrics are
+# in ``scoring.metrics``.
+MODEL_ROLES = Gauge(
+    "riskstream_model_role",
+    "1 for each model version in a role on this worker.",
+    ["model_version", "role"],
+)
+MODEL_GENERATION = Gauge(
+    "riskstream_model_roles_generation", "The registry pointer generation this worker applies."
+)
+MODEL_CANARY_SHARE = Gauge(
+    "riskstream_model_canary_share", "Share of card holders the canary decides for (0-1)."
+)
+MODEL_LOAD_FAILURES = Counter(
+    "riskstream_model_load_failures_total",
+    "Registry versions this worker could not load (the current one kept serving).",
+    ["model_version"],
+)
+MODEL_SWAPS = Counter("riskstream_model_swaps_total", "Role changes applied without a restart.")
+CANARY_ROLLBACKS = Counter(
+    "riskstream_canary_rollbacks_total",
+    "Automatic canary rollbacks, by cause (error_rate, alert_ratio).",
+    ["cause"],
+)

@@ -16,6 +16,7 @@ from scoring.cache_refresh import RefreshWork
 from scoring.decision import Decision, ScoreRequest
 from scoring.engine import ScoringEngine
 from streams.kafka.publisher import Publisher
+from streams.model_follower import RegistryFollower
 from streams.pipeline import BatchPipeline
 from streams.tracing import Tracing
 
@@ -32,3 +33,4 @@ class Runtime:
     publisher: Publisher
     pipeline: BatchPipeline
     tracing: Tracing | None = None  # None when tracing is off
+    follower: RegistryFollower | None = None  # applies the model registry's roles

@@ -27,12 +27,14 @@ from scoring.case_memory import FraudCaseMemory
 from scoring.decision import Decision, ScoreRequest
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
+from scoring.model_registry import ModelRegistry
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
 from scoring.state.entity_store import RedisEntityStore
 from scoring.state.sequence_store import RedisSequenceStore
 from scoring.thresholds import RedisThresholdPolicy
 from streams.kafka.publisher import Publisher
-from streams.metrics import MODEL_INFO, READY
+from streams.metrics import READY
+from streams.model_follower import RegistryFollower
 from streams.pipeline import BatchPipeline
 from streams.runtime import Runtime, ScoredRequest
 from streams.settings import KafkaSettings, Settings
@@ -111,6 +113,10 @@ class WorkerService:
     def snapshot_dir(self) -> Path:
         return self.settings.data_dir / "cache"
 
+    def version_snapshot_dir(self, version: str) -> Path:
+        """A version's cache and learned cases: each model's embeddings apart."""
+        return self.snapshot_dir / version
+
     def fail(self, code: int) -> None:
         """Stop the worker through its normal shutdown, then exit with ``code``.
 
@@ -136,15 +142,28 @@ class WorkerService:
         os._exit(code)
 
     async def start(self) -> Runtime:
-        """Connect, load and warm the model, restore the cache; build the runtime once."""
+        """Connect, load and warm the model, restore the cache; build the runtime once.
+
+        The registry's primary (when one was promoted) serves instead of ``model.path``,
+        with its canary and shadow; otherwise ``model.path`` and ``model.shadow_path``.
+        """
         s = self.settings
         loop = asyncio.get_running_loop()
         client = redis_client(s)
         store = RedisSequenceStore(
             client, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
         )
-        bundle = await loop.run_in_executor(None, load_bundle, s.model.path, s)
-        await loop.run_in_executor(None, self._restore, bundle)
+        registry = ModelRegistry(s.registry_dir)
+        pointer = None
+        if s.model.follow_registry:
+            try:
+                pointer = await loop.run_in_executor(None, registry.pointer)
+            except RiskstreamError as exc:
+                log.error("model registry unreadable, serving model.path: %s", exc.one_line())
+        path = s.model.path
+        if pointer is not None and pointer.primary is not None:
+            path = registry.artifact_path(pointer.primary)
+        bundle = await loop.run_in_executor(None, self.load_version, path)
         self.cache_restored = True
         thresholds = RedisThresholdPolicy(
             client,
@@ -153,10 +172,11 @@ class WorkerService:
             s.redis.retry_attempts,
             s.redis.retry_backoff_s,
             cluster_mode=s.sequence.cluster_mode,
+            version=bundle.model.version,
         )
         shadow = None
-        if s.model.shadow_path is not None:
-            shadow = (await loop.run_in_executor(None, load_bundle, s.model.shadow_path, s)).model
+        if s.model.shadow_path is not None and pointer is None:
+            shadow = await loop.run_in_executor(None, self.load_version, s.model.shadow_path)
         entities = None
         if s.entity.enabled:
             entities = RedisEntityStore(
@@ -168,6 +188,13 @@ class WorkerService:
                 retry_backoff_s=s.redis.retry_backoff_s,
             )
         engine = ScoringEngine(bundle, store, thresholds, shadow, entities=entities)
+        follower = RegistryFollower(
+            registry, engine, self.load_version, s.model.watch_interval_s, s.model.canary_guard
+        )
+        if pointer is not None:
+            await follower.poll()  # the canary and shadow before the first event
+        if s.model.follow_registry:
+            follower.start()
         publisher = decision_publisher(s.kafka)
         publisher.start()
 
@@ -198,34 +225,39 @@ class WorkerService:
             settle=engine.settle,
             tracing=tracing,
         )
-        self.runtime = Runtime(client, engine, batcher, publisher, pipeline, tracing)
+        self.runtime = Runtime(client, engine, batcher, publisher, pipeline, tracing, follower)
         self._started.set()
-        MODEL_INFO.info(
-            {"version": bundle.model.version, "providers": ",".join(bundle.model.providers())}
-        )
         READY.set(1)
         return self.runtime
 
-    def _restore(self, bundle: ModelBundle) -> None:
+    def load_version(self, path: Path | None) -> ModelBundle:
+        """Load and warm a model, then restore its own cache and learned cases (blocking)."""
+        bundle = load_bundle(path, self.settings)
+        folder = self.version_snapshot_dir(bundle.model.version)
         if bundle.cache is not None:
-            n = bundle.cache.restore(self.snapshot_dir)
-            log.info("embedding cache: %d entries restored", n)
+            n = bundle.cache.restore(folder)
+            log.info("embedding cache of %s: %d entries restored", bundle.model.version, n)
         if bundle.memory is not None:
-            n = bundle.memory.restore(self.snapshot_dir)
-            log.info("fraud-case memory: %d cases learned from feedback restored", n)
+            n = bundle.memory.restore(folder)
+            log.info("fraud-case memory of %s: %d learned cases restored", bundle.model.version, n)
+        return bundle
 
     def snapshot(self) -> None:
-        """Write the cache and the learned fraud cases (blocking: call it off the loop)."""
-        if self.runtime is None:
+        """Write each held version's cache and learned fraud cases (blocking: call it
+        off the loop)."""
+        rt = self.runtime
+        if rt is None:
             return
-        bundle = self.runtime.engine.bundle
-        try:
-            if bundle.cache is not None:
-                bundle.cache.snapshot(self.snapshot_dir)
-            if bundle.memory is not None:
-                bundle.memory.snapshot(self.snapshot_dir)
-        except OSError as exc:
-            log.warning("snapshot failed: %s", exc)
+        held = rt.follower.held() if rt.follower is not None else rt.engine.roles.models()
+        for model in held:
+            bundle, folder = model.bundle, self.version_snapshot_dir(model.version)
+            try:
+                if bundle.cache is not None:
+                    bundle.cache.snapshot(folder)
+                if bundle.memory is not None:
+                    bundle.memory.snapshot(folder)
+            except OSError as exc:
+                log.warning("snapshot of %s failed: %s", model.version, exc)
 
     async def ready(self) -> dict[str, bool]:
         """What /readyz reports: each dependency and the overall verdict."""
@@ -252,6 +284,8 @@ class WorkerService:
         if rt is None:
             return
         loop = asyncio.get_running_loop()
+        if rt.follower is not None:
+            await rt.follower.stop()
         await rt.pipeline.drain()
         await rt.batcher.stop()
         try:

@@ -157,12 +157,43 @@ class BatchSettings(BaseModel):
     )
 
 
+class CanaryGuardSettings(BaseModel):
+    """Automatic rollback of a canary whose errors or alert rate leave their bounds."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(False, description="Roll a misbehaving canary back automatically.")
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Share of the canary's events it may fail to score."
+    )
+    max_alert_ratio: float = Field(
+        3.0, gt=1, description="Bound on canary/primary alert rate (and its inverse)."
+    )
+    min_events: int = Field(
+        2000, ge=1, description="Events each role must have decided before the guard judges."
+    )
+
+
 class ModelSettings(BaseModel):
     """Which artifact serves, where, and the embedding cache."""
 
     model_config = _FROZEN
 
-    path: Path | None = Field(None, description="Artifact folder; None = the packaged default.")
+    path: Path | None = Field(
+        None,
+        description="Artifact folder; None = the packaged default. The registry's primary, "
+        "once one is promoted, takes its place.",
+    )
+    registry: Path | None = Field(
+        None, description="Model registry folder (docs/deploy.md); None = <data_dir>/registry."
+    )
+    follow_registry: bool = Field(
+        True, description="Apply the registry's roles while running (no restart)."
+    )
+    watch_interval_s: float = Field(
+        2.0, gt=0, le=300, description="How often the worker checks the registry's pointer."
+    )
+    canary_guard: CanaryGuardSettings = Field(default_factory=CanaryGuardSettings)
     shadow_path: Path | None = Field(
         None, description="Optional shadow artifact: scored and recorded, never decides."
     )
@@ -262,6 +293,13 @@ class Settings(BaseSettings):
     log_hash_key: SecretStr | None = Field(
         None, description="Key of the user-id hash in logs; unset = random per process."
     )
+
+    @property
+    def registry_dir(self) -> Path:
+        """The model registry folder in force."""
+        return (
+            self.model.registry if self.model.registry is not None else self.data_dir / "registry"
+        )
 
     @model_validator(mode="after")
     def _public_bind_needs_token(self) -> Settings:

@@ -104,6 +104,7 @@ def train_cmd(
     from models.evaluate import BASELINE_FILE, evaluate
     from models.export import update_metrics, write_artifact
     from models.train import TrainConfig, fraud_case_embeddings, train
+    from scoring.model_registry import data_fingerprint
 
     for path in data:
         if not path.exists():
@@ -164,6 +165,8 @@ def train_cmd(
             "history": outcome.history,
             "seconds": outcome.seconds,
             "files": [str(p) for p in data],
+            # the registry's fingerprint of the training data (content, not names)
+            "data_fingerprint": data_fingerprint(data),
             "events": len(dataset),
             "split": [int(train_idx.size), int(val_idx.size), int(test_idx.size)],
         },

@@ -140,7 +140,7 @@ def add_console_views(
             engine = rt.engine
             user = alert["user_id"]
             records = (await engine.store.read_batch([user]))[user]
-            threshold = float((await engine.thresholds.thresholds([user]))[0])
+            threshold = float((await engine.threshold_policy(user).thresholds([user]))[0])
             return self.json(
                 {
                     "alert": alert,
@@ -196,7 +196,7 @@ async def decide(
     fb = Feedback(transaction_id=tx, user_id=user, label=label, analyst=analyst, at=at)
     state.reviews[tx] = Review(label, analyst, at.isoformat())
     try:
-        before = float((await engine.thresholds.thresholds([user]))[0])
+        before = float((await engine.threshold_policy(user).thresholds([user]))[0])
         tracker = publisher.tracker()  # this label's delivery only
         trace = alert.get("traceparent")
         headers = [("traceparent", str(trace).encode("ascii"))] if trace else None
@@ -213,7 +213,7 @@ async def decide(
     after = before
     deadline = asyncio.get_running_loop().time() + EFFECT_WAIT_S
     while asyncio.get_running_loop().time() < deadline:
-        after = float((await engine.thresholds.thresholds([user]))[0])
+        after = float((await engine.threshold_policy(user).thresholds([user]))[0])
         if not math.isclose(after, before, abs_tol=1e-9):
             break
         await asyncio.sleep(0.1)

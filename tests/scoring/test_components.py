@@ -271,3 +271,40 @@ async def test_a_batch_write_does_not_undo_feedback_given_meanwhile(stack, uniqu
         assert lowered < float(before[0])
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_score_statistics_belong_to_a_version_and_adjustments_to_the_card(
+    stack, unique_name, backend: str
+) -> None:
+    """A new model version is not judged against the old one's scores, while an analyst's
+    adjustment of a card holds for every version (docs/deploy.md)."""
+    import redis.asyncio as aioredis
+
+    from scoring.thresholds import InMemoryThresholdPolicy, RedisThresholdPolicy, ThresholdPolicy
+
+    cfg = ThresholdConfig(key_prefix=unique_name("thv") + ":", credibility_n=2)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    v1: ThresholdPolicy = (
+        RedisThresholdPolicy(client, 0.2, cfg, version="v1")
+        if backend == "redis"
+        else InMemoryThresholdPolicy(0.2, cfg, "v1")
+    )
+    v2 = v1.for_version("v2", 0.1)
+    try:
+        users = ["a", "b"]
+        for _ in range(5):  # v1 learns that these cards score ~0.05
+            stats = await v1.read(users)
+            await v1.update(users, np.array([0.05, 0.05]), v1.thresholds_for(users, stats), stats)
+        learned = (await v1.read(users))["a"]
+        assert learned.n == 5
+        fresh = (await v2.read(users))["a"]
+        assert fresh.n == 0  # v2 starts from its own global threshold
+        np.testing.assert_allclose(await v2.thresholds(users), [0.1, 0.1])
+        await v2.feedback("a", "fraud", "tx-1")  # a confirmed fraud lowers card a's bar
+        assert (await v1.read(["a"]))["a"].adj == (await v2.read(["a"]))["a"].adj < 0
+        assert float((await v1.thresholds(["a"]))[0]) < float((await v1.thresholds(["b"]))[0])
+        assert (await v1.read(["a"]))["a"].n == 5  # the label left v1's statistics alone
+    finally:
+        await client.aclose()

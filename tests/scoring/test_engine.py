@@ -14,6 +14,7 @@ from scoring.case_memory import FraudCaseMemory
 from scoring.decision import ScoreRequest, alert_id
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
+from scoring.model_roles import ServingRoles
 from scoring.onnx_model import OnnxRiskModel
 from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import InMemorySequenceStore
@@ -88,11 +89,12 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
     try:
         for s in range(0, len(stream), 40):
             _, pending = await engine.score([ScoreRequest(t) for t in stream[s : s + 40]])
-            grows = pending.windows.hist_len < spec.max_history
+            (part,) = pending.parts  # one deciding version
+            grows = part.windows.hist_len < spec.max_history
             rows = np.flatnonzero(grows)
-            got = grown_features(pending.features, grows)
+            got = grown_features(part.features, grows)
             want = featurize_windows(
-                windows_including_current(take_windows(pending.windows, rows), spec), spec
+                windows_including_current(take_windows(part.windows, rows), spec), spec
             )
             n = got.hist_len
             np.testing.assert_array_equal(n, want.hist_len)
@@ -170,7 +172,7 @@ async def test_hot_swap_between_batches(model, stream) -> None:
         engine.swap(ModelBundle(other, None, None))
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:5]])
         assert len(decisions) == 5 and engine.bundle.model is other
-        with pytest.raises(RuntimeError, match="load the new model"):
+        with pytest.raises(RuntimeError, match="load model .* before swapping"):
             engine.swap(ModelBundle(OnnxRiskModel(load_artifact()), None, None))
     finally:
         engine.close()
@@ -210,14 +212,18 @@ async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None
     every = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0, upper=1.0))
     engine = _engine(model, False, every)
     shadow = OnnxRiskModel(load_artifact()).load()
-    engine.shadow = shadow
+    engine.set_roles(
+        ServingRoles(
+            engine.roles.primary, shadow=engine.serving_model(ModelBundle(shadow, None, None))
+        )
+    )
     try:
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:10]])
         for d in decisions:
             assert d.shadow_score is not None and d.shadow_model_version == shadow.version
             assert abs(d.shadow_score - d.score) < 1e-6  # same artifact: same score
             assert score_record(d).shadow_score == d.shadow_score
-        engine.shadow = None
+        engine.set_roles(ServingRoles(engine.roles.primary))
         plain, _ = await engine.score([ScoreRequest(t, dry_run=True) for t in stream[10:15]])
         assert all(d.shadow_score is None for d in plain)
     finally:
