@@ -172,7 +172,7 @@ async def test_hot_swap_between_batches(model, stream) -> None:
         engine.swap(ModelBundle(other, None, None))
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:5]])
         assert len(decisions) == 5 and engine.bundle.model is other
-        with pytest.raises(RuntimeError, match="load model .* before swapping"):
+        with pytest.raises(RuntimeError, match=r"load model .* before swapping"):
             engine.swap(ModelBundle(OnnxRiskModel(load_artifact()), None, None))
     finally:
         engine.close()

@@ -54,7 +54,7 @@ def test_a_tampered_artifact_is_not_registered(tmp_path: Path) -> None:
     with (bad / "head.onnx").open("ab") as fh:
         fh.write(b"\0")
     reg = ModelRegistry(tmp_path / "registry")
-    with pytest.raises(RegistryError, match="sha256 of head.onnx"):
+    with pytest.raises(RegistryError, match=r"sha256 of head\.onnx"):
         reg.register(bad)
     assert reg.versions() == []
 
