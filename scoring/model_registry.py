@@ -7,6 +7,7 @@ Layout (docs/deploy.md, "Rolling out a model")::
     <registry>/versions/<id>/load-failures.jsonl workers that could not load it, and why
     <registry>/pointer.json                      roles in force (primary, canary, shadow)
     <registry>/history.jsonl                     every pointer ever written, oldest first
+    <registry>/workers/<worker>.jsonl            each generation a worker applied, and when
 
 The pointer is one small JSON file replaced atomically (temp file, ``os.replace``), with
 a generation number that grows by one per change; workers poll it (cheap: one ``stat``
@@ -227,6 +228,28 @@ class ModelRegistry:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # ---- what workers applied (written by workers) -----------------------------------
+
+    def record_applied(self, worker: str, roles: dict[str, Any]) -> None:
+        """Append that ``worker`` now serves ``roles`` (best effort, like failures)."""
+        folder = self.root / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", worker)
+        with (folder / f"{name}.jsonl").open("a") as fh:
+            fh.write(json.dumps({"at": _now(), "worker": worker, **roles}) + "\n")
+
+    def applied(self) -> dict[str, list[dict[str, Any]]]:
+        """Per worker, every generation it applied, oldest first."""
+        folder = self.root / "workers"
+        if not folder.is_dir():
+            return {}
+        out = {}
+        for path in sorted(folder.glob("*.jsonl")):
+            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            if lines:
+                out[lines[-1]["worker"]] = lines
+        return out
 
     # ---- roles ----------------------------------------------------------------------
 

@@ -169,6 +169,12 @@ class RegistryFollower:
         while len(self._warm) > self.keep_warm:
             self._warm.popitem(last=False)
         publish_roles(roles, self._published)
+        try:  # so `riskstream models show` can tell which workers follow
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.registry.record_applied, worker_name(), roles.describe()
+            )
+        except OSError as exc:
+            log.warning("could not record the applied roles in the registry: %s", exc)
         log.warning(
             "model roles generation %d in force: primary %s, canary %s (%.1f %%), shadow %s (%s)",
             ptr.generation,

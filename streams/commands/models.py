@@ -87,6 +87,9 @@ def show_cmd(
                 f"  {entry['changed_at']}  gen {entry['generation']}  {entry['reason']}"
                 f"  ({entry['changed_by']})"
             )
+        for worker, lines in reg.applied().items():
+            last = lines[-1]
+            typer.echo(f"worker {worker}: generation {last['generation']} since {last['at']}")
         return
     r = reg.get(version)
     pointer = reg.pointer() or RolePointer()
