@@ -345,6 +345,8 @@ class ModelRegistry:
         """Undo the last roll-out step: drop the canary if there is one, else bring the
         previous primary back. ``generation``: only if the roles are still that one
         (an automatic rollback must not undo an operator's later change)."""
+        if self.pointer() is None:
+            raise RegistryError(f"nothing to roll back to: no roles yet in {self.root}")
 
         def change(cur: RolePointer) -> RolePointer:
             if generation is not None and cur.generation != generation:

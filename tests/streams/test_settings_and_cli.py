@@ -73,6 +73,10 @@ def test_config_command_prints_masked_json() -> None:
         (["simulate", "--users", "3", "--out", "x.txt"], {}, "unknown extension"),
         (["config"], {"RISKSTREAM_LOG_LEVEL": "loud"}, "log_level"),
         (["nosuch"], {}, "No such command"),
+        (["models", "promote", "v9", "--registry", "/nonexistent-reg"], {}, "no version 'v9'"),
+        (["models", "shadow", "--registry", "/nonexistent-reg"], {}, "give a VERSION or --off"),
+        (["models", "register", "/nonexistent-art"], {}, "not a model artifact"),
+        (["models", "rollback", "--registry", "/nonexistent-reg"], {}, "nothing to roll back"),
         (["config"], {"RISKSTREAM_HTTP__HOST": "0.0.0.0"}, "invalid settings: http.host"),
     ],
 )
