@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from scoring.state.redis_retry import LuaScript, run_pipeline, script_key_ranges
+from scoring.state.redis_retry import LuaScript, RedisClient, run_pipeline, script_key_ranges
 
 
 class ThresholdConfig(BaseModel):
@@ -266,7 +265,7 @@ class RedisThresholdPolicy(_Base):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         global_threshold: float,
         config: ThresholdConfig | None = None,
         retry_attempts: int = 5,

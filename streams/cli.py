@@ -66,25 +66,45 @@ def config_cmd(
 @app.command("stack")
 def stack_cmd(
     partitions: int = typer.Option(4, min=1, help="Partitions per created topic."),
+    redis_cluster: int = typer.Option(
+        0,
+        "--redis-cluster",
+        min=0,
+        max=16,
+        help="Also start a Redis Cluster of N masters (one replica each) and point at it.",
+    ),
 ) -> None:
     """Run the embedded Kafka broker + Redis in the foreground until Ctrl-C."""
+    from contextlib import ExitStack
+
     from streams.devtools.embedded import running_stack
 
     topics = Settings().topics.all()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with running_stack(topics, partitions) as stack:
+    with ExitStack() as servers:
+        stack = servers.enter_context(running_stack(topics, partitions))
+        cluster = None
+        redis_env = f"RISKSTREAM_REDIS__URL={stack.redis_url}"
+        if redis_cluster:
+            from streams.devtools.embedded_cluster import start_cluster
+
+            cluster = servers.enter_context(start_cluster(redis_cluster))
+            redis_env = f"RISKSTREAM_REDIS__URL={cluster.url} RISKSTREAM_REDIS__CLUSTER=true"
         typer.echo(f"kafka  {stack.bootstrap_servers}")
         typer.echo(f"redis  {stack.redis_url}")
+        if cluster is not None:
+            ports = ",".join(str(n.port) for n in cluster.masters)
+            typer.echo(f"redis cluster  {cluster.url} (masters on {ports}, one replica each)")
         typer.echo(
-            f"export RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS={stack.bootstrap_servers} "
-            f"RISKSTREAM_REDIS__URL={stack.redis_url}"
+            f"export RISKSTREAM_KAFKA__BOOTSTRAP_SERVERS={stack.bootstrap_servers} {redis_env}"
         )
-        typer.echo("topics " + ", ".join(topics) + "  (Ctrl-C stops both servers)")
+        typer.echo("topics " + ", ".join(topics) + "  (Ctrl-C stops every server)")
         sys.stdout.flush()
         while not stop.wait(0.5):
-            if not (stack.kafka.alive() and stack.redis.alive()):
+            up = stack.kafka.alive() and stack.redis.alive()
+            if not up or (cluster is not None and not cluster.alive()):
                 raise RiskstreamError("an embedded server exited unexpectedly")
     typer.echo("stopped")
 

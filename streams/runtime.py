@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from scoring.batcher import MicroBatcher
 from scoring.cache_refresh import RefreshWork
 from scoring.decision import Decision, ScoreRequest
 from scoring.engine import ScoringEngine
+from scoring.state.redis_retry import RedisClient
 from streams.kafka.publisher import Publisher
 from streams.model_follower import RegistryFollower
 from streams.pipeline import BatchPipeline
@@ -27,7 +26,7 @@ ScoredRequest = tuple[Decision, RefreshWork]
 class Runtime:
     """The started worker's clients and components."""
 
-    redis: aioredis.Redis
+    redis: RedisClient
     engine: ScoringEngine
     batcher: MicroBatcher[ScoreRequest, ScoredRequest]
     publisher: Publisher

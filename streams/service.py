@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from features.errors import RiskstreamError
 from scoring.artifact import load_artifact
@@ -30,6 +31,7 @@ from scoring.engine import ScoringEngine
 from scoring.model_registry import ModelRegistry
 from scoring.onnx_model import OnnxModelConfig, OnnxRiskModel
 from scoring.state.entity_store import RedisEntityStore
+from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_store import RedisSequenceStore
 from scoring.thresholds import RedisThresholdPolicy
 from streams.kafka.publisher import Publisher
@@ -43,15 +45,28 @@ from streams.tracing import build_tracing
 log = logging.getLogger(__name__)
 
 
-def redis_client(s: Settings) -> aioredis.Redis:
-    """The worker's Redis client (no I/O until first used)."""
+def redis_client(s: Settings) -> RedisClient:
+    """The worker's Redis client (no I/O until first used): a cluster client when
+    ``redis.cluster`` (it discovers the nodes from the URL's seed), AUTH and TLS alike."""
     url = s.redis.url.get_secret_value()
     options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
     if s.redis.password is not None:
         options["password"] = s.redis.password.get_secret_value()
     if url.startswith("rediss://") and s.redis.ssl_ca_certs:
         options["ssl_ca_certs"] = str(s.redis.ssl_ca_certs)
+    if s.redis.cluster:
+        return RedisCluster.from_url(url, **options)
     return aioredis.Redis.from_url(url, **options)
+
+
+async def redis_ready(client: RedisClient) -> bool:
+    """PING; on a cluster also ``cluster_state:ok`` (every slot served)."""
+    if not await client.ping():
+        return False
+    if isinstance(client, RedisCluster):
+        info = await client.execute_command("CLUSTER INFO", target_nodes=RedisCluster.RANDOM)
+        return bool(info.get("cluster_state") == "ok")
+    return True
 
 
 def decision_publisher(k: KafkaSettings) -> Publisher:
@@ -150,8 +165,9 @@ class WorkerService:
         s = self.settings
         loop = asyncio.get_running_loop()
         client = redis_client(s)
+        sequence = s.sequence.model_copy(update={"cluster_mode": s.cluster_mode})
         store = RedisSequenceStore(
-            client, s.sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
+            client, sequence, s.redis.retry_attempts, s.redis.retry_backoff_s
         )
         registry = ModelRegistry(s.registry_dir)
         pointer = None
@@ -171,7 +187,7 @@ class WorkerService:
             s.thresholds.resolved(s.sequence.key_prefix),
             s.redis.retry_attempts,
             s.redis.retry_backoff_s,
-            cluster_mode=s.sequence.cluster_mode,
+            cluster_mode=s.cluster_mode,
             version=bundle.model.version,
         )
         shadow = None
@@ -183,7 +199,7 @@ class WorkerService:
                 client,
                 s.sequence.key_prefix,
                 s.entity.profile(),
-                cluster_mode=s.sequence.cluster_mode,
+                cluster_mode=s.cluster_mode,
                 retry_attempts=s.redis.retry_attempts,
                 retry_backoff_s=s.redis.retry_backoff_s,
             )
@@ -265,7 +281,7 @@ class WorkerService:
         redis_ok = False
         if rt is not None:
             try:
-                redis_ok = bool(await asyncio.wait_for(rt.redis.ping(), 1.0))
+                redis_ok = await asyncio.wait_for(redis_ready(rt.redis), 1.0)
             except Exception:
                 redis_ok = False
         model_ok = rt is not None and rt.engine.bundle.model.ready

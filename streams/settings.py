@@ -114,6 +114,11 @@ class RedisSettings(BaseModel):
     )
     password: SecretStr | None = Field(None, description="AUTH password if not in the URL.")
     ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss:// URLs.")
+    cluster: bool = Field(
+        False,
+        description="The URL is a Redis Cluster seed node: a cluster client, script calls "
+        "grouped per slot (implies sequence.cluster_mode).",
+    )
     retry_attempts: int = Field(5, ge=0, description="Retries before a Redis error is fatal.")
     retry_backoff_s: float = Field(0.2, gt=0, description="First backoff; doubles per retry.")
 
@@ -300,6 +305,12 @@ class Settings(BaseSettings):
         return (
             self.model.registry if self.model.registry is not None else self.data_dir / "registry"
         )
+
+    @property
+    def cluster_mode(self) -> bool:
+        """Script calls keep their keys in one slot: on a Redis Cluster (``redis.cluster``)
+        or when asked for (``sequence.cluster_mode``, e.g. behind a cluster proxy)."""
+        return self.redis.cluster or self.sequence.cluster_mode
 
     @model_validator(mode="after")
     def _public_bind_needs_token(self) -> Settings:

@@ -63,3 +63,15 @@ def consumer_conf(
         }
 
     return make
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """One embedded Redis Cluster per session: 3 masters, one replica each (real processes).
+
+    Tests that kill a node use their own cluster (``fresh_cluster``) so the others keep a
+    healthy one."""
+    from streams.devtools.embedded_cluster import start_cluster
+
+    with start_cluster(3) as cluster:
+        yield cluster

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from features.entity_profile import (
     COUNTERS,
@@ -40,7 +39,7 @@ from features.entity_profile import (
     EntityProfiles,
     card_member,
 )
-from scoring.state.redis_retry import LuaScript
+from scoring.state.redis_retry import LuaScript, RedisClient
 
 _KIND_TAG = {"merchant": "m", "device": "d"}
 #: one event as the observe script reads it (25 bytes, packed): time, card, amount, write
@@ -294,7 +293,7 @@ class RedisEntityStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         key_prefix: str = "riskstream:",
         config: EntityProfileConfig | None = None,
         cluster_mode: bool = False,

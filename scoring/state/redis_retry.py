@@ -19,13 +19,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterError, NoScriptError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.errors import StoreUnavailableError
 
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+#: a single node or a Redis Cluster: the adapters use only what both offer (commands,
+#: non-transactional pipelines, EVALSHA by ``execute_command``)
+RedisClient = aioredis.Redis | RedisCluster
+
+#: what a retry can outlast; on a cluster also a failover in progress (CLUSTERDOWN, a
+#: slot momentarily without a master, TRYAGAIN during resharding)
+TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 T = TypeVar("T")
 
 
@@ -48,7 +62,7 @@ async def retrying(
 
 
 async def run_pipeline(
-    client: aioredis.Redis,
+    client: RedisClient,
     build: Callable[[Any], Awaitable[None]],
     attempts: int = 5,
     backoff_s: float = 0.2,
@@ -67,12 +81,13 @@ class LuaScript:
     """A Lua script called by ``EVALSHA``, loaded only when Redis answers ``NOSCRIPT``.
 
     One call goes as a plain command (one round trip); several (cluster mode: one per
-    key slot) as one pipeline. After ``NOSCRIPT`` (a restarted or flushed Redis, a new
+    key slot) as one pipeline, which a Redis Cluster client splits per node and sends to
+    the nodes at once. After ``NOSCRIPT`` (a restarted or flushed Redis, a new
     cluster node) the script is loaded and every call re-sent: callers' scripts are
     idempotent, so calls that had already run may run twice.
     """
 
-    def __init__(self, client: aioredis.Redis, source: str) -> None:
+    def __init__(self, client: RedisClient, source: str) -> None:
         self.client, self.source = client, source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
@@ -97,7 +112,9 @@ class LuaScript:
             return [await self.client.evalsha(self.sha, len(keys), *keys, *args)]
         async with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                # as a plain command: redis-py's cluster pipeline refuses ``evalsha()``
+                # but routes EVALSHA by its keys (one round trip per node)
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return list(await pipe.execute())
 
 

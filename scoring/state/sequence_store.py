@@ -29,10 +29,15 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from features.events import RECORD_DTYPE, RECORD_SIZE
-from scoring.state.redis_retry import TRANSIENT, LuaScript, run_pipeline, script_key_ranges
+from scoring.state.redis_retry import (
+    TRANSIENT,
+    LuaScript,
+    RedisClient,
+    run_pipeline,
+    script_key_ranges,
+)
 from scoring.state.sequence_config import SequenceStoreConfig
 
 EMPTY = np.zeros(0, dtype=RECORD_DTYPE)
@@ -203,7 +208,7 @@ class RedisSequenceStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         config: SequenceStoreConfig | None = None,
         retry_attempts: int = 5,
         retry_backoff_s: float = 0.2,

@@ -212,19 +212,23 @@ async def test_feedback_is_applied_once_per_transaction_and_corrections_undo(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("cluster_mode", [False, True])
+@pytest.mark.parametrize("cluster_mode", [False, True, "cluster"])
 async def test_redis_thresholds_follow_the_in_memory_policy(
-    cluster_mode: bool, stack, unique_name
+    cluster_mode: bool | str, stack, unique_name, request: pytest.FixtureRequest
 ) -> None:
     """The batch scripts give the reference policy's thresholds, batch after batch, also
     after Redis lost its scripts (``SCRIPT FLUSH``, as after a restart) half-way."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
     from scoring.thresholds import InMemoryThresholdPolicy, RedisThresholdPolicy
 
     cfg = ThresholdConfig(key_prefix=unique_name("thr") + ":", credibility_n=5)
-    client = aioredis.Redis.from_url(stack.redis_url)
-    redis_policy = RedisThresholdPolicy(client, 0.2, cfg, cluster_mode=cluster_mode)
+    client: aioredis.Redis | RedisCluster = aioredis.Redis.from_url(stack.redis_url)
+    if cluster_mode == "cluster":  # a real Redis Cluster (3 masters, 3 replicas)
+        await client.aclose()
+        client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+    redis_policy = RedisThresholdPolicy(client, 0.2, cfg, cluster_mode=bool(cluster_mode))
     reference = InMemoryThresholdPolicy(0.2, cfg)
     rng = np.random.default_rng(7)
     try:

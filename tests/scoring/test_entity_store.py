@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from features.entity_profile import (
     DAY_MS,
@@ -18,6 +19,7 @@ from features.entity_profile import (
 )
 from features.events import RECORD_DTYPE
 from scoring.state.entity_store import EntityLabel, InMemoryEntityStore, RedisEntityStore
+from scoring.state.redis_retry import RedisClient
 
 T0 = 1_767_225_600_000  # 2026-01-01
 S = {name: i for i, name in enumerate(STATS)}
@@ -34,21 +36,24 @@ def batch(rows: list[tuple[int, int, float, int, int]]) -> np.ndarray:
     return out
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster-mode"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster-mode", "redis-cluster"])
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
-    clients: list[aioredis.Redis] = []
+    clients: list[RedisClient] = []
 
     def make(config: EntityProfileConfig | None = None):
         if request.param == "memory":
             return InMemoryEntityStore(config)
-        stack = request.getfixturevalue("stack")
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client: RedisClient
+        if request.param == "redis-cluster":  # a real cluster: 3 masters, 3 replicas
+            client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+        else:
+            client = aioredis.Redis.from_url(request.getfixturevalue("stack").redis_url)
         clients.append(client)
         return RedisEntityStore(
             client,
             unique_name("e") + ":",
             config,
-            cluster_mode=request.param == "redis-cluster-mode",
+            cluster_mode=request.param.startswith("redis-cluster"),
         )
 
     yield make

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from features.errors import StoreUnavailableError
 from features.events import RECORD_DTYPE, RECORD_SIZE
+from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_config import DAY_MS, SequenceStoreConfig
 from scoring.state.sequence_store import InMemorySequenceStore, RedisSequenceStore
 
@@ -28,18 +30,21 @@ def recs(*pairs: tuple[int, int]) -> np.ndarray:
     return np.concatenate([rec(tx, ts) for tx, ts in pairs])
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster-mode"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster-mode", "redis-cluster"])
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
-    clients: list[aioredis.Redis] = []
+    clients: list[RedisClient] = []
 
     def make(config: SequenceStoreConfig | None = None):
         config = config or SequenceStoreConfig(key_prefix=unique_name("t") + ":")
-        if request.param == "redis-cluster-mode":
+        if request.param.startswith("redis-cluster"):
             config = config.model_copy(update={"cluster_mode": True})
         if request.param == "memory":
             return InMemorySequenceStore(config)
-        stack = request.getfixturevalue("stack")
-        client = aioredis.Redis.from_url(stack.redis_url)
+        client: RedisClient
+        if request.param == "redis-cluster":  # a real cluster: 3 masters, 3 replicas
+            client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+        else:
+            client = aioredis.Redis.from_url(request.getfixturevalue("stack").redis_url)
         clients.append(client)
         return RedisSequenceStore(client, config)
 

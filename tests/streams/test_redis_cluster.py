@@ -1,0 +1,140 @@
+"""The worker on a real Redis Cluster (3 masters, 3 replicas): faults on the cluster.
+
+Each test gets its own cluster, because it kills nodes. Counts are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from streams.devtools.embedded_cluster import EmbeddedRedisCluster, start_cluster
+from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def fresh_cluster() -> Iterator[EmbeddedRedisCluster]:
+    with start_cluster(3) as cluster:
+        yield cluster
+
+
+def _cluster_env(cluster: EmbeddedRedisCluster, **extra: str) -> dict[str, str]:
+    return {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true", **extra}
+
+
+def _ids(events: list[tuple[str, bytes]]) -> set[str]:
+    return {json.loads(v)["transaction_id"] for _, v in events}
+
+
+def _keys_per_master(cluster: EmbeddedRedisCluster, prefix: str) -> list[int]:
+    """Keys under ``prefix`` on each live master (a promoted replica included)."""
+    out = []
+    for node in cluster.nodes:
+        if not node.alive():
+            continue
+        with redis.Redis(host="127.0.0.1", port=node.port) as c:
+            if c.info("replication")["role"] == "master":
+                out.append(sum(1 for _ in c.scan_iter(f"{prefix}*", count=1000)))
+    return out
+
+
+def test_a_master_killed_mid_stream_loses_nothing(
+    wenv: WorkerEnv, fresh_cluster: EmbeddedRedisCluster
+) -> None:
+    events = events_for(n_users=700, days=11, seed=41)
+    assert len(events) >= 20_000
+    ids = _ids(events)
+    worker = wenv.start(extra_env=_cluster_env(fresh_cluster))
+    try:
+        status, body = worker.get("/readyz")
+        assert status == 200 and body["redis"]
+        wenv.produce(events[: len(events) // 2])
+        wenv.read("scores", expected=500, key_of=tx_id_of, timeout_s=60)
+        victim = fresh_cluster.masters[1]
+        slots_before = fresh_cluster.master_of_slot(8000).port
+        fresh_cluster.kill(victim)
+        wenv.produce(events[len(events) // 2 :])
+        scores = wenv.read("scores", expected=len(ids), key_of=tx_id_of, timeout_s=240)
+        scored = {json.loads(m.value())["transaction_id"] for m in scores}
+        promoted = fresh_cluster.master_of_slot(8000).port
+        spread = _keys_per_master(fresh_cluster, f"{wenv.name}:")
+        print(
+            f"\n[cluster-master-killed] in={len(ids)} scored={len(scored & ids)} "
+            f"lost={len(ids - scored)} duplicates_delivered={len(scores) - len(scored)} "
+            f"slot 8000: {slots_before} -> {promoted}"
+        )
+        assert ids <= scored, f"lost {len(ids - scored)}"
+        assert promoted != slots_before == victim.port  # the replica took the slots over
+        assert worker.alive(), "the worker died instead of riding through the failover"
+        assert worker.get("/readyz")[0] == 200
+        # every live master holds a share of the card holders' keys
+        assert len(spread) == 3 and all(n > 0 for n in spread)
+        assert not wenv.read("dlq", timeout_s=2)
+    finally:
+        worker.stop()
+
+
+def test_a_whole_shard_down_stops_the_worker_cleanly_and_a_restart_resumes(
+    wenv: WorkerEnv, fresh_cluster: EmbeddedRedisCluster
+) -> None:
+    events = events_for(n_users=300, days=8, seed=43)
+    ids = _ids(events)
+    env = _cluster_env(fresh_cluster, RISKSTREAM_REDIS__RETRY_ATTEMPTS="3")
+    worker = wenv.start(extra_env=env)
+    master, replica = fresh_cluster.masters[2], fresh_cluster.replicas[2]
+    try:
+        wenv.produce(events[: len(events) // 3])
+        wenv.read("scores", expected=200, key_of=tx_id_of, timeout_s=60)
+        fresh_cluster.kill(replica)
+        fresh_cluster.kill(master)  # a third of the slots has nobody left
+        wenv.produce(events[len(events) // 3 :])
+        deadline = time.monotonic() + 90
+        while worker.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        code = worker.stop()
+        assert code == 70, f"exit code {code}"  # EX_SOFTWARE: the orchestrator restarts it
+        fresh_cluster.restart(master)
+        fresh_cluster.restart(replica)
+        fresh_cluster.wait_healthy()
+        worker = wenv.start(extra_env=env)
+        scores = wenv.read("scores", expected=len(ids), key_of=tx_id_of, timeout_s=240)
+        scored = {json.loads(m.value())["transaction_id"] for m in scores}
+        print(
+            f"\n[cluster-shard-down] in={len(ids)} scored={len(scored & ids)} "
+            f"lost={len(ids - scored)} exit_code={code}"
+        )
+        assert ids <= scored, f"lost {len(ids - scored)}"
+    finally:
+        worker.stop()
+
+
+async def test_readiness_follows_the_cluster_state(fresh_cluster: EmbeddedRedisCluster) -> None:
+    """/readyz's Redis check: PING and ``cluster_state:ok``; a shard with no live node
+    turns it red although the other nodes still answer PING."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from streams.service import redis_ready
+
+    client = RedisCluster.from_url(fresh_cluster.url)
+    try:
+        assert await redis_ready(client)
+        fresh_cluster.kill(fresh_cluster.replicas[0])
+        fresh_cluster.kill(fresh_cluster.masters[0])
+        deadline = time.monotonic() + 30
+        ready = True
+        while ready and time.monotonic() < deadline:
+            try:
+                ready = await redis_ready(client)
+            except (redis.RedisError, OSError):
+                ready = False  # what /readyz reports for an error too
+            await asyncio.sleep(0.2)
+        assert not ready
+    finally:
+        await client.aclose()
