@@ -1,6 +1,7 @@
 """End-to-end throughput and latency of one worker, beside a trivial Faust forwarder.
 
     python -m benchmarks.bench_e2e [--events 20000] [--rates 200,500] [--seconds 20] [--rounds 3]
+        [--redis-cluster 3] [--steady-users 600]
 
 All on the embedded stack, in one run: (1) the trivial per-event forwarder's throughput,
 stock Faust (the yardstick) and with the worker's consumer tuning (streams/faust_tuning);
@@ -40,6 +41,7 @@ from confluent_kafka import Consumer
 
 from benchmarks.common import CpuMeter, assigned_reader, report
 from streams.devtools.embedded import EmbeddedStack, running_stack
+from streams.devtools.embedded_cluster import start_cluster
 from streams.devtools.local_worker import start_worker
 from streams.devtools.otlp_receiver import OtlpReceiver
 from streams.devtools.simulator import SimulatorConfig, simulate
@@ -228,6 +230,14 @@ def main() -> None:
     )
     ap.add_argument("--steady-days", type=int, default=30)
     ap.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Also run the throughput phase with state on an embedded Redis Cluster of N "
+        "masters (one replica each), in the same rounds (0: skip).",
+    )
+    ap.add_argument(
         "--otlp-receiver",
         action="store_true",
         help="Run an OTLP receiver here and point the worker's tracing at it (with "
@@ -262,12 +272,15 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
     trivial: list[tuple[float, Any]] = []
     tuned: list[tuple[float, Any]] = []
     scored: list[tuple[float, Any]] = []
+    clustered: list[tuple[float, Any]] = []
     for _ in range(args.rounds):
         with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
             trivial.append(_trivial_phase(stack, bulk, tuned=False))
         with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
             tuned.append(_trivial_phase(stack, bulk, tuned=True))
         scored.append(_worker_throughput(bulk, worker_env))
+        if args.redis_cluster:  # the same worker, state on a cluster, same round
+            clustered.append(_worker_throughput(bulk, worker_env, args.redis_cluster))
     # (3) fixed-rate latency and (4) the broker path alone, each on a fresh stack
     latency: dict[str, list[dict[str, Any]]] = {}
     floor: dict[str, list[dict[str, float]]] = {}
@@ -306,6 +319,7 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         produce_to_decision_latency_per_round=latency,
         kafka_two_hop_floor_latency=_medians(floor),
         spans_received=None if receiver is None else len(receiver.spans()),
+        redis_cluster=_cluster_figures(scored, clustered, args.redis_cluster),
         steady_state=[
             _steady_phase(worker_env, args.steady_users, args.steady_days)
             for _ in range(args.rounds)
@@ -316,22 +330,32 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
 
 
 def _worker_throughput(
-    bulk: list[tuple[str, bytes]], worker_env: dict[str, str]
+    bulk: list[tuple[str, bytes]], worker_env: dict[str, str], cluster_masters: int = 0
 ) -> tuple[float, Any]:
-    """The worker's rate with events produced as fast as possible, until all are scored."""
+    """The worker's rate with events produced as fast as possible, until all are scored.
+
+    ``cluster_masters``: state on an embedded Redis Cluster of that many masters (one
+    replica each) instead of one Redis; its CPU is the sum over every node, replicas
+    included (they apply the same writes)."""
     topics = Settings().topics
-    with running_stack(topics.all(), topics.partitions) as stack:
-        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
+    with contextlib.ExitStack() as servers:
+        stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
+        env, redis_pids = dict(worker_env), {"redis": stack.redis.pid}
+        if cluster_masters:
+            cluster = servers.enter_context(start_cluster(cluster_masters))
+            env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
+            redis_pids = {f"redis_node_{i}": pid for i, pid in enumerate(cluster.pids())}
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
-        meter = CpuMeter(
-            {"broker": stack.kafka.pid, "redis": stack.redis.pid, "worker": worker.proc.pid}
-        )
+        meter = CpuMeter({"broker": stack.kafka.pid, **redis_pids, "worker": worker.proc.pid})
         t0 = time.monotonic()
         _produce(stack.bootstrap_servers, topics.transactions, bulk)
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
         rate = len(seen) / (last - t0)
         cpu = meter.per_event_ms(len(bulk))
+        if cluster_masters:
+            cpu["redis"] = round(sum(v for k, v in cpu.items() if k.startswith("redis_node_")), 3)
         worker.stop()
         scores.close()
     return rate, cpu
@@ -384,6 +408,31 @@ def _steady_phase(worker_env: dict[str, str], users: int, days: int) -> dict[str
         "first_quarter": first,
         "last_quarter": last,
         "ratio_last_over_first": round(last["events_per_s"] / max(first["events_per_s"], 1), 2),
+    }
+
+
+def _cluster_figures(
+    single: list[tuple[float, Any]], clustered: list[tuple[float, Any]], masters: int
+) -> dict[str, Any] | None:
+    """The cluster phase beside the single-node one, per round and as median ratios."""
+    if not clustered:
+        return None
+    redis_single = [c["redis"] for _, c in single]
+    redis_cluster = [c["redis"] for _, c in clustered]
+    return {
+        "masters": masters,
+        "replicas_per_master": 1,
+        "worker_events_per_s": round(float(np.median([r for r, _ in clustered]))),
+        "events_per_s_per_round": [round(r) for r, _ in clustered],
+        "redis_cpu_ms_per_event_per_round": {"single": redis_single, "cluster": redis_cluster},
+        "ratio_redis_cpu_cluster_over_single": round(
+            float(np.median(redis_cluster)) / max(float(np.median(redis_single)), 1e-9), 2
+        ),
+        "ratio_events_per_s_cluster_over_single": round(
+            float(np.median([r for r, _ in clustered])) / float(np.median([r for r, _ in single])),
+            2,
+        ),
+        "cpu_ms_per_event_last_round": clustered[-1][1],
     }
 
 

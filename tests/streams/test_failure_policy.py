@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from scoring.artifact import load_artifact
 from streams.devtools.embedded import free_port
 from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
 
@@ -39,7 +40,9 @@ def test_redis_down_past_the_retries_stops_cleanly_with_70_and_a_restart_loses_n
         code = worker.stop()
     text = "".join(p.read_text(errors="replace") for p in wenv.tmp.glob("worker-*.log"))
     assert code == 70, f"exit code {code}"
-    assert (wenv.tmp / "data" / "cache" / "cache.json").exists(), "no snapshot: not a clean stop"
+    version = load_artifact().version  # each model version snapshots into its own folder
+    snapshot = wenv.tmp / "data" / "cache" / version / "cache.json"
+    assert snapshot.exists(), "no snapshot: not a clean stop"
     assert "stopping for a restart" in text
     again = wenv.start()
     try:
