@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from streams.devtools.embedded import ChildServer, _redis_ready, _start_with_retry, valkey_binary
+from streams.devtools.embedded import ChildServer, _start_with_retry, valkey_binary
 from streams.errors import EmbeddedStackError
 
 SLOTS = 16_384
@@ -53,14 +53,27 @@ def _pick_port() -> int:
     raise EmbeddedStackError("no free port pair (client + cluster bus) on 127.0.0.1")
 
 
-def _client(port: int) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
+def _client(port: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_timeout=2, decode_responses=True
+    )
 
 
-def _cmd(port: int, *args: object) -> Any:
+def _cmd(port: int, *args: object, password: str | None = None) -> Any:
     """One command on one node, on a connection closed afterwards."""
-    with _client(port) as c:
+    with _client(port, password) as c:
         return c.execute_command(*args)
+
+
+def _node_ready(port: int) -> bool:
+    """The node answers RESP: ``+PONG``, or ``-NOAUTH`` when it requires a password."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
 @dataclass
@@ -70,6 +83,7 @@ class EmbeddedRedisCluster:
     masters: list[ChildServer]
     replicas: list[ChildServer]
     workdir: Path
+    password: str | None = field(default=None, repr=False)
     _owns_workdir: bool = field(default=True, repr=False)
 
     @property
@@ -79,7 +93,8 @@ class EmbeddedRedisCluster:
     @property
     def url(self) -> str:
         """A seed node's URL: a cluster client discovers the rest."""
-        return f"redis://127.0.0.1:{self.masters[0].port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.masters[0].port}/0"
 
     def pids(self) -> list[int]:
         return [n.pid for n in self.nodes]
@@ -93,7 +108,7 @@ class EmbeddedRedisCluster:
             if not node.alive():
                 continue
             # [first, last, [host, port, id], replicas...] per range
-            for lo, hi, primary, *_ in _cmd(node.port, "CLUSTER SLOTS"):
+            for lo, hi, primary, *_ in _cmd(node.port, "CLUSTER SLOTS", password=self.password):
                 if int(lo) <= slot <= int(hi):
                     port = int(primary[1])
                     return next(n for n in self.nodes if n.port == port)
@@ -107,7 +122,7 @@ class EmbeddedRedisCluster:
     def restart(self, node: ChildServer) -> ChildServer:
         """Start a killed node again on its port with its cluster config (its data is
         gone: memory only); it rejoins with the slots it still owns."""
-        fresh = _spawn_node(node.port, self.workdir / f"node-{node.port}")
+        fresh = _spawn_node(node.port, self.workdir / f"node-{node.port}", self.password)
         for group in (self.masters, self.replicas):
             for i, n in enumerate(group):
                 if n is node:
@@ -118,7 +133,7 @@ class EmbeddedRedisCluster:
         """Until every live node sees ``cluster_state:ok`` with all slots served."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(_state_ok(n.port) for n in self.nodes if n.alive()):
+            if all(_state_ok(n.port, self.password) for n in self.nodes if n.alive()):
                 return
             time.sleep(0.05)
         raise EmbeddedStackError("the embedded Redis Cluster did not reach cluster_state:ok")
@@ -136,16 +151,17 @@ class EmbeddedRedisCluster:
         self.stop()
 
 
-def _state_ok(port: int) -> bool:
+def _state_ok(port: int, password: str | None = None) -> bool:
     try:
-        info = _cmd(port, "CLUSTER INFO")
+        info = _cmd(port, "CLUSTER INFO", password=password)
     except (redis.RedisError, OSError):
         return False
     # redis-py parses the reply into a dict of strings
     return info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == SLOTS
 
 
-def _node_argv(port: int, folder: Path) -> list[str]:
+def _node_argv(port: int, folder: Path, password: str | None = None) -> list[str]:
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
     return [
         str(valkey_binary()),
         "--port",
@@ -164,35 +180,43 @@ def _node_argv(port: int, folder: Path) -> list[str]:
         "no",
         "--dir",
         str(folder),
+        *auth,
     ]
 
 
-def _spawn_node(port: int, folder: Path) -> ChildServer:
+def _spawn_node(port: int, folder: Path, password: str | None = None) -> ChildServer:
     return _start_with_retry(
-        f"valkey-cluster-{port}", lambda p: _node_argv(p, folder), _redis_ready, folder, port
+        f"valkey-cluster-{port}",
+        lambda p: _node_argv(p, folder, password),
+        _node_ready,
+        folder,
+        port,
     )
 
 
-def _start_node(workdir: Path) -> ChildServer:
+def _start_node(workdir: Path, password: str | None = None) -> ChildServer:
     for _ in range(5):
         port = _pick_port()
         folder = workdir / f"node-{port}"
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(EmbeddedStackError):
-            return _spawn_node(port, folder)
+            return _spawn_node(port, folder, password)
     raise EmbeddedStackError("a cluster node did not start")
 
 
-def start_cluster(masters: int = 3) -> EmbeddedRedisCluster:
-    """Start ``masters`` masters and one replica each; form the cluster; wait until ok."""
+def start_cluster(masters: int = 3, password: str | None = None) -> EmbeddedRedisCluster:
+    """Start ``masters`` masters and one replica each; form the cluster; wait until ok.
+
+    ``password``: every node requires it (``requirepass``) and replicas use it to reach
+    their masters (``masterauth``), as a production cluster with AUTH does."""
     if not 1 <= masters <= 16:
         raise EmbeddedStackError(f"--redis-cluster {masters}: between 1 and 16 masters")
     workdir = Path(tempfile.mkdtemp(prefix="riskstream-cluster-"))
     started: list[ChildServer] = []
     try:
         for _ in range(2 * masters):
-            started.append(_start_node(workdir))
-        cluster = EmbeddedRedisCluster(started[:masters], started[masters:], workdir)
+            started.append(_start_node(workdir, password))
+        cluster = EmbeddedRedisCluster(started[:masters], started[masters:], workdir, password)
         _form(cluster)
         return cluster
     except BaseException:
@@ -203,18 +227,18 @@ def start_cluster(masters: int = 3) -> EmbeddedRedisCluster:
 
 
 def _form(cluster: EmbeddedRedisCluster) -> None:
-    n = len(cluster.masters)
+    n, pw = len(cluster.masters), cluster.password
     for i, node in enumerate(cluster.masters):
         lo, hi = i * SLOTS // n, (i + 1) * SLOTS // n - 1
-        _cmd(node.port, "CLUSTER ADDSLOTSRANGE", lo, hi)
+        _cmd(node.port, "CLUSTER ADDSLOTSRANGE", lo, hi, password=pw)
     seed = cluster.masters[0].port
     for node in cluster.nodes[1:]:
-        _cmd(node.port, "CLUSTER MEET", "127.0.0.1", seed)
+        _cmd(node.port, "CLUSTER MEET", "127.0.0.1", seed, password=pw)
     deadline = time.monotonic() + _FORM_TIMEOUT_S
-    ids = {node.port: _cmd(node.port, "CLUSTER MYID") for node in cluster.nodes}
+    ids = {node.port: _cmd(node.port, "CLUSTER MYID", password=pw) for node in cluster.nodes}
     while True:  # every node knows every other before replicas can name their masters
         known = [
-            len(_cmd(node.port, "CLUSTER NODES"))
+            len(_cmd(node.port, "CLUSTER NODES", password=pw))
             for node in cluster.nodes  # parsed: one per node
         ]
         if all(k == len(cluster.nodes) for k in known):
@@ -223,17 +247,17 @@ def _form(cluster: EmbeddedRedisCluster) -> None:
             raise EmbeddedStackError("cluster nodes did not meet")
         time.sleep(0.05)
     for master, replica in zip(cluster.masters, cluster.replicas, strict=True):
-        _cmd(replica.port, "CLUSTER REPLICATE", ids[master.port])
+        _cmd(replica.port, "CLUSTER REPLICATE", ids[master.port], password=pw)
     cluster.wait_healthy(max(1.0, deadline - time.monotonic()))
     while True:  # replicas have synced: a failover has something to promote
-        if all(_replica_up(r.port) for r in cluster.replicas):
+        if all(_replica_up(r.port, pw) for r in cluster.replicas):
             return
         if time.monotonic() > deadline:
             raise EmbeddedStackError("cluster replicas did not sync with their masters")
         time.sleep(0.05)
 
 
-def _replica_up(port: int) -> bool:
-    with _client(port) as c:
+def _replica_up(port: int, password: str | None = None) -> bool:
+    with _client(port, password) as c:
         info = c.info("replication")
     return info.get("role") == "slave" and info.get("master_link_status") == "up"

@@ -206,3 +206,37 @@ def test_three_workers_twelve_partitions_on_the_cluster(
     assert ids <= scored, f"lost {len(ids - scored)}"
     assert codes == [0, 0, 0]
     assert out_of_order == 0
+
+
+def test_a_worker_authenticates_to_a_cluster_that_requires_a_password(wenv: WorkerEnv) -> None:
+    """AUTH as for one node: credentials in the URL, or ``redis.password`` beside a bare
+    URL; a wrong password keeps /readyz red (Redis false) instead of scoring."""
+    with start_cluster(3, password="s3cret-pw") as cluster:
+        events = events_for(n_users=60, days=5, seed=45)
+        ids = _ids(events)
+        worker = wenv.start(extra_env=_cluster_env(cluster))  # redis://:pw@host:port/0
+        try:
+            wenv.produce(events)
+            scores = wenv.read("scores", expected=len(ids), key_of=tx_id_of, timeout_s=120)
+            assert {tx_id_of(m) for m in scores} >= ids
+        finally:
+            assert worker.stop() == 0
+        bare = cluster.url.replace(":s3cret-pw@", "")
+        for password, ready in (("s3cret-pw", True), ("wrong", False)):
+            env = {**_cluster_env(cluster), "RISKSTREAM_REDIS__URL": bare}
+            worker = wenv.start(
+                wait_ready=False, extra_env={**env, "RISKSTREAM_REDIS__PASSWORD": password}
+            )
+            try:
+                deadline, body = time.monotonic() + 60, {}
+                while time.monotonic() < deadline:
+                    try:
+                        status, body = worker.get("/readyz")
+                    except OSError:
+                        status = 0
+                    if status == 200 or (status == 503 and "redis" in body and body.get("model")):
+                        break
+                    time.sleep(0.2)
+                assert body.get("redis") is ready, body
+            finally:
+                worker.stop()
