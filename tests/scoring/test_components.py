@@ -212,7 +212,9 @@ async def test_feedback_is_applied_once_per_transaction_and_corrections_undo(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("cluster_mode", [False, True, "cluster"])
+@pytest.mark.parametrize(
+    "cluster_mode", [False, True, pytest.param("cluster", marks=pytest.mark.slow)]
+)
 async def test_redis_thresholds_follow_the_in_memory_policy(
     cluster_mode: bool | str, stack, unique_name, request: pytest.FixtureRequest
 ) -> None:

@@ -36,7 +36,15 @@ def batch(rows: list[tuple[int, int, float, int, int]]) -> np.ndarray:
     return out
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster-mode", "redis-cluster"])
+# the real cluster (6 processes, formed once per session) is in the slow tier
+@pytest.fixture(
+    params=[
+        "memory",
+        "redis",
+        "redis-cluster-mode",
+        pytest.param("redis-cluster", marks=pytest.mark.slow),
+    ]
+)
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
     clients: list[RedisClient] = []
 

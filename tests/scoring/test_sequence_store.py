@@ -30,7 +30,15 @@ def recs(*pairs: tuple[int, int]) -> np.ndarray:
     return np.concatenate([rec(tx, ts) for tx, ts in pairs])
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster-mode", "redis-cluster"])
+# the real cluster (6 processes, formed once per session) is in the slow tier
+@pytest.fixture(
+    params=[
+        "memory",
+        "redis",
+        "redis-cluster-mode",
+        pytest.param("redis-cluster", marks=pytest.mark.slow),
+    ]
+)
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
     clients: list[RedisClient] = []
 
