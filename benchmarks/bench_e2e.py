@@ -289,6 +289,18 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
             key = f"{rate:.0f}/s"
             latency.setdefault(key, []).append(_worker_latency(warm, paced, rate, worker_env))
             floor.setdefault(key, []).append(_kafka_floor(len(warm), rate, len(paced)))
+    steady: list[dict[str, Any]] = []
+    for _ in range(args.rounds if args.steady_users else 0):  # single, then cluster
+        steady.append(_steady_phase(worker_env, args.steady_users, args.steady_days))
+        if args.redis_cluster:
+            steady.append(
+                {
+                    "redis_cluster_masters": args.redis_cluster,
+                    **_steady_phase(
+                        worker_env, args.steady_users, args.steady_days, args.redis_cluster
+                    ),
+                }
+            )
     rates_of = {
         "trivial": [r for r, _ in trivial],
         "tuned": [r for r, _ in tuned],
@@ -320,12 +332,7 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         kafka_two_hop_floor_latency=_medians(floor),
         spans_received=None if receiver is None else len(receiver.spans()),
         redis_cluster=_cluster_figures(scored, clustered, args.redis_cluster),
-        steady_state=[
-            _steady_phase(worker_env, args.steady_users, args.steady_days)
-            for _ in range(args.rounds)
-        ]
-        if args.steady_users
-        else None,
+        steady_state=steady or None,
     )
 
 
@@ -361,15 +368,23 @@ def _worker_throughput(
     return rate, cpu
 
 
-def _steady_phase(worker_env: dict[str, str], users: int, days: int) -> dict[str, Any]:
+def _steady_phase(
+    worker_env: dict[str, str], users: int, days: int, cluster_masters: int = 0
+) -> dict[str, Any]:
     """Card holders with weeks of history: every event of ``users`` × ``days`` streamed
     oldest first, as fast as possible; the rate of the first and the last quarter of the
-    decisions (by arrival), with the mean history length each quarter was scored with."""
+    decisions (by arrival), with the mean history length each quarter was scored with.
+    ``cluster_masters``: state on an embedded Redis Cluster instead of one Redis."""
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=users, days=days, seed=23))
     rows = list(rows_as_json(table.sort_by("timestamp"), with_labels=False))
-    with running_stack(topics.all(), topics.partitions) as stack:
-        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), worker_env)
+    with contextlib.ExitStack() as servers:
+        stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
+        env = dict(worker_env)
+        if cluster_masters:
+            cluster = servers.enter_context(start_cluster(cluster_masters))
+            env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
+        worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
         producer = threading.Thread(
