@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.errors import StoreUnavailableError
+from scoring.state.cluster_calls import per_node
 
 #: a single node or a Redis Cluster: the adapters use only what both offer (commands,
 #: non-transactional pipelines, EVALSHA by ``execute_command``)
@@ -110,6 +111,11 @@ class LuaScript:
         if len(calls) == 1:
             keys, args = calls[0]
             return [await self.client.evalsha(self.sha, len(keys), *keys, *args)]
+        if isinstance(self.client, RedisCluster):  # one pipeline per node, routed by slot
+            commands = [
+                (keys[0], ("EVALSHA", self.sha, len(keys), *keys, *args)) for keys, args in calls
+            ]
+            return await per_node(self.client, commands)
         async with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 # as a plain command: redis-py's cluster pipeline refuses ``evalsha()``
