@@ -250,7 +250,6 @@ class ScoringEngine:
             _count(g.role, g.model.version, g.scored.probs, g.thresholds, roles)
         now, scored_at = time.monotonic(), datetime.now(UTC)
         shadow_version = None if shadow is None or shadow_scores is None else shadow.version
-        fb_entity = entity_stats
         scores, thresholds, hist = probs.tolist(), bars.tolist(), lengths.tolist()
         shadows = [None] * n if shadow_scores is None else shadow_scores.tolist()
         decisions = [
@@ -265,7 +264,7 @@ class ScoringEngine:
                 similar_cases=similar.get(i, []),
                 shadow_score=shadows[i],
                 shadow_model_version=shadow_version,
-                entity=None if fb_entity is None else fb_entity[i],
+                entity=None if entity_stats is None else entity_stats[i],
                 received=req.received,
                 scored_at=scored_at,
                 stages=stages,

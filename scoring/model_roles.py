@@ -49,6 +49,21 @@ def in_canary(users: list[str], canary_bps: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class RoleCounters:
+    """Events, alerts and errors per role since these roles came into force: what the
+    canary guard compares (the process-lifetime totals are the Prometheus metrics)."""
+
+    events: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def count(self, role: str, events: int, alerts: int, errors: int = 0) -> None:
+        self.events[role] = self.events.get(role, 0) + events
+        self.alerts[role] = self.alerts.get(role, 0) + alerts
+        self.errors[role] = self.errors.get(role, 0) + errors
+
+
 @dataclass(frozen=True)
 class ServingModel:
     """One model version with the state that belongs to it."""
@@ -70,7 +85,7 @@ class ServingRoles:
     canary_bps: int = 0
     shadow: ServingModel | None = None
     generation: int = 0
-    counters: RoleCounters = field(default_factory=lambda: RoleCounters())
+    counters: RoleCounters = field(default_factory=RoleCounters)
 
     def deciders(self, users: list[str]) -> list[tuple[str, ServingModel, np.ndarray]]:
         """(role, model, row indices) for each version that decides rows of the batch."""
@@ -102,18 +117,3 @@ class ServingRoles:
             "canary_percent": self.canary_bps / 100,
             SHADOW: None if self.shadow is None else self.shadow.version,
         }
-
-
-@dataclass
-class RoleCounters:
-    """Events, alerts and errors per role since these roles came into force: what the
-    canary guard compares (the process-lifetime totals are the Prometheus metrics)."""
-
-    events: dict[str, int] = field(default_factory=dict)
-    alerts: dict[str, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def count(self, role: str, events: int, alerts: int, errors: int = 0) -> None:
-        self.events[role] = self.events.get(role, 0) + events
-        self.alerts[role] = self.alerts.get(role, 0) + alerts
-        self.errors[role] = self.errors.get(role, 0) + errors

@@ -41,6 +41,12 @@ def _registry(path: Path | None) -> ModelRegistry:
     return ModelRegistry(load_settings().registry_dir)
 
 
+def _version_or_off(version: str | None, off: bool) -> None:
+    """Exactly one of a VERSION (set the role) and ``--off`` (clear it)."""
+    if (version is None) == (not off):
+        raise typer.BadParameter("give a VERSION or --off", param_hint="VERSION")
+
+
 def _roles_line(p: RolePointer) -> str:
     canary = f"{p.canary} ({p.canary_percent:g} %)" if p.canary else "-"
     return (
@@ -135,8 +141,7 @@ def shadow_cmd(
     reason: str = REASON,
 ) -> None:
     """Score every event with VERSION as well, published in `scores` only."""
-    if (version is None) == (not off):
-        raise typer.BadParameter("give a VERSION or --off", param_hint="VERSION")
+    _version_or_off(version, off)
     typer.echo(_roles_line(_registry(registry).set_shadow(version, reason=reason)))
 
 
@@ -149,8 +154,7 @@ def canary_cmd(
     reason: str = REASON,
 ) -> None:
     """Let VERSION decide for a stable share of card holders."""
-    if (version is None) == (not off):
-        raise typer.BadParameter("give a VERSION or --off", param_hint="VERSION")
+    _version_or_off(version, off)
     typer.echo(_roles_line(_registry(registry).set_canary(version, percent, reason=reason)))
 
 

@@ -20,7 +20,7 @@ from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
 from streams.decision_codec import alert_json, alert_record, score_json, score_record
-from streams.devtools.simulator import SimulatorConfig, simulate
+from tests.service_helpers import transactions
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,7 @@ def model() -> OnnxRiskModel:
 
 @pytest.fixture(scope="module")
 def stream() -> list[Transaction]:
-    table = simulate(SimulatorConfig(users=25, days=20, seed=9))
-    rows = table.to_pylist()
-    for r in rows:
-        r.pop("is_fraud"), r.pop("scenario")
-    return [Transaction.model_validate({k: v for k, v in r.items() if v is not None}) for r in rows]
+    return transactions(users=25, days=20, seed=9)
 
 
 def _engine(

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from features.entity_profile import (
     DAY_MS,
@@ -20,6 +19,7 @@ from features.entity_profile import (
 from features.events import RECORD_DTYPE
 from scoring.state.entity_store import EntityLabel, InMemoryEntityStore, RedisEntityStore
 from scoring.state.redis_retry import RedisClient
+from tests.redis_clients import STORE_BACKENDS, client_for
 
 T0 = 1_767_225_600_000  # 2026-01-01
 S = {name: i for i, name in enumerate(STATS)}
@@ -36,26 +36,14 @@ def batch(rows: list[tuple[int, int, float, int, int]]) -> np.ndarray:
     return out
 
 
-# the real cluster (6 processes, formed once per session) is in the slow tier
-@pytest.fixture(
-    params=[
-        "memory",
-        "redis",
-        "redis-cluster-mode",
-        pytest.param("redis-cluster", marks=pytest.mark.slow),
-    ]
-)
+@pytest.fixture(params=STORE_BACKENDS)
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
     clients: list[RedisClient] = []
 
     def make(config: EntityProfileConfig | None = None):
         if request.param == "memory":
             return InMemoryEntityStore(config)
-        client: RedisClient
-        if request.param == "redis-cluster":  # a real cluster: 3 masters, 3 replicas
-            client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
-        else:
-            client = aioredis.Redis.from_url(request.getfixturevalue("stack").redis_url)
+        client = client_for(request, request.param)
         clients.append(client)
         return RedisEntityStore(
             client,

@@ -26,16 +26,13 @@ from scoring.model_roles import (
 from scoring.onnx_model import OnnxRiskModel
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy
-from streams.devtools.simulator import SimulatorConfig, simulate
 from tests.model_versions import make_version
+from tests.service_helpers import transactions
 
 
 @pytest.fixture(scope="module")
 def stream() -> list[Transaction]:
-    rows = simulate(SimulatorConfig(users=60, days=10, seed=5)).to_pylist()
-    for r in rows:
-        r.pop("is_fraud"), r.pop("scenario")
-    return [Transaction.model_validate({k: v for k, v in r.items() if v is not None}) for r in rows]
+    return transactions(users=60, days=10, seed=5)
 
 
 def _bundle(path: Path | None = None) -> ModelBundle:

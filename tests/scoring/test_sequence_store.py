@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from features.errors import StoreUnavailableError
 from features.events import RECORD_DTYPE, RECORD_SIZE
 from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_config import DAY_MS, SequenceStoreConfig
 from scoring.state.sequence_store import InMemorySequenceStore, RedisSequenceStore
+from tests.redis_clients import STORE_BACKENDS, client_for
 
 T0 = 1_767_225_600_000  # 2026-01-01
 
@@ -30,15 +30,7 @@ def recs(*pairs: tuple[int, int]) -> np.ndarray:
     return np.concatenate([rec(tx, ts) for tx, ts in pairs])
 
 
-# the real cluster (6 processes, formed once per session) is in the slow tier
-@pytest.fixture(
-    params=[
-        "memory",
-        "redis",
-        "redis-cluster-mode",
-        pytest.param("redis-cluster", marks=pytest.mark.slow),
-    ]
-)
+@pytest.fixture(params=STORE_BACKENDS)
 async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterator:
     clients: list[RedisClient] = []
 
@@ -48,11 +40,7 @@ async def make_store(request: pytest.FixtureRequest, unique_name) -> AsyncIterat
             config = config.model_copy(update={"cluster_mode": True})
         if request.param == "memory":
             return InMemorySequenceStore(config)
-        client: RedisClient
-        if request.param == "redis-cluster":  # a real cluster: 3 masters, 3 replicas
-            client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
-        else:
-            client = aioredis.Redis.from_url(request.getfixturevalue("stack").redis_url)
+        client = client_for(request, request.param)
         clients.append(client)
         return RedisSequenceStore(client, config)
 

@@ -17,22 +17,19 @@ from scoring.engine import ScoringEngine
 from scoring.model_registry import ModelRegistry
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig
-from streams.devtools.simulator import SimulatorConfig, simulate
 from streams.metrics import CANARY_ROLLBACKS, MODEL_LOAD_FAILURES
 from streams.model_follower import RegistryFollower
 from streams.service import load_bundle
 from streams.settings import CanaryGuardSettings, load_settings
 from tests.model_versions import make_version
+from tests.service_helpers import transactions
 
 V1 = load_artifact().version
 
 
 @pytest.fixture(scope="module")
 def stream() -> list[Transaction]:
-    rows = simulate(SimulatorConfig(users=80, days=8, seed=3)).to_pylist()
-    for r in rows:
-        r.pop("is_fraud"), r.pop("scenario")
-    return [Transaction.model_validate({k: v for k, v in r.items() if v is not None}) for r in rows]
+    return transactions(users=80, days=8, seed=3)
 
 
 @pytest.fixture
