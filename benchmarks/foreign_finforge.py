@@ -53,10 +53,17 @@ def _cli(*args: str) -> None:
 def _figures(metrics: dict[str, object]) -> dict[str, object]:
     keep = ("pr_auc", "roc_auc", "recall_at_fpr_0.1%", "recall_at_fpr_1%")
     out: dict[str, object] = {"events": metrics.get("events"), "fraud": metrics.get("fraud")}
-    for part in ("transformer_lstm", "baseline"):
+    for part in ("served", "transformer_lstm", "baseline"):
         got = metrics.get(part)
         if isinstance(got, dict):
             out[part] = {k: round(float(got[k]), 4) for k in keep if k in got}
+    alternatives = metrics.get("served_alternatives")
+    if isinstance(alternatives, dict):
+        out["served_decision"] = metrics.get("served_decision")
+        out["pr_auc_validation_then_test"] = {
+            name: [round(row["validation_pr_auc"], 4), round(row["pr_auc"], 4)]
+            for name, row in alternatives.items()
+        }
     return out
 
 

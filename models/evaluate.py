@@ -1,4 +1,4 @@
-"""Evaluation: the served model (ONNX Runtime, the serving code path) beside the baseline.
+"""Evaluation: the served decision (ONNX Runtime, the serving code path) beside its parts.
 
 Reports PR-AUC, ROC-AUC, recall at 0.1 % and 1 % FPR, precision/recall at each model's
 calibrated threshold, recall per fraud scenario, and scoring latency; writes
@@ -9,7 +9,6 @@ speed (``max_negatives``); their weights keep every figure on the real class bal
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from features.label_delay import LabelDelay
 from models.dataset import LabelledData
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
-from scoring.onnx_model import OnnxRiskModel
+from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
 
-BASELINE_FILE = "baseline.pkl"
+#: what ``metrics.json`` reports side by side: the served decision, then each part
+REPORTED_PARTS = ("served", SEQUENCE_PART, TREE_PART)
 
 
 def score_onnx(
@@ -32,15 +32,17 @@ def score_onnx(
     index: np.ndarray,
     batch_size: int = 256,
     embeddings: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Scores in ``index`` order, and latency figures per batch of ``batch_size``.
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Logits in ``index`` order — the served decision's (``served``) and each part's —
+    and latency figures per batch of ``batch_size`` (the served path: network
+    and, when the artifact has one, the tree).
 
     When ``embeddings`` ([N, E]) is given, it is filled with each event's history embedding.
     """
     spec = model.artifact.spec
     lengths = data.history_lengths(index, spec)
     order = np.argsort(lengths, kind="stable")
-    out = np.zeros(index.size)
+    out: dict[str, np.ndarray] = {}
     feat_s = model_s = 0.0
     for s in range(0, order.size, batch_size):
         part = order[s : s + batch_size]
@@ -48,13 +50,18 @@ def score_onnx(
         fb = data.features(index[part], spec)
         t1 = time.perf_counter()
         emb = model.encode(fb)
-        out[part] = model.score(fb, embedding=emb)
+        logits = model.part_logits(fb, embedding=emb)
+        served = model.combination.logit(logits[SEQUENCE_PART], logits.get(TREE_PART))
         t2 = time.perf_counter()
+        for name, values in (("served", served), *logits.items()):
+            out.setdefault(name, np.zeros(index.size))[part] = values
         if embeddings is not None:
             embeddings[part] = emb
         feat_s += t1 - t0
         model_s += t2 - t1
     n = max(index.size, 1)
+    if not out:
+        out = {"served": np.zeros(0), SEQUENCE_PART: np.zeros(0)}
     return out, {
         "events": float(index.size),
         "featurize_us_per_event": feat_s / n * 1e6,
@@ -72,7 +79,7 @@ def evaluate(
     seed: int = 0,
     label_delay: LabelDelay | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the artifact (and its baseline, if present) on ``index`` of ``data``.
+    """Evaluate the artifact's served decision and each part on ``index`` of ``data``.
 
     An artifact with entity features gets them replayed over all of ``data`` (earlier
     rows outside ``index`` warm the profiles) with labels arriving per ``label_delay``,
@@ -92,7 +99,13 @@ def evaluate(
         weight = np.where(y == 0, neg.size / max_negatives, 1.0)[keep]
         idx, y = idx[keep], y[keep]
     embeddings = np.zeros((idx.size, artifact.embedding_dim), dtype=np.float32)
-    scores, latency = score_onnx(model, data, idx, embeddings=embeddings)
+    all_logits, latency = score_onnx(model, data, idx, embeddings=embeddings)
+    all_scores = {name: model.probabilities(v) for name, v in all_logits.items()}
+    thresholds = {
+        name: artifact.part_threshold(name) or artifact.global_threshold for name in all_scores
+    }
+    thresholds["served"] = artifact.global_threshold
+    scores = all_scores["served"]
     results: dict[str, Any] = {
         "model_version": artifact.version,
         "events": int(idx.size),
@@ -100,19 +113,13 @@ def evaluate(
         "fraud": int(y.sum()),
         "providers": model.providers(),
         **entity_note,
-        "transformer_lstm": summary(y, scores, artifact.global_threshold, weight),
+        "served_decision": model.combination.kind,
+        **{name: summary(y, s, thresholds[name], weight) for name, s in all_scores.items()},
         "latency": latency,
     }
-    all_scores = {"transformer_lstm": scores}
-    baseline_path = artifact.file(BASELINE_FILE)
-    if baseline_path is not None:
-        from models.train import baseline_scores
-
-        with baseline_path.open("rb") as fh:  # hash-verified by load_artifact
-            baseline = pickle.load(fh)
-        b_scores = baseline_scores(baseline["model"], data, artifact.spec, idx)
-        results["baseline"] = summary(y, b_scores, baseline["threshold"], weight)
-        all_scores["baseline"] = b_scores
+    alternatives = _alternatives(artifact, y, weight, all_logits)
+    if alternatives:
+        results["served_alternatives"] = alternatives
     if np.all(weight == 1.0):  # every event scored: the threshold replay is meaningful
         from models.threshold_eval import compare
 
@@ -122,26 +129,38 @@ def evaluate(
     # what the served alert rate can catch at most (an alert rate below the fraud rate caps
     # recall); judged against the alert rate the artifact's threshold gives here
     fraud_rate = float((weight * y).sum() / weight.sum())
-    results["alert_budget"] = alert_budget(results["transformer_lstm"]["alert_rate"], fraud_rate)
+    results["alert_budget"] = alert_budget(results["served"]["alert_rate"], fraud_rate)
     similarity = _similarity_effect(artifact, data, idx, y, weight, scores, embeddings)
     if similarity is not None:
         results["similarity_adjustment"] = similarity
-    results["per_scenario_recall"] = _per_scenario(
-        data,
-        idx,
-        y,
-        all_scores,
-        {
-            "transformer_lstm": artifact.global_threshold,
-            **({"baseline": baseline["threshold"]} if baseline_path is not None else {}),
-        },
-    )
+    results["per_scenario_recall"] = _per_scenario(data, idx, y, all_scores, thresholds)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
         _plots(out_dir, y, weight, all_scores)
         (out_dir / "report.md").write_text(render_report(results))
     return results
+
+
+def _alternatives(
+    artifact: Any, y: np.ndarray, weight: np.ndarray, logits: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """Every combination training considered, on these rows: was the choice right here?"""
+    from models.metrics import weighted_pr_auc
+    from scoring.served_decision import Combination
+
+    table = artifact.manifest.get("served", {}).get("validation", {}).get("candidates", {})
+    if not table or TREE_PART not in logits:
+        return {}
+    seq, tree = logits[SEQUENCE_PART], logits[TREE_PART]
+    out = {}
+    for name, row in table.items():
+        combo = Combination(row["sequence"], row["tree"], row["bias"], name)
+        out[name] = {
+            "validation_pr_auc": float(row["validation_pr_auc"]),
+            "pr_auc": weighted_pr_auc(y, combo.logit(seq, tree), weight),
+        }
+    return out
 
 
 def entity_setup(
@@ -256,7 +275,7 @@ def _plots(out_dir: Path, y: np.ndarray, w: np.ndarray, scores: dict[str, np.nda
 
 def render_report(results: dict[str, Any]) -> str:
     """Markdown report of an evaluation."""
-    models = [m for m in ("transformer_lstm", "baseline") if m in results]
+    models = [m for m in REPORTED_PARTS if m in results]
     rows = [
         "pr_auc",
         "roc_auc",

@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from features.entity_profile import N_ENTITY
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
 from models.network import RiskModel
-from scoring.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, write_manifest
+from scoring.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, TREE_FILE, write_manifest
+from scoring.served_decision import Combination
 
 OPSET = 18
 ENCODER_INPUTS = ("hist_num", "hist_mcc", "hist_channel", "hist_pad", "hist_len")
@@ -183,6 +185,38 @@ def check_parity(
     return worst
 
 
+@dataclass(frozen=True)
+class TreePart:
+    """The tree and how the served decision uses it (``models.train.TrainOutcome``)."""
+
+    clf: Any
+    #: real input rows (validation) for the ORT-vs-LightGBM parity check
+    parity_rows: np.ndarray
+    combination: Combination
+    #: every candidate's validation figures (``models.combine.choose``)
+    report: dict[str, Any]
+    #: each part's own calibrated threshold
+    thresholds: dict[str, float]
+
+
+def export_tree_part(tree: TreePart, entity: bool, folder: Path, atol: float = 1e-5) -> float:
+    """Write ``tree.onnx``; max |ORT − LightGBM| probability on the parity rows (raises
+    over ``atol``: a converter that takes a different branch must not ship)."""
+    import onnxruntime as ort
+
+    from models.baseline import baseline_probabilities, export_tree
+
+    path = folder / TREE_FILE
+    path.write_bytes(export_tree(tree.clf, entity))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rows = np.ascontiguousarray(tree.parity_rows, dtype=np.float32)
+    got = np.asarray(sess.run(["probabilities"], {"tree_features": rows})[0])[:, 1]
+    worst = float(np.abs(got - baseline_probabilities(tree.clf, rows)).max(initial=0.0))
+    if not np.isfinite(got).all() or worst > atol:
+        raise ExportError(f"the tree in ONNX Runtime differs from LightGBM by {worst:.2e}")
+    return worst
+
+
 def write_artifact(
     model: RiskModel,
     spec: FeatureSpec,
@@ -192,6 +226,7 @@ def write_artifact(
     fraud_cases: tuple[np.ndarray, np.ndarray] | None = None,
     training: dict[str, Any] | None = None,
     parity_shapes: list[tuple[int, int]] | None = None,
+    tree: TreePart | None = None,
 ) -> Path:
     """Export, verify and write the artifact folder atomically (temp dir + rename)."""
     out = Path(out)
@@ -209,9 +244,20 @@ def write_artifact(
                 ids=np.asarray(ids, dtype=str),
                 embeddings=np.asarray(emb, dtype=np.float32),
             )
-        digest = hashlib.sha256(
-            (tmp / ENCODER_FILE).read_bytes() + (tmp / HEAD_FILE).read_bytes()
-        ).hexdigest()[:10]
+        served: dict[str, Any] = {}
+        thresholds = {"global": float(threshold)}
+        if tree is not None:
+            served_parity = export_tree_part(tree, spec.entity, tmp)
+            served = {
+                "served": {
+                    **tree.combination.to_json(),
+                    "validation": tree.report,
+                    "tree_parity_max_abs_diff": served_parity,
+                }
+            }
+            thresholds |= {k: float(v) for k, v in tree.thresholds.items()}
+        graphs = [ENCODER_FILE, HEAD_FILE, *([TREE_FILE] if tree is not None else [])]
+        digest = hashlib.sha256(b"".join((tmp / g).read_bytes() for g in graphs)).hexdigest()[:10]
         created = datetime.now(UTC)
         write_manifest(
             tmp,
@@ -221,8 +267,9 @@ def write_artifact(
                 "opset": OPSET,
                 "feature_spec": spec.to_json(),
                 "network": model.cfg.to_json(),
-                "thresholds": {"global": float(threshold)},
+                "thresholds": thresholds,
                 "export_parity_max_abs_diff": parity,
+                **served,
                 "metrics": metrics or {},
                 "training": training or {},
             },

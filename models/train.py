@@ -24,10 +24,13 @@ from torch import nn
 from features.entity_profile import N_ENTITY
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureBatch, FeatureSpec, fit_spec
 from features.label_delay import LabelDelay
-from models.baseline import baseline_features, make_baseline
+from features.tree_inputs import tree_inputs
+from models.baseline import baseline_probabilities, fit_baseline
+from models.combine import choose
 from models.dataset import LabelledData, length_sorted_batches
 from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
 from models.network import NetworkConfig, RiskModel
+from scoring.served_decision import Combination, tree_logit
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,13 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     baseline: Any = None
     baseline_threshold: float | None = None
+    #: the network's own threshold (``threshold`` is the served decision's)
+    network_threshold: float | None = None
+    #: how the served logit combines the parts, chosen on validation (``models.combine``)
+    combination: Combination = field(default_factory=Combination)
+    combination_report: dict[str, Any] = field(default_factory=dict)
+    #: validation rows of the tree's inputs, for the export's ORT-vs-LightGBM parity check
+    tree_parity_rows: np.ndarray | None = None
     split_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     seconds: float = 0.0
 
@@ -217,15 +227,22 @@ def train(
         model.head.get_buffer("logit_offset").fill_(offset)
     model.eval()
     val_logits = predict_logits(model, data, val_sub, spec, lengths[val_sub])
-    threshold = calibrate(_sigmoid(val_logits), data.labels[val_sub], val_w, cfg)
+    val_y = data.labels[val_sub]
+    threshold = calibrate(_sigmoid(val_logits), val_y, val_w, cfg)
     outcome = TrainOutcome(
         model, spec, cfg, threshold, history, split_index=(train_idx, val_idx, test_idx)
     )
+    outcome.network_threshold = threshold
     if cfg.baseline:
         report("baseline", {})
-        outcome.baseline, outcome.baseline_threshold = _train_baseline(
-            data, spec, train_idx, val_sub, val_w, cfg, rng
-        )
+        outcome.baseline = _train_baseline(data, spec, train_idx, cfg, rng)
+        x_val = tree_features(data, spec, val_sub)
+        tree_val = tree_logit(baseline_probabilities(outcome.baseline, x_val))
+        outcome.baseline_threshold = calibrate(_sigmoid(tree_val), val_y, val_w, cfg)
+        outcome.combination, outcome.combination_report = choose(val_y, val_w, val_logits, tree_val)
+        served = outcome.combination.logit(val_logits, tree_val)
+        outcome.threshold = calibrate(_sigmoid(served), val_y, val_w, cfg)
+        outcome.tree_parity_rows = x_val[:: max(1, x_val.shape[0] // 4096)]
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -234,11 +251,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _features_for(data: LabelledData, spec: FeatureSpec, index: np.ndarray) -> np.ndarray:
+def tree_features(data: LabelledData, spec: FeatureSpec, index: np.ndarray) -> np.ndarray:
+    """The tree's inputs (``features.tree_inputs``) for ``index``, float32."""
     mean, std = np.asarray(spec.mean), np.asarray(spec.std)
-    parts = []
-    for s in range(0, index.size, 4096):
-        parts.append(baseline_features(data.features(index[s : s + 4096], spec), mean, std))
+    parts = [
+        tree_inputs(data.features(index[s : s + 4096], spec), mean, std)
+        for s in range(0, index.size, 4096)
+    ]
     return np.concatenate(parts)
 
 
@@ -246,17 +265,14 @@ def _train_baseline(
     data: LabelledData,
     spec: FeatureSpec,
     train_idx: np.ndarray,
-    val_sub: np.ndarray,
-    val_w: np.ndarray,
     cfg: TrainConfig,
     rng: np.random.Generator,
-) -> tuple[Any, float]:
-    """Same split, same negative rate, sample weights restore the true class balance."""
+) -> Any:
+    """Same split, negatives at twice the network's rate, weights restore the balance."""
     idx, weight = _subsample(train_idx, data.labels, cfg.negative_rate * 2, rng)
-    clf = make_baseline(cfg.seed, entity=spec.entity)
-    clf.fit(_features_for(data, spec, idx), data.labels[idx], sample_weight=weight)
-    val_scores = clf.predict_proba(_features_for(data, spec, val_sub))[:, 1]
-    return clf, calibrate(val_scores, data.labels[val_sub], val_w, cfg)
+    return fit_baseline(
+        tree_features(data, spec, idx), data.labels[idx], weight, cfg.seed, cfg.threads
+    )
 
 
 def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> float:
@@ -264,13 +280,6 @@ def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig)
     if cfg.target_recall is not None:
         return weighted_recall_threshold(y, score, w, cfg.target_recall)
     return weighted_alert_threshold(score, w, cfg.target_alert_rate)
-
-
-def baseline_scores(
-    clf: Any, data: LabelledData, spec: FeatureSpec, index: np.ndarray
-) -> np.ndarray:
-    """Baseline probabilities for ``index``."""
-    return np.asarray(clf.predict_proba(_features_for(data, spec, index))[:, 1])
 
 
 def fraud_case_embeddings(

@@ -16,12 +16,15 @@ from typing import Any
 
 from features.errors import RiskstreamError
 from features.featurize import FeatureSpec
+from scoring.served_decision import Combination
 
 FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.onnx"
 HEAD_FILE = "head.onnx"
 MANIFEST_FILE = "model.json"
 FRAUD_CASES_FILE = "fraud_cases.npz"
+#: the tree part of the served decision (optional: older artifacts serve the network alone)
+TREE_FILE = "tree.onnx"
 # shipped as package data of ``models`` (data only: no training code is imported)
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "models" / "default_artifact"
 
@@ -58,6 +61,21 @@ class ModelArtifact:
     @property
     def head_path(self) -> Path:
         return self.path / HEAD_FILE
+
+    @property
+    def tree_path(self) -> Path | None:
+        """The tree graph, when the served decision uses one."""
+        return self.file(TREE_FILE)
+
+    @property
+    def combination(self) -> Combination:
+        """How the served logit is made from the parts' logits."""
+        return Combination.from_manifest(self.manifest.get("served"))
+
+    def part_threshold(self, part: str) -> float | None:
+        """A part's own calibrated threshold (``transformer_lstm``, ``baseline``), if kept."""
+        value = self.manifest["thresholds"].get(part)
+        return None if value is None else float(value)
 
     @property
     def global_threshold(self) -> float:
@@ -118,4 +136,10 @@ def load_artifact(path: Path | str | None = None) -> ModelArtifact:
         spec = FeatureSpec.from_json(manifest["feature_spec"])
     except (KeyError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{folder}: feature spec does not match this build: {exc}") from None
+    try:
+        combination = Combination.from_manifest(manifest.get("served"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{folder}: the served decision block is malformed: {exc}") from None
+    if combination.uses_tree and TREE_FILE not in files:
+        raise ArtifactError(f"{folder}: the served decision uses a tree but lists no {TREE_FILE}")
     return ModelArtifact(folder, manifest, spec)

@@ -19,9 +19,11 @@ import onnxruntime as ort
 
 from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
+from features.tree_inputs import tree_inputs, tree_width
 from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
 from scoring.metrics import NONFINITE_FALLBACKS
+from scoring.served_decision import Combination, tree_logit
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ HEAD_INPUTS = {
 }
 #: the head of an artifact trained with merchant/device profiles has this input too
 ENTITY_INPUT = {"cur_entity": ("tensor(float)", 2)}
+#: the tree part of the served decision (``features.tree_inputs``)
+TREE_INPUT = "tree_features"
+TREE_OUTPUT = "probabilities"
+#: the parts' names, as ``evaluate`` reports them
+SEQUENCE_PART, TREE_PART = "transformer_lstm", "baseline"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,14 @@ class OnnxRiskModel:
     config: OnnxModelConfig = field(default_factory=OnnxModelConfig)
     encoder: ort.InferenceSession | None = field(default=None, init=False)
     head: ort.InferenceSession | None = field(default=None, init=False)
+    #: the tree part, when the artifact has one (always on ORT's CPU provider: the
+    #: ai.onnx.ml tree operators have no GPU kernels)
+    tree: ort.InferenceSession | None = field(default=None, init=False)
+    combination: Combination = field(default_factory=Combination, init=False)
+    #: the spec's normalisation statistics as arrays (the tree's inputs undo it)
+    _spec_stats: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0), np.zeros(0)), init=False, repr=False
+    )
     ready: bool = field(default=False, init=False)
     io_bound: bool = field(default=False, init=False)
     on_gpu: bool = field(default=False, init=False)
@@ -110,6 +125,17 @@ class OnnxRiskModel:
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
         head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
         self._check(self.head, head_inputs, "logit", "head")
+        self.combination = self.artifact.combination
+        self._spec_stats = (
+            np.asarray(self.artifact.spec.mean, dtype=np.float64),
+            np.asarray(self.artifact.spec.std, dtype=np.float64),
+        )
+        tree_path = self.artifact.tree_path
+        if tree_path is not None:
+            self.tree = ort.InferenceSession(
+                str(tree_path), opts, providers=["CPUExecutionProvider"]
+            )
+            self._check_tree(self.tree)
         self._warm_up()
         self.empty_history_embedding = self.encode(_synthetic_batch(np.zeros(1, np.int64), 1))[0]
         self.ready = True
@@ -138,6 +164,21 @@ class OnnxRiskModel:
         outputs = [o.name for o in sess.get_outputs()]
         if outputs != [output]:
             raise ModelLoadError(f"{what} graph outputs are {outputs}, expected [{output!r}]")
+
+    def _check_tree(self, sess: ort.InferenceSession) -> None:
+        got = sess.get_inputs()
+        width = tree_width(self.artifact.spec.entity)
+        if [i.name for i in got] != [TREE_INPUT] or got[0].type != "tensor(float)":
+            raise ModelLoadError(
+                f"tree graph inputs are {[(i.name, i.type) for i in got]}, expected "
+                f"[{TREE_INPUT!r} float]"
+            )
+        if len(got[0].shape) != 2 or got[0].shape[-1] != width:
+            raise ModelLoadError(
+                f"tree input has shape {got[0].shape}, the spec has {width} features"
+            )
+        if TREE_OUTPUT not in [o.name for o in sess.get_outputs()]:
+            raise ModelLoadError(f"tree graph has no {TREE_OUTPUT!r} output")
 
     def _warm_up(self) -> None:
         b = self.config.warmup_batch
@@ -206,15 +247,35 @@ class OnnxRiskModel:
             p = np.where(bad, self.config.fallback_score, p)
         return p
 
-    def score(self, batch: FeatureBatch, embedding: np.ndarray | None = None) -> np.ndarray:
-        """Fraud probabilities [B]; runs the encoder unless ``embedding`` is given."""
+    def tree_logits(self, batch: FeatureBatch) -> np.ndarray:
+        """The tree part's logits [B] (calibrated: trained on re-weighted negatives)."""
+        if self.tree is None:
+            raise ModelLoadError(f"model {self.version} has no tree part")
+        x = tree_inputs(batch, *self._spec_stats)
+        prob = self.tree.run([TREE_OUTPUT], {TREE_INPUT: x})[0]
+        return tree_logit(np.asarray(prob)[:, 1])
+
+    def part_logits(
+        self, batch: FeatureBatch, embedding: np.ndarray | None = None, tree: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Each part's logits [B]: the sequence model's, and the tree's when it has one
+        and ``tree`` asks for it. A non-finite embedding makes the row NaN."""
         emb = self.encode(batch) if embedding is None else embedding
         bad = ~np.isfinite(emb).all(axis=1)
-        logits = self.head_logits(
+        seq = self.head_logits(
             emb, batch.cur_num, batch.cur_mcc, batch.cur_channel, batch.cur_entity
         )
-        logits = np.where(bad, math.nan, logits)
-        return self.probabilities(logits)
+        out = {SEQUENCE_PART: np.where(bad, math.nan, seq)}
+        if tree and self.tree is not None:
+            out[TREE_PART] = self.tree_logits(batch)
+        return out
+
+    def score(self, batch: FeatureBatch, embedding: np.ndarray | None = None) -> np.ndarray:
+        """Served fraud probabilities [B]; runs the encoder unless ``embedding`` is given."""
+        parts = self.part_logits(batch, embedding, tree=self.combination.uses_tree)
+        return self.probabilities(
+            self.combination.logit(parts[SEQUENCE_PART], parts.get(TREE_PART))
+        )
 
 
 def _synthetic_batch(hist_len: np.ndarray, t: int, entity: bool = False) -> FeatureBatch:

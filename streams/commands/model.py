@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ def register(app: typer.Typer) -> None:
 
 def _require_train_extra() -> None:
     try:
+        import lightgbm  # noqa: F401
+        import onnxmltools  # noqa: F401
         import sklearn  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
@@ -101,8 +102,8 @@ def train_cmd(
     import numpy as np
 
     from models.dataset import LabelledData
-    from models.evaluate import BASELINE_FILE, evaluate
-    from models.export import update_metrics, write_artifact
+    from models.evaluate import REPORTED_PARTS, evaluate
+    from models.export import TreePart, update_metrics, write_artifact
     from models.train import TrainConfig, fraud_case_embeddings, train
     from scoring.model_registry import data_fingerprint
 
@@ -154,6 +155,18 @@ def train_cmd(
     fraud_idx = train_idx[dataset.labels[train_idx] == 1][-2000:]
     cases = fraud_case_embeddings(outcome.model, dataset, outcome.spec, fraud_idx)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tree = None
+    if outcome.baseline is not None and outcome.tree_parity_rows is not None:
+        tree = TreePart(
+            outcome.baseline,
+            outcome.tree_parity_rows,
+            outcome.combination,
+            outcome.combination_report,
+            {
+                "transformer_lstm": float(outcome.network_threshold),  # type: ignore[arg-type]  # set with the baseline
+                "baseline": float(outcome.baseline_threshold),  # type: ignore[arg-type]
+            },
+        )
     write_artifact(
         outcome.model,
         outcome.spec,
@@ -170,12 +183,17 @@ def train_cmd(
             "events": len(dataset),
             "split": [int(train_idx.size), int(val_idx.size), int(test_idx.size)],
         },
+        tree=tree,
     )
-    if outcome.baseline is not None:
-        with (out / BASELINE_FILE).open("wb") as fh:
-            pickle.dump({"model": outcome.baseline, "threshold": outcome.baseline_threshold}, fh)
-        _rehash(out)
     console.print(f"artifact written to {out} (trained in {outcome.seconds / 60:.1f} min)")
+    if tree is not None:
+        picked = outcome.combination_report
+        console.print(
+            f"served decision: {picked['chosen']} (validation PR-AUC "
+            f"{picked['validation_pr_auc']:.4f}; transformer_lstm "
+            f"{picked['candidates']['transformer_lstm']['validation_pr_auc']:.4f}, baseline "
+            f"{picked['candidates']['baseline']['validation_pr_auc']:.4f})"
+        )
     if outcome.spec.entity:
         console.print(
             f"entity features: {', '.join(dataset.entity_kinds_present())} "
@@ -189,24 +207,9 @@ def train_cmd(
         )
     with console.status("evaluating on the held-out (latest) period"):
         results = evaluate(out, dataset, report or out / "report", index=np.asarray(test_idx))
-    update_metrics(
-        out, {"test": {k: results[k] for k in ("transformer_lstm", "baseline") if k in results}}
-    )
-    typer.echo(
-        json.dumps(
-            {k: results[k] for k in ("transformer_lstm", "baseline") if k in results}, indent=2
-        )
-    )
-
-
-def _rehash(folder: Path) -> None:
-    """Re-write model.json so the file list covers files added after export."""
-    from scoring.artifact import MANIFEST_FILE, write_manifest
-
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    manifest.pop("files", None)
-    manifest.pop("format", None)
-    write_manifest(folder, manifest)
+    parts = {k: results[k] for k in REPORTED_PARTS if k in results}
+    update_metrics(out, {"test": parts})
+    typer.echo(json.dumps(parts, indent=2))
 
 
 def evaluate_cmd(
@@ -236,7 +239,7 @@ def evaluate_cmd(
     import numpy as np
 
     from models.dataset import LabelledData
-    from models.evaluate import evaluate
+    from models.evaluate import REPORTED_PARTS, evaluate
     from scoring.artifact import DEFAULT_ARTIFACT
 
     for hint, paths in (("--data", data), ("--history", history)):
@@ -257,11 +260,7 @@ def evaluate_cmd(
     console.print(f"report written to {out / 'report.md'}")
     typer.echo(
         json.dumps(
-            {
-                k: results[k]
-                for k in ("transformer_lstm", "baseline", "per_scenario_recall")
-                if k in results
-            },
+            {k: results[k] for k in (*REPORTED_PARTS, "per_scenario_recall") if k in results},
             indent=2,
         )
     )

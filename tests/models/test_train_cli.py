@@ -59,6 +59,17 @@ def test_train_with_only_a_merchant_id_then_evaluate_with_history(
     assert spec["entity"][0] == "merchant_present"
     report = json.loads((tmp_path / "m" / "report" / "metrics.json").read_text())
     assert report["entity_features"] == "merchant" and "chargebacks" in report["label_delay"]
+    # the served decision and each part, side by side, with the same figures
+    for part in ("served", "transformer_lstm", "baseline"):
+        assert {"pr_auc", "roc_auc", "recall_at_fpr_0.1%", "recall_at_fpr_1%"} <= set(report[part])
+    manifest = json.loads((tmp_path / "m" / "model.json").read_text())
+    chosen = manifest["served"]["validation"]
+    parts = [chosen["candidates"][p]["validation_pr_auc"] for p in ("transformer_lstm", "baseline")]
+    assert chosen["validation_pr_auc"] >= max(parts)  # never worse than a part on validation
+    assert report["served_decision"] == manifest["served"]["kind"] == chosen["chosen"]
+    assert set(report["served_alternatives"]) == set(chosen["candidates"])
+    assert "tree.onnx" in manifest["files"] and not (tmp_path / "m" / "baseline.pkl").exists()
+    assert manifest["served"]["tree_parity_max_abs_diff"] <= 1e-5
 
     ev = _cli(
         "evaluate",

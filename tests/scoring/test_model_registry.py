@@ -27,7 +27,8 @@ def reg(tmp_path: Path) -> ModelRegistry:
 def test_register_copies_a_verified_artifact_with_its_metrics(reg: ModelRegistry) -> None:
     r = reg.get(V1)
     assert r.metrics == load_artifact().manifest["metrics"]
-    assert r.fingerprint_from == "declared" and len(r.data_fingerprint) == 64
+    recorded = load_artifact().manifest["training"]["data_fingerprint"]
+    assert r.fingerprint_from == "manifest" and r.data_fingerprint == recorded
     assert load_artifact(reg.artifact_path(V1)).version == V1  # the copy verifies
     assert [v.version for v in reg.versions()] == [V1, "v2", "v3"]
     assert reg.pointer() is None  # registering assigns no role
@@ -59,11 +60,21 @@ def test_a_tampered_artifact_is_not_registered(tmp_path: Path) -> None:
     assert reg.versions() == []
 
 
+def _unrecorded(path: Path) -> Path:
+    """The artifact at ``path`` as one that recorded no fingerprint of its data."""
+    manifest = json.loads((path / "model.json").read_text())
+    manifest["training"].pop("data_fingerprint", None)
+    (path / "model.json").write_text(json.dumps(manifest))
+    return path
+
+
 def test_data_fingerprint_from_files_and_a_mismatch(tmp_path: Path) -> None:
     data = tmp_path / "train.csv"
     data.write_text("a,b\n1,2\n")
     reg = ModelRegistry(tmp_path / "registry")
-    r = reg.register(make_version(tmp_path, "v9"), [data])
+    declared = reg.register(_unrecorded(make_version(tmp_path / "d", "v8")))
+    assert declared.fingerprint_from == "declared" and len(declared.data_fingerprint) == 64
+    r = reg.register(_unrecorded(make_version(tmp_path, "v9")), [data])
     assert r.fingerprint_from == "files" and r.data_fingerprint == data_fingerprint([data])
     recorded = make_version(tmp_path / "r", "v10")
     manifest = json.loads((recorded / "model.json").read_text())

@@ -1,0 +1,71 @@
+"""The tree model's inputs: the current event, its ids, and order-free history aggregates.
+
+Computed from the same ``FeatureBatch`` the network sees, so training (``models.baseline``)
+and serving (``scoring.onnx_model``, where the tree runs in ONNX Runtime in the same batch
+call as the network) share one definition and cannot drift apart. Returned as float32:
+the tree is trained on float32-rounded inputs, so its split thresholds fall between
+float32 values and ONNX Runtime's float32 comparisons take the same branches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.entity_profile import N_ENTITY
+from features.featurize import N_NUMERIC, FeatureBatch
+
+AGGREGATES = (
+    "hist_len_log",
+    "hist_log_amount_mean",
+    "hist_log_amount_std",
+    "hist_log_amount_max",
+    "hist_new_merchant_share",
+    "hist_new_device_share",
+    "hist_online_share",
+    "hist_country_change_share",
+    "cur_amount_z",
+    "cur_mcc_share_in_history",
+)
+#: column positions of the categorical ids (MCC, channel) in the tree's input
+CATEGORICAL = (N_NUMERIC, N_NUMERIC + 1)
+
+
+def tree_width(entity: bool) -> int:
+    """Number of tree inputs for a model with or without entity profiles."""
+    return N_NUMERIC + 2 + len(AGGREGATES) + (N_ENTITY if entity else 0)
+
+
+def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
+    """[B, tree_width] float32: raw current features, ids, aggregates, entity profile."""
+    valid = ~batch.hist_pad
+    n = valid.sum(axis=1)
+    denom = np.maximum(n, 1)
+    raw = batch.hist_num.astype(np.float64) * spec_std + spec_mean  # undo normalization
+    raw[~valid] = 0.0
+    la = raw[..., 0]
+    mean = la.sum(axis=1) / denom
+    var = ((la - mean[:, None]) ** 2 * valid).sum(axis=1) / denom
+    la_max = np.where(valid, la, -np.inf).max(axis=1, initial=-np.inf)
+    online = ((batch.hist_channel == 3) & valid).sum(axis=1) / denom  # channel id 3 = online
+    same_mcc = ((batch.hist_mcc == batch.cur_mcc[:, None]) & valid).sum(axis=1) / denom
+    cur_la = batch.cur_raw[:, 0].astype(np.float64)
+    agg = np.stack(
+        [
+            np.log1p(n),
+            mean,
+            np.sqrt(var),
+            np.where(n > 0, la_max, 0.0),
+            raw[..., 11].sum(axis=1) / denom,
+            raw[..., 12].sum(axis=1) / denom,
+            online,
+            raw[..., 8].sum(axis=1) / denom,
+            np.where(n > 1, (cur_la - mean) / np.maximum(np.sqrt(var), 0.1), 0.0),
+            same_mcc,
+        ],
+        axis=1,
+    )
+    ids = np.stack([batch.cur_mcc, batch.cur_channel], axis=1).astype(np.float64)
+    parts = [batch.cur_raw.astype(np.float64), ids, agg]
+    if batch.cur_entity_raw is not None:
+        parts.append(batch.cur_entity_raw.astype(np.float64))
+    return np.concatenate(parts, axis=1).astype(np.float32)
