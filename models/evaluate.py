@@ -21,6 +21,7 @@ from models.dataset import LabelledData
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
+from scoring.thresholds import LEARNED_FIELDS
 
 #: what ``metrics.json`` reports side by side: the served decision, then each part
 REPORTED_PARTS = ("served", SEQUENCE_PART, TREE_PART)
@@ -122,10 +123,22 @@ def evaluate(
         results["served_alternatives"] = alternatives
     if np.all(weight == 1.0):  # every event scored: the threshold replay is meaningful
         from models.threshold_eval import compare
+        from scoring.thresholds import ThresholdConfig
 
-        results["per_user_thresholds"] = compare(
-            data.user_ids[idx], data.records["ts"][idx], scores, y, artifact.global_threshold
-        )
+        policy = ThresholdConfig().with_learned(artifact.threshold_policy)
+        results["per_user_thresholds"] = {
+            "policy": policy.model_dump(include=set(LEARNED_FIELDS)),
+            "learned": artifact.threshold_policy is not None,
+            **compare(
+                data.user_ids[idx],
+                data.records["ts"][idx],
+                scores,
+                y,
+                artifact.global_threshold,
+                policy,
+                amounts=data.records["amount"][idx].astype(np.float64),
+            ),
+        }
     # what the served alert rate can catch at most (an alert rate below the fraud rate caps
     # recall); judged against the alert rate the artifact's threshold gives here
     fraud_rate = float((weight * y).sum() / weight.sum())
@@ -325,10 +338,23 @@ def render_report(results: dict[str, Any]) -> str:
             "",
             "## Per-user thresholds vs one global threshold (equal recall)",
             "",
-            f"recall {p['recall']:.3f}: false positives {p['false_positives_per_user']} "
+            f"Policy {p['policy']} ({'learned on validation' if p['learned'] else 'settings'}). "
+            f"Recall {p['recall']:.3f}: false positives {p['false_positives_per_user']} "
             f"with per-user thresholds vs {p['false_positives_global']} with a global "
             f"threshold of {p['global_threshold_matched']:.4f} "
-            f"({p['false_positive_change']:+.1%}).",
+            f"({p['false_positive_change']:+.1%}). At equal alert volume ({p['alerts']} "
+            f"alerts): false positives {p['false_positives_equal_alerts']['per_user']} "
+            f"per-user vs {p['false_positives_equal_alerts']['global']} global; the fraud "
+            f"amount caught is {p['fraud_amount_caught_per_user']:.0f} "
+            f"per-user vs {p['fraud_amount_caught_global_equal_alerts']:.0f} global, of "
+            f"{p['fraud_amount_total']:.0f}.",
+            "",
+            "| users | count | false positives, per-user | global |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {row['users']} | {row['per_user']} | {row['global']} |"
+                for name, row in p["false_positives_by_segment"].items()
+            ),
         ]
     if "similarity_adjustment" in results:
         sa = results["similarity_adjustment"]

@@ -78,6 +78,13 @@ class ModelArtifact:
         return None if value is None else float(value)
 
     @property
+    def threshold_policy(self) -> dict[str, Any] | None:
+        """Per-user threshold parameters learned on validation (``models.threshold_learning``),
+        or None (the operator's settings apply)."""
+        policy = self.manifest["thresholds"].get("policy")
+        return dict(policy) if isinstance(policy, dict) else None
+
+    @property
     def global_threshold(self) -> float:
         return float(self.manifest["thresholds"]["global"])
 

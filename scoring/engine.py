@@ -99,7 +99,10 @@ class ScoringEngine:
         """``bundle`` with threshold statistics of its own version (adjustments shared)."""
         artifact = bundle.model.artifact
         return ServingModel(
-            bundle, self._policies.for_version(artifact.version, artifact.global_threshold)
+            bundle,
+            self._policies.for_version(
+                artifact.version, artifact.global_threshold, artifact.threshold_policy
+            ),
         )
 
     async def settle(self) -> None:

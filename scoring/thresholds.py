@@ -40,12 +40,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scoring.state.redis_retry import LuaScript, RedisClient, run_pipeline, script_key_ranges
 
+#: the policy parameters training may learn (``models.threshold_learning``)
+LEARNED_FIELDS = ("per_user", "k", "credibility_n", "min_ratio", "max_ratio")
+
 
 class ThresholdConfig(BaseModel):
     """Constants of the policy (documented in docs/MODEL.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    per_user: bool = Field(
+        True,
+        description="Adapt the threshold to each user's scores; false: the global threshold "
+        "(plus analyst feedback) for everyone.",
+    )
+    learned: bool = Field(
+        True,
+        description="Use the per-user parameters the model learned on validation "
+        "(thresholds.policy in model.json) where it has them, instead of these.",
+    )
     k: float = Field(3.0, description="Standard deviations above the user's mean score.")
     credibility_n: float = Field(50.0, gt=0, description="Events at which w reaches 1/2.")
     min_ratio: float = Field(0.8, ge=0, description="Lowest threshold as a share of the global.")
@@ -57,6 +70,12 @@ class ThresholdConfig(BaseModel):
         None, description="Redis key prefix; unset = the sequence store's (one prefix per app)."
     )
     ttl_s: int = Field(90 * 86_400, ge=1, description="Idle users' state expires.")
+
+    def with_learned(self, policy: dict[str, Any] | None) -> ThresholdConfig:
+        """This config with a model's learned parameters (``learned`` and a policy given)."""
+        if not self.learned or not policy:
+            return self
+        return self.model_copy(update={k: v for k, v in policy.items() if k in LEARNED_FIELDS})
 
     def resolved(self, default_prefix: str) -> ThresholdConfig:
         """This config with ``key_prefix`` set (``default_prefix`` when it was unset)."""
@@ -91,7 +110,7 @@ class UserStats:
 
 def threshold_for(stats: UserStats, global_threshold: float, cfg: ThresholdConfig) -> float:
     """The policy's formula (pure)."""
-    w = stats.n / (stats.n + cfg.credibility_n)
+    w = stats.n / (stats.n + cfg.credibility_n) if cfg.per_user else 0.0
     personal = stats.mean + cfg.k * stats.std()
     t = (1 - w) * global_threshold + w * personal
     t = min(max(t, cfg.min_ratio * global_threshold), cfg.max_ratio * global_threshold)
@@ -122,9 +141,11 @@ class ThresholdPolicy(Protocol):
 
     async def feedback(self, user: str, label: str, transaction_id: str) -> float: ...
 
-    def for_version(self, version: str, global_threshold: float) -> ThresholdPolicy:
-        """The same policy for another model version: its own score statistics, the
-        analyst adjustments shared with this one."""
+    def for_version(
+        self, version: str, global_threshold: float, learned: dict[str, Any] | None = None
+    ) -> ThresholdPolicy:
+        """The same policy for another model version: its own score statistics and
+        learned parameters (``learned``), the analyst adjustments shared with this one."""
         ...
 
 
@@ -134,9 +155,12 @@ class _Base:
         global_threshold: float,
         config: ThresholdConfig | None = None,
         version: str = "",
+        learned: dict[str, Any] | None = None,
     ) -> None:
         self.global_threshold = global_threshold
-        self.config = config or ThresholdConfig()
+        #: the operator's settings; ``config`` is them with the model's learned parameters
+        self.settings = config or ThresholdConfig()
+        self.config = self.settings.with_learned(learned)
         self.version = version
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
@@ -192,15 +216,18 @@ class InMemoryThresholdPolicy(_Base):
         config: ThresholdConfig | None = None,
         version: str = "",
         shared: tuple[dict[str, float], dict[tuple[str, str], str]] | None = None,
+        learned: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(global_threshold, config, version)
+        super().__init__(global_threshold, config, version, learned)
         self.stats: dict[str, UserStats] = {}
         # the analyst adjustments and the labels behind them, shared across versions
         self.adjustments, self.labels = shared if shared is not None else ({}, {})
 
-    def for_version(self, version: str, global_threshold: float) -> InMemoryThresholdPolicy:
+    def for_version(
+        self, version: str, global_threshold: float, learned: dict[str, Any] | None = None
+    ) -> InMemoryThresholdPolicy:
         return InMemoryThresholdPolicy(
-            global_threshold, self.config, version, (self.adjustments, self.labels)
+            global_threshold, self.settings, version, (self.adjustments, self.labels), learned
         )
 
     async def read(self, users: Sequence[str]) -> dict[str, UserStats]:
@@ -272,23 +299,27 @@ class RedisThresholdPolicy(_Base):
         retry_backoff_s: float = 0.2,
         cluster_mode: bool = False,
         version: str = "",
+        learned: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(global_threshold, config, version)
+        super().__init__(global_threshold, config, version, learned)
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
         self._read_script = LuaScript(client, _READ_LUA)
         self._write_script = LuaScript(client, _WRITE_LUA)
 
-    def for_version(self, version: str, global_threshold: float) -> RedisThresholdPolicy:
+    def for_version(
+        self, version: str, global_threshold: float, learned: dict[str, Any] | None = None
+    ) -> RedisThresholdPolicy:
         return RedisThresholdPolicy(
             self.client,
             global_threshold,
-            self.config,
+            self.settings,
             self.retry_attempts,
             self.retry_backoff_s,
             self.cluster_mode,
             version,
+            learned,
         )
 
     def key(self, user: str) -> str:

@@ -189,6 +189,7 @@ class WorkerService:
             s.redis.retry_backoff_s,
             cluster_mode=s.cluster_mode,
             version=bundle.model.version,
+            learned=bundle.model.artifact.threshold_policy,
         )
         shadow = None
         if s.model.shadow_path is not None and pointer is None:

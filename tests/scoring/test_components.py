@@ -312,5 +312,9 @@ async def test_score_statistics_belong_to_a_version_and_adjustments_to_the_card(
         assert (await v1.read(["a"]))["a"].adj == (await v2.read(["a"]))["a"].adj < 0
         assert float((await v1.thresholds(["a"]))[0]) < float((await v1.thresholds(["b"]))[0])
         assert (await v1.read(["a"]))["a"].n == 5  # the label left v1's statistics alone
+        # a version's learned parameters are its own; the operator's settings stay
+        v3 = v2.for_version("v3", 0.1, {"per_user": False})
+        assert v3.config.per_user is False and v3.config.key_prefix == cfg.key_prefix
+        assert v3.for_version("v4", 0.1).config.per_user is True
     finally:
         await client.aclose()
