@@ -26,6 +26,9 @@ AGGREGATES = (
     "cur_amount_z",
     "cur_mcc_share_in_history",
 )
+#: the history columns the aggregates read: log amount, country change, new merchant, new
+#: device (``features.featurize`` column order)
+_HIST_COLUMNS = [0, 8, 11, 12]
 #: column positions of the categorical ids (MCC, channel) in the tree's input
 CATEGORICAL = (N_NUMERIC, N_NUMERIC + 1)
 
@@ -40,26 +43,31 @@ def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray
     valid = ~batch.hist_pad
     n = valid.sum(axis=1)
     denom = np.maximum(n, 1)
-    raw = batch.hist_num.astype(np.float64) * spec_std + spec_mean  # undo normalization
-    raw[~valid] = 0.0
+    # only the four history columns the aggregates read, un-normalised (float64, as trained)
+    raw = batch.hist_num[..., _HIST_COLUMNS].astype(np.float64)
+    raw *= spec_std[_HIST_COLUMNS]
+    raw += spec_mean[_HIST_COLUMNS]
+    raw = np.where(valid[..., None], raw, 0.0)
+    sums = raw.sum(axis=1)  # [B, 4]
     la = raw[..., 0]
-    mean = la.sum(axis=1) / denom
+    mean = sums[:, 0] / denom
     var = ((la - mean[:, None]) ** 2 * valid).sum(axis=1) / denom
     la_max = np.where(valid, la, -np.inf).max(axis=1, initial=-np.inf)
     online = ((batch.hist_channel == 3) & valid).sum(axis=1) / denom  # channel id 3 = online
     same_mcc = ((batch.hist_mcc == batch.cur_mcc[:, None]) & valid).sum(axis=1) / denom
     cur_la = batch.cur_raw[:, 0].astype(np.float64)
+    std = np.sqrt(var)
     agg = np.stack(
         [
             np.log1p(n),
             mean,
-            np.sqrt(var),
+            std,
             np.where(n > 0, la_max, 0.0),
-            raw[..., 11].sum(axis=1) / denom,
-            raw[..., 12].sum(axis=1) / denom,
+            sums[:, 2] / denom,
+            sums[:, 3] / denom,
             online,
-            raw[..., 8].sum(axis=1) / denom,
-            np.where(n > 1, (cur_la - mean) / np.maximum(np.sqrt(var), 0.1), 0.0),
+            sums[:, 1] / denom,
+            np.where(n > 1, (cur_la - mean) / np.maximum(std, 0.1), 0.0),
             same_mcc,
         ],
         axis=1,
