@@ -224,6 +224,7 @@ def write_artifact(
     threshold: float,
     metrics: dict[str, Any] | None = None,
     fraud_cases: tuple[np.ndarray, np.ndarray] | None = None,
+    case_patterns: np.ndarray | None = None,
     training: dict[str, Any] | None = None,
     parity_shapes: list[tuple[int, int]] | None = None,
     tree: TreePart | None = None,
@@ -239,11 +240,14 @@ def write_artifact(
         parity = check_parity(model, tmp, parity_shapes or [(1, 1), (7, 17), (3, 64)])
         if fraud_cases is not None:
             ids, emb = fraud_cases
-            np.savez(
-                tmp / FRAUD_CASES_FILE,
-                ids=np.asarray(ids, dtype=str),
-                embeddings=np.asarray(emb, dtype=np.float32),
-            )
+            # each case's fraud pattern, where the data names one: for purity reports only
+            arrays = {
+                "ids": np.asarray(ids, dtype=str),
+                "embeddings": np.asarray(emb, dtype=np.float32),
+            }
+            if case_patterns is not None:
+                arrays["patterns"] = np.asarray(case_patterns, dtype=str)
+            np.savez(tmp / FRAUD_CASES_FILE, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
         served: dict[str, Any] = {}
         thresholds = {"global": float(threshold)}
         if tree is not None:

@@ -78,6 +78,13 @@ class ModelArtifact:
         return None if value is None else float(value)
 
     @property
+    def similar_cases_shown(self) -> int | None:
+        """How many similar cases training found worth showing (``models.case_purity``:
+        0 when the nearest cases did not beat random ones), or None (not measured)."""
+        block = self.manifest.get("similar_cases")
+        return int(block["shown"]) if isinstance(block, dict) and "shown" in block else None
+
+    @property
     def threshold_policy(self) -> dict[str, Any] | None:
         """Per-user threshold parameters learned on validation (``models.threshold_learning``),
         or None (the operator's settings apply)."""

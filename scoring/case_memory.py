@@ -4,6 +4,12 @@ Seeded from the training labels (``fraud_cases.npz`` in the artifact) and grown 
 analyst feedback at runtime. Cosine similarity on L2-normalised vectors in a flat
 inner-product index: exact, and fast enough for tens of thousands of cases.
 
+Vectors are *centred* on the seed cases' mean before normalising. The encoder's
+embeddings share one large common direction, so their raw cosine is ~0.99 for any pair
+and a similarity of 0.98 meant nothing. Centred, an unrelated case scores near 0
+(figures in docs/MODEL.md). Cases and queries are both the history *including* the
+fraud or alerted event (``scoring.scorer.case_queries``), so like is compared with like.
+
 ``add`` runs on the event loop (feedback) and may rebuild the index, while ``nearest``
 runs on the model thread: one lock makes each see the ids and the index of the same
 moment. Cases learned from feedback are snapshotted beside the embedding cache and
@@ -26,8 +32,18 @@ from scoring.snapshot_files import read_snapshot, write_snapshot
 class FraudCaseMemory:
     """Nearest confirmed fraud cases for a batch of history embeddings."""
 
-    def __init__(self, dim: int, max_cases: int = 50_000, model_version: str = "") -> None:
+    def __init__(
+        self,
+        dim: int,
+        max_cases: int = 50_000,
+        model_version: str = "",
+        center: np.ndarray | None = None,
+    ) -> None:
         self.dim, self.max_cases, self.model_version = dim, max_cases, model_version
+        #: subtracted from every vector before normalising (the seed cases' mean)
+        self.center = np.zeros(dim, np.float32) if center is None else center.astype(np.float32)
+        #: each seed case's fraud pattern, where the training data named one (reports only)
+        self.patterns: dict[str, str] = {}
         self.index = faiss.IndexFlatIP(dim)
         self.ids: list[str] = []
         self._known: set[str] = set()
@@ -36,11 +52,18 @@ class FraudCaseMemory:
 
     @classmethod
     def from_artifact(cls, artifact: ModelArtifact, max_cases: int = 50_000) -> FraudCaseMemory:
-        memory = cls(artifact.embedding_dim, max_cases, artifact.version)
         path = artifact.file(FRAUD_CASES_FILE)
-        if path is not None:
-            data = np.load(path)
-            memory.add(list(data["ids"]), data["embeddings"], learned=False)
+        if path is None:
+            return cls(artifact.embedding_dim, max_cases, artifact.version)
+        data = np.load(path)
+        seeds = np.asarray(data["embeddings"], dtype=np.float32)
+        center = seeds.mean(axis=0) if len(seeds) else None
+        memory = cls(artifact.embedding_dim, max_cases, artifact.version, center)
+        memory.add(list(data["ids"]), seeds, learned=False)
+        if "patterns" in data.files:
+            memory.patterns = {
+                str(c): str(p) for c, p in zip(data["ids"], data["patterns"], strict=True) if p
+            }
         return memory
 
     def __len__(self) -> int:
@@ -67,7 +90,7 @@ class FraudCaseMemory:
         dropped: list[str] = []
         if not keep:
             return [], dropped
-        vecs = np.ascontiguousarray(embeddings[keep], dtype=np.float32)
+        vecs = np.ascontiguousarray(embeddings[keep] - self.center, dtype=np.float32)
         faiss.normalize_L2(vecs)
         if len(self.ids) + len(keep) > self.max_cases:  # FIFO: rebuild without the oldest
             drop = len(self.ids) + len(keep) - self.max_cases
@@ -87,7 +110,7 @@ class FraudCaseMemory:
 
     def nearest(self, embeddings: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """Top-k (case id, cosine similarity) per row; empty lists when no cases."""
-        q = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
+        q = np.ascontiguousarray(embeddings - self.center, dtype=np.float32)
         faiss.normalize_L2(q)
         with self._lock:
             if not self.ids or embeddings.shape[0] == 0:
@@ -98,6 +121,12 @@ class FraudCaseMemory:
                 [(ids[r], float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
                 for rr, ss in zip(rows, sims, strict=True)
             ]
+
+    def vectors(self) -> np.ndarray:
+        """The stored (centred, normalised) vectors [n, dim], in ``ids`` order."""
+        with self._lock:
+            flat = faiss.rev_swig_ptr(self.index.get_xb(), self.index.ntotal * self.dim)
+            return np.array(flat).reshape(-1, self.dim)
 
     def snapshot(self, folder: Path) -> int:
         """Write the cases learned from feedback (atomically); returns how many."""

@@ -27,6 +27,7 @@ from features.featurize import (
     featurize_windows,
     normalize_entity,
     windows_for_batch_isolated,
+    windows_including_current,
 )
 from scoring.bundle import ModelBundle
 from scoring.embedding_cache import history_versions
@@ -155,13 +156,26 @@ def explain_alerts(
         ]
     reasons = {int(i): r for i, r in zip(alerts, why, strict=True)}
     similar: dict[int, list[SimilarCase]] = {}
-    if bundle.memory is not None:
-        near = bundle.memory.nearest(emb[alerts], similar_k)
+    shown = model.artifact.similar_cases_shown
+    similar_k = similar_k if shown is None else min(similar_k, shown)
+    if bundle.memory is not None and similar_k > 0:
+        query = case_queries(model, scored.windows, alerts)
+        near = bundle.memory.nearest(query, similar_k)
         similar = {
             int(i): [SimilarCase(case_id=c, similarity=round(s, 4)) for c, s in n]
             for i, n in zip(alerts, near, strict=True)
         }
     return reasons, similar
+
+
+def case_queries(model: OnnxRiskModel, windows: Windows, rows: np.ndarray) -> np.ndarray:
+    """History embeddings *including* each row's event: what the case memory holds for a
+    confirmed fraud, so an alert is compared with cases as they were when confirmed
+    (encoder runs for these rows only: alerts are a small share of events)."""
+    spec = model.artifact.spec
+    win = windows_including_current(Windows(windows.records[rows], windows.hist_len[rows]), spec)
+    fb = featurize_windows(win, spec)
+    return encode_bucketed(model, fb, np.arange(rows.size))
 
 
 def score_alone(

@@ -173,6 +173,7 @@ def train_cmd(
         out,
         outcome.threshold,
         fraud_cases=(dataset.transaction_ids[fraud_idx].astype(str), cases),
+        case_patterns=np.array([p or "" for p in dataset.scenario[fraud_idx]], dtype=str),
         training={
             "config": cfg.to_json(),
             "history": outcome.history,
@@ -213,6 +214,17 @@ def train_cmd(
         f"threshold policy: {learned['chosen']} (false positives at equal recall on "
         f"validation {learned['false_positive_change']:+.1%} vs one global threshold)"
     )
+    from models.case_purity import learn_for_artifact as learn_case_display
+
+    cases_report = learn_case_display(out, dataset, np.asarray(val_idx))
+    if cases_report["measured"]:
+        console.print(
+            f"similar cases: {cases_report['purity']:.2f} of the 3 nearest share the fraud's "
+            f"pattern vs {cases_report['random']:.2f} for random cases on validation; "
+            f"showing {cases_report['shown']}"
+        )
+    else:
+        console.print("similar cases: purity not measured (no fraud pattern in the data)")
     with console.status("evaluating on the held-out (latest) period"):
         # every test event up to a million, so the per-user threshold replay can run
         results = evaluate(
