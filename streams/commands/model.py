@@ -211,7 +211,7 @@ def train_cmd(
     with console.status(f"learning per-user thresholds on {val_idx.size} validation events"):
         learned = learn_for_artifact(out, dataset, np.asarray(val_idx))
     console.print(
-        f"threshold policy: {learned['chosen']} (false positives at equal recall on "
+        f"threshold policy: {learned['chosen']} (false positives at equal alert volume on "
         f"validation {learned['false_positive_change']:+.1%} vs one global threshold)"
     )
     from models.case_purity import learn_for_artifact as learn_case_display
