@@ -11,7 +11,6 @@ the same figures on the rows it scores.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,10 @@ def purity(
     freq = dict(zip(values.tolist(), (counts / counts.sum()).tolist(), strict=True))
     q, qp = queries[known], patterns[known]
     near = memory.nearest(q, k)
-    pattern_of = dict(zip(memory.ids, case_patterns, strict=True))
-    same = [np.mean([pattern_of[c] == p for c, _ in n]) for n, p in zip(near, qp, strict=True)]
+    same = [
+        np.mean([memory.patterns.get(c, "") == p for c, _ in n])
+        for n, p in zip(near, qp, strict=True)
+    ]
     random_share = float(np.mean([freq.get(p, 0.0) for p in qp]))
     nearest_sim = float(np.mean([n[0][1] for n in near if n]))
     # the scale: what a random case of another pattern scores against the same queries
@@ -70,7 +71,7 @@ def learn_for_artifact(folder: Path, data: Any, index: np.ndarray) -> dict[str, 
     served model and memory; write how many cases to show into ``model.json``."""
     from features.featurize import windows_from_sorted
     from models.evaluate import entity_setup
-    from scoring.artifact import MANIFEST_FILE, load_artifact
+    from scoring.artifact import load_artifact, update_manifest
     from scoring.onnx_model import OnnxRiskModel
     from scoring.scorer import case_queries
 
@@ -84,8 +85,5 @@ def learn_for_artifact(folder: Path, data: Any, index: np.ndarray) -> dict[str, 
     report = purity(FraudCaseMemory.from_artifact(artifact), queries, patterns)
     if report["measured"]:
         report["shown"] = SHOW if report["lift"] >= MIN_LIFT else 0
-    path = folder / MANIFEST_FILE
-    manifest = json.loads(path.read_text())  # not among the hashed files
-    manifest["similar_cases"] = report
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    update_manifest(folder, {"similar_cases": report})
     return report

@@ -26,7 +26,14 @@ from features.entity_profile import N_ENTITY
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
 from models.network import RiskModel
-from scoring.artifact import ENCODER_FILE, FRAUD_CASES_FILE, HEAD_FILE, TREE_FILE, write_manifest
+from scoring.artifact import (
+    ENCODER_FILE,
+    FRAUD_CASES_FILE,
+    HEAD_FILE,
+    TREE_FILE,
+    update_manifest,
+    write_manifest,
+)
 from scoring.served_decision import Combination
 
 OPSET = 18
@@ -289,7 +296,5 @@ def write_artifact(
 
 def update_metrics(folder: Path, metrics: dict[str, Any]) -> None:
     """Add evaluation metrics to model.json (hashes of the graphs stay valid)."""
-    path = folder / "model.json"
-    manifest = json.loads(path.read_text())
-    manifest["metrics"] = {**manifest.get("metrics", {}), **metrics}
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = json.loads((folder / "model.json").read_text())
+    update_manifest(folder, {"metrics": {**manifest.get("metrics", {}), **metrics}})

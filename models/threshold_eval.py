@@ -57,9 +57,15 @@ def at_equal_alerts(scores: np.ndarray, y: np.ndarray, personal: np.ndarray) -> 
     same number of alerts) over these rows. Unlike equal recall, no side is snapped to a
     fraud's score, which would favour the global threshold."""
     alert_p = scores >= personal
-    n = int(alert_p.sum())
-    top = np.argsort(-scores, kind="stable")[:n]
-    return int((alert_p & ~y).sum()), int(n - y[top].sum())
+    alert_v = top_alerts(scores, int(alert_p.sum()))
+    return int((alert_p & ~y).sum()), int((alert_v & ~y).sum())
+
+
+def top_alerts(scores: np.ndarray, n: int) -> np.ndarray:
+    """The alerts of the global threshold that raises ``n`` of them (the n highest)."""
+    mask = np.zeros(scores.size, bool)
+    mask[np.argsort(-scores, kind="stable")[:n]] = True
+    return mask
 
 
 #: users grouped by how many events they have in the evaluated period
@@ -96,9 +102,7 @@ def compare(
         return out
     # equal alert volume: the global threshold that raises as many alerts as the policy
     n_alerts = int(alert_p.sum())
-    top = np.argsort(-scores, kind="stable")[:n_alerts]
-    alert_v = np.zeros(scores.size, bool)
-    alert_v[top] = True
+    alert_v = top_alerts(scores, n_alerts)
     out["alerts"] = n_alerts
     out["false_positives_equal_alerts"] = {
         "per_user": int((alert_p & ~y).sum()),

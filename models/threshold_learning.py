@@ -20,7 +20,6 @@ figures under ``threshold_learning``), and serving applies it (``ThresholdConfig
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,7 @@ def learn_for_artifact(folder: Path, data: LabelledData, index: np.ndarray) -> d
     """Score ``index`` (every event of the validation period) with the artifact's served
     decision, learn the policy, and write it into the artifact's ``model.json``."""
     from models.evaluate import entity_setup, score_onnx
-    from scoring.artifact import MANIFEST_FILE, load_artifact
+    from scoring.artifact import load_artifact, update_manifest
     from scoring.onnx_model import OnnxRiskModel
 
     artifact = load_artifact(folder)
@@ -118,9 +117,6 @@ def learn_for_artifact(folder: Path, data: LabelledData, index: np.ndarray) -> d
         artifact.global_threshold,
     )
     report["events"] = int(index.size)
-    path = folder / MANIFEST_FILE
-    manifest = json.loads(path.read_text())  # not among the hashed files
-    manifest["thresholds"]["policy"] = policy
-    manifest["threshold_learning"] = report
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    thresholds = {**artifact.manifest["thresholds"], "policy": policy}
+    update_manifest(folder, {"thresholds": thresholds, "threshold_learning": report})
     return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class ModelArtifact:
     path: Path
     manifest: dict[str, Any]
     spec: FeatureSpec
+    #: how the served logit is made from the parts' logits (parsed once, at load)
+    combination: Combination = field(default_factory=Combination)
 
     @property
     def version(self) -> str:
@@ -66,11 +68,6 @@ class ModelArtifact:
     def tree_path(self) -> Path | None:
         """The tree graph, when the served decision uses one."""
         return self.file(TREE_FILE)
-
-    @property
-    def combination(self) -> Combination:
-        """How the served logit is made from the parts' logits."""
-        return Combination.from_manifest(self.manifest.get("served"))
 
     def part_threshold(self, part: str) -> float | None:
         """A part's own calibrated threshold (``transformer_lstm``, ``baseline``), if kept."""
@@ -117,6 +114,16 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def update_manifest(folder: Path, changes: dict[str, Any]) -> None:
+    """Set top-level keys of ``model.json`` in place. It is not among the hashed files,
+    so the artifact stays valid: for results computed after export (metrics, learned
+    thresholds, the similar-case gate)."""
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def load_artifact(path: Path | str | None = None) -> ModelArtifact:
     """Load and verify an artifact (default: the one shipped in the package)."""
     folder = Path(path) if path is not None else DEFAULT_ARTIFACT
@@ -156,4 +163,4 @@ def load_artifact(path: Path | str | None = None) -> ModelArtifact:
         raise ArtifactError(f"{folder}: the served decision block is malformed: {exc}") from None
     if combination.uses_tree and TREE_FILE not in files:
         raise ArtifactError(f"{folder}: the served decision uses a tree but lists no {TREE_FILE}")
-    return ModelArtifact(folder, manifest, spec)
+    return ModelArtifact(folder, manifest, spec, combination)

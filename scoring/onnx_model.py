@@ -78,7 +78,6 @@ class OnnxRiskModel:
     #: the tree part, when the artifact has one (always on ORT's CPU provider: the
     #: ai.onnx.ml tree operators have no GPU kernels)
     tree: ort.InferenceSession | None = field(default=None, init=False)
-    combination: Combination = field(default_factory=Combination, init=False)
     #: the spec's normalisation statistics as arrays (the tree's inputs undo it)
     _spec_stats: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0), np.zeros(0)), init=False, repr=False
@@ -93,6 +92,11 @@ class OnnxRiskModel:
     @property
     def version(self) -> str:
         return self.artifact.version
+
+    @property
+    def combination(self) -> Combination:
+        """The artifact's served decision (``scoring.served_decision``)."""
+        return self.artifact.combination
 
     def providers(self) -> list[str]:
         """The providers actually running (empty before ``load``)."""
@@ -125,7 +129,6 @@ class OnnxRiskModel:
         self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
         head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
         self._check(self.head, head_inputs, "logit", "head")
-        self.combination = self.artifact.combination
         self._spec_stats = (
             np.asarray(self.artifact.spec.mean, dtype=np.float64),
             np.asarray(self.artifact.spec.std, dtype=np.float64),
