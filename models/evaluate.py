@@ -17,9 +17,11 @@ import numpy as np
 
 from features.entity_profile import N_ENTITY
 from features.label_delay import LabelDelay
+from models.card_sequences import StepFeatures, card_runs
 from models.dataset import LabelledData
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
+from scoring.incremental_state import replay_before
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
 from scoring.thresholds import LEARNED_FIELDS
 
@@ -45,12 +47,13 @@ def score_onnx(
     order = np.argsort(lengths, kind="stable")
     out: dict[str, np.ndarray] = {}
     feat_s = model_s = 0.0
+    before = incremental_replay(model, data) if model.artifact.incremental else None
     for s in range(0, order.size, batch_size):
         part = order[s : s + batch_size]
         t0 = time.perf_counter()
         fb = data.features(index[part], spec)
         t1 = time.perf_counter()
-        emb = model.encode(fb)
+        emb = model.encode(fb) if before is None else before[index[part]]
         logits = model.part_logits(fb, embedding=emb)
         served = model.combination.logit(logits[SEQUENCE_PART], logits.get(TREE_PART))
         t2 = time.perf_counter()
@@ -69,6 +72,26 @@ def score_onnx(
         "model_us_per_event": model_s / n * 1e6,
         "events_per_s": n / max(feat_s + model_s, 1e-9),
     }
+
+
+def incremental_replay(model: OnnxRiskModel, data: LabelledData) -> np.ndarray:
+    """Each event's embedding when every card streams through the step graph in time
+    order with its state kept, from its first event in the data: what a worker whose
+    cache holds the card computes (``scoring.incremental_state.replay_before``)."""
+    if model.empty_history_embedding is None:
+        raise ValueError("load the model first")
+    steps = StepFeatures.of(data, model.artifact.spec)
+    start, length = card_runs(data.user_codes)
+    return replay_before(
+        model.step,
+        model.state_layout,
+        model.empty_history_embedding,
+        steps.num,
+        steps.mcc,
+        steps.channel,
+        start,
+        length,
+    )
 
 
 def evaluate(

@@ -25,6 +25,8 @@ import torch
 from features.entity_profile import N_ENTITY
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
+from models.export_incremental import check_step_parity, export_step
+from models.incremental_network import INCREMENTAL, WINDOW, IncrementalRiskModel
 from models.network import RiskModel
 from scoring.artifact import (
     ENCODER_FILE,
@@ -83,6 +85,29 @@ def example_head_inputs(
     return (*base, torch.randn(b, n_entity, generator=g)) if n_entity else base
 
 
+def export_head(model: RiskModel | IncrementalRiskModel, folder: Path) -> None:
+    """Write head.onnx with a dynamic batch axis."""
+    model.eval()
+    cfg = model.cfg
+    batch = torch.export.Dim("batch", min=1, max=8192)
+    head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim, n_entity=cfg.n_entity)
+    head_names = head_input_names(cfg.n_entity)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.head,
+            head_args,
+            str(folder / HEAD_FILE),
+            dynamo=True,
+            input_names=list(head_names),
+            output_names=["logit"],
+            dynamic_shapes=tuple({0: batch} for _ in head_names),
+            opset_version=OPSET,
+            verbose=False,
+        )
+
+
 def export_graphs(model: RiskModel, folder: Path) -> None:
     """Write encoder.onnx and head.onnx with dynamic batch/sequence axes."""
     model.eval()
@@ -90,8 +115,6 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=8192)
     seq = torch.export.Dim("seq", min=1, max=4096)
     enc_args = example_encoder_inputs(7, 17, cfg.n_mcc)
-    head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim, n_entity=cfg.n_entity)
-    head_names = head_input_names(cfg.n_entity)
     # the exporter logs a warning per torchvision op it cannot find: not ours, not actionable
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -113,17 +136,7 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
             opset_version=OPSET,
             verbose=False,
         )
-        torch.onnx.export(
-            model.head,
-            head_args,
-            str(folder / HEAD_FILE),
-            dynamo=True,
-            input_names=list(head_names),
-            output_names=["logit"],
-            dynamic_shapes=tuple({0: batch} for _ in head_names),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    export_head(model, folder)
 
 
 def symbolic_dims(path: Path) -> dict[str, list[str | int]]:
@@ -137,10 +150,15 @@ def symbolic_dims(path: Path) -> dict[str, list[str | int]]:
     }
 
 
-def check_dynamic(folder: Path) -> None:
-    """Refuse graphs where a batch or sequence dimension was specialised."""
+def check_dynamic(folder: Path, incremental: bool = False) -> None:
+    """Refuse graphs where a batch or sequence dimension was specialised (the step
+    graph's context and state widths are fixed by design: only its batch must be free)."""
     for name in (ENCODER_FILE, HEAD_FILE):
         for inp, dims in symbolic_dims(folder / name).items():
+            if incremental and name == ENCODER_FILE:
+                if isinstance(dims[0], int):
+                    raise ExportError(f"{name}: input {inp} has a fixed batch dimension {dims}")
+                continue
             fixed_ok = {N_NUMERIC} if inp.endswith("_num") else set()
             if inp == ENTITY_INPUT:
                 fixed_ok = {N_ENTITY}
@@ -192,6 +210,55 @@ def check_parity(
     return worst
 
 
+def check_head_parity(model: IncrementalRiskModel, folder: Path, atol: float = 1e-5) -> float:
+    """Max |ORT − torch| of the head alone on random inputs; raises over ``atol``."""
+    import onnxruntime as ort
+
+    head = ort.InferenceSession(str(folder / HEAD_FILE), providers=["CPUExecutionProvider"])
+    names = head_input_names(model.cfg.n_entity)
+    worst = 0.0
+    for i, b in enumerate((1, 7, 64)):
+        args = example_head_inputs(
+            b, model.cfg.n_mcc, model.cfg.embedding_dim, seed=300 + i, n_entity=model.cfg.n_entity
+        )
+        with torch.inference_mode():
+            ref = model.head(*args).numpy()
+        got = head.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
+        if not np.isfinite(got).all():
+            raise ExportError(f"non-finite head output at batch={b}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if worst > atol:
+        raise ExportError(f"ONNX Runtime differs from PyTorch by {worst:.2e} (> {atol})")
+    return worst
+
+
+def export_network(
+    model: RiskModel | IncrementalRiskModel,
+    folder: Path,
+    parity_shapes: list[tuple[int, int]] | None = None,
+) -> tuple[float, dict[str, Any]]:
+    """Write and verify the network's graphs; returns the parity and the manifest's
+    ``network`` block (the architecture is recorded there)."""
+    if isinstance(model, IncrementalRiskModel):
+        export_step(model, folder)
+        export_head(model, folder)
+        check_dynamic(folder, incremental=True)
+        parity = max(check_step_parity(model, folder), check_head_parity(model, folder))
+        if parity > 1e-5:
+            raise ExportError(f"ONNX Runtime differs from PyTorch by {parity:.2e} (> 1e-05)")
+        block = {
+            **model.cfg.to_json(),
+            **model.inc.to_json(),
+            "architecture": INCREMENTAL,
+            "context": model.encoder.context,
+        }
+        return parity, block
+    export_graphs(model, folder)
+    check_dynamic(folder)
+    parity = check_parity(model, folder, parity_shapes or [(1, 1), (7, 17), (3, 64)])
+    return parity, {**model.cfg.to_json(), "architecture": WINDOW}
+
+
 @dataclass(frozen=True)
 class TreePart:
     """The tree and how the served decision uses it (``models.train.TrainOutcome``)."""
@@ -225,7 +292,7 @@ def export_tree_part(tree: TreePart, entity: bool, folder: Path, atol: float = 1
 
 
 def write_artifact(
-    model: RiskModel,
+    model: RiskModel | IncrementalRiskModel,
     spec: FeatureSpec,
     out: Path,
     threshold: float,
@@ -242,9 +309,7 @@ def write_artifact(
         tempfile.mkdtemp(prefix=".artifact-", dir=out.parent if out.parent.exists() else None)
     )
     try:
-        export_graphs(model, tmp)
-        check_dynamic(tmp)
-        parity = check_parity(model, tmp, parity_shapes or [(1, 1), (7, 17), (3, 64)])
+        parity, network = export_network(model, tmp, parity_shapes)
         if fraud_cases is not None:
             ids, emb = fraud_cases
             # each case's fraud pattern, where the data names one: for purity reports only
@@ -277,7 +342,7 @@ def write_artifact(
                 "created_at": created.isoformat(),
                 "opset": OPSET,
                 "feature_spec": spec.to_json(),
-                "network": model.cfg.to_json(),
+                "network": network,
                 "thresholds": thresholds,
                 "export_parity_max_abs_diff": parity,
                 **served,

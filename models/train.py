@@ -28,8 +28,15 @@ from features.tree_inputs import tree_inputs
 from models.baseline import baseline_probabilities, fit_baseline
 from models.combine import choose
 from models.dataset import LabelledData, length_sorted_batches
+from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
 from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
 from models.network import NetworkConfig, RiskModel
+from models.train_incremental import (
+    CardLayout,
+    embeddings_after,
+    fit_incremental,
+    sequence_logits,
+)
 from scoring.served_decision import Combination, tree_logit
 
 
@@ -51,6 +58,11 @@ class TrainConfig:
     #: fewest alerts, instead of alerting on ``target_alert_rate`` of events
     target_recall: float | None = None
     max_history: int = 256
+    #: ``incremental`` (``models.incremental_network``: per-event cost independent of
+    #: history length) or ``window`` (``models.network``: re-encodes the window)
+    architecture: str = INCREMENTAL
+    #: the incremental model's attention band (events per layer)
+    band: int = 8
     d_model: int = 64
     n_layers: int = 2
     threads: int = 2
@@ -68,7 +80,7 @@ class TrainConfig:
 class TrainOutcome:
     """What a training run produced."""
 
-    model: RiskModel
+    model: RiskModel | IncrementalRiskModel
     spec: FeatureSpec
     config: TrainConfig
     threshold: float
@@ -84,6 +96,8 @@ class TrainOutcome:
     tree_parity_rows: np.ndarray | None = None
     split_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     seconds: float = 0.0
+    #: the incremental model's card layout (its step features, computed once)
+    layout: CardLayout | None = None
 
 
 def to_tensors(batch: FeatureBatch) -> dict[str, torch.Tensor]:
@@ -168,11 +182,61 @@ def train(
         n_layers=cfg.n_layers,
         n_entity=N_ENTITY if spec.entity else 0,
     )
+    val_sub, val_w = _subsample(val_idx, data.labels, cfg.val_negative_rate, rng)
+    split = (train_idx, val_idx, test_idx)
+    model: RiskModel | IncrementalRiskModel
+    if cfg.architecture == INCREMENTAL:
+        model, history, layout = fit_incremental(
+            data, spec, net_cfg, IncrementalConfig(cfg.band), cfg, split, report, started
+        )
+        val_logits = sequence_logits(model, layout, layout.length, len(data))[val_sub]
+    else:
+        model, history = _fit_window(
+            data, spec, net_cfg, cfg, split, (val_sub, val_w), lengths, report, started, rng
+        )
+        val_logits = predict_logits(model, data, val_sub, spec, lengths[val_sub])
+    val_y = data.labels[val_sub]
+    threshold = calibrate(_sigmoid(val_logits), val_y, val_w, cfg)
+    outcome = TrainOutcome(
+        model, spec, cfg, threshold, history, split_index=(train_idx, val_idx, test_idx)
+    )
+    outcome.network_threshold = threshold
+    if cfg.architecture == INCREMENTAL:
+        outcome.layout = layout
+    if cfg.baseline:
+        report("baseline", {})
+        outcome.baseline = _train_baseline(data, spec, train_idx, cfg, rng)
+        x_val = tree_features(data, spec, val_sub)
+        tree_val = tree_logit(baseline_probabilities(outcome.baseline, x_val))
+        outcome.baseline_threshold = calibrate(_sigmoid(tree_val), val_y, val_w, cfg)
+        outcome.combination, outcome.combination_report = choose(val_y, val_w, val_logits, tree_val)
+        served = outcome.combination.logit(val_logits, tree_val)
+        outcome.threshold = calibrate(_sigmoid(served), val_y, val_w, cfg)
+        outcome.tree_parity_rows = x_val[:: max(1, x_val.shape[0] // 4096)]
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _fit_window(
+    data: LabelledData,
+    spec: FeatureSpec,
+    net_cfg: NetworkConfig,
+    cfg: TrainConfig,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    lengths: np.ndarray,
+    report: Callable[[str, dict[str, float]], None],
+    started: float,
+    rng: np.random.Generator,
+) -> tuple[RiskModel, list[dict[str, float]]]:
+    """The window model: sampled (history, event) examples, early stopping on
+    validation PR-AUC; returns the best epoch's model with its calibration offset."""
+    train_idx = split[0]
+    val_sub, val_w = validation
     model = RiskModel(net_cfg)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     offset = math.log(cfg.negative_rate)
-    val_sub, val_w = _subsample(val_idx, data.labels, cfg.val_negative_rate, rng)
     pos = train_idx[data.labels[train_idx] == 1]
     neg = train_idx[data.labels[train_idx] == 0]
     best: tuple[float, dict[str, Any] | None] = (-1.0, None)
@@ -226,25 +290,7 @@ def train(
     with torch.no_grad():  # calibrated logits from here on
         model.head.get_buffer("logit_offset").fill_(offset)
     model.eval()
-    val_logits = predict_logits(model, data, val_sub, spec, lengths[val_sub])
-    val_y = data.labels[val_sub]
-    threshold = calibrate(_sigmoid(val_logits), val_y, val_w, cfg)
-    outcome = TrainOutcome(
-        model, spec, cfg, threshold, history, split_index=(train_idx, val_idx, test_idx)
-    )
-    outcome.network_threshold = threshold
-    if cfg.baseline:
-        report("baseline", {})
-        outcome.baseline = _train_baseline(data, spec, train_idx, cfg, rng)
-        x_val = tree_features(data, spec, val_sub)
-        tree_val = tree_logit(baseline_probabilities(outcome.baseline, x_val))
-        outcome.baseline_threshold = calibrate(_sigmoid(tree_val), val_y, val_w, cfg)
-        outcome.combination, outcome.combination_report = choose(val_y, val_w, val_logits, tree_val)
-        served = outcome.combination.logit(val_logits, tree_val)
-        outcome.threshold = calibrate(_sigmoid(served), val_y, val_w, cfg)
-        outcome.tree_parity_rows = x_val[:: max(1, x_val.shape[0] // 4096)]
-    outcome.seconds = time.monotonic() - started
-    return outcome
+    return model, history
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -283,11 +329,12 @@ def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig)
 
 
 def fraud_case_embeddings(
-    model: RiskModel,
+    model: RiskModel | IncrementalRiskModel,
     data: LabelledData,
     spec: FeatureSpec,
     index: np.ndarray,
     batch_size: int = 512,
+    layout: CardLayout | None = None,
 ) -> np.ndarray:
     """History embeddings *including* each fraud event, for the fraud-case memory.
 
@@ -297,6 +344,8 @@ def fraud_case_embeddings(
     """
     from features.featurize import featurize_windows, windows_from_sorted, windows_including_current
 
+    if isinstance(model, IncrementalRiskModel):  # its state after the event
+        return embeddings_after(model, layout or CardLayout.of(data, spec), index)
     model.eval()
     out = []
     with torch.inference_mode():

@@ -93,6 +93,21 @@ class ModelArtifact:
         return float(self.manifest["thresholds"]["global"])
 
     @property
+    def incremental(self) -> bool:
+        """True for the incremental architecture (``encoder.onnx`` is its step graph)."""
+        return self.manifest["network"].get("architecture", "window") == "incremental"
+
+    @property
+    def context(self) -> int:
+        """Events the incremental step reads (its context), 0 for the window model."""
+        return int(self.manifest["network"].get("context", 0)) if self.incremental else 0
+
+    @property
+    def hidden(self) -> int:
+        """The LSTM's width (its ``h`` and ``c``)."""
+        return int(self.manifest["network"]["d_model"])
+
+    @property
     def embedding_dim(self) -> int:
         return int(self.manifest["network"]["embedding_dim"])
 

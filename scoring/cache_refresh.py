@@ -22,7 +22,8 @@ from features.featurize import (
     windows_including_current,
 )
 from scoring.bundle import ModelBundle
-from scoring.embedding_cache import history_versions
+from scoring.embedding_cache import history_versions, next_versions
+from scoring.incremental_state import advance
 from scoring.scorer import encode_bucketed
 
 
@@ -34,6 +35,8 @@ class RefreshPart:
     users: list[str]
     windows: Windows
     features: FeatureBatch  # the scored rows' features, reused by the refresh
+    #: incremental artifacts: the state each row was scored from
+    states: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ def refresh_embeddings(work: RefreshPart) -> int:
     spec = bundle.model.artifact.spec
     win = take_windows(work.windows, idx)
     fb = work.features.take(idx)
+    if work.states is not None:
+        return _advance_states(work, list(last), idx, win, fb)
     grows = win.hist_len < spec.max_history  # the window keeps its oldest event
     # A window that grows keeps its first event, so every step feature of the next
     # history (each depends only on the steps before it in the row) is what scoring
@@ -97,6 +102,33 @@ def refresh_embeddings(work: RefreshPart) -> int:
         emb[slid] = encode_bucketed(bundle.model, moved_fb, np.arange(slid.size))
     bundle.cache.put(list(last), versions, emb)
     return idx.size
+
+
+def _advance_states(
+    work: RefreshPart, users: list[str], idx: np.ndarray, win: Windows, fb: FeatureBatch
+) -> int:
+    """Incremental artifacts: each card's state advanced by its newest event, one step.
+
+    A card whose cached state already covers that history (a replayed event: the store
+    kept the first copy) is left as it is, so a replay never moves a state.
+    """
+    model, cache = work.bundle.model, work.bundle.cache
+    if cache is None or work.states is None:
+        return 0
+    versions = next_versions(win, model.artifact.spec)
+    moved = np.flatnonzero(cache.version_of(users) != versions)
+    if moved.size == 0:
+        return 0
+    states, emb = advance(
+        model.step,
+        model.state_layout,
+        work.states[idx[moved]],
+        fb.cur_num[moved],
+        fb.cur_mcc[moved],
+        fb.cur_channel[moved],
+    )
+    cache.put([users[i] for i in moved], versions[moved], emb, states)
+    return int(moved.size)
 
 
 def _newer(win: Windows, i: int, j: int) -> bool:

@@ -9,6 +9,12 @@ An entry is used only when its *history version* equals the version of the windo
 being scored (count + first and last transaction of the window), so a stale embedding
 is never used: a miss costs one encoder run, a wrong hit would cost a wrong decision.
 Snapshots are tied to the model version: another model's embeddings are discarded.
+
+For the incremental model each entry also holds the card's state (LSTM ``h``/``c`` and
+its last events' step features, ``scoring.incremental_state``): a side array
+allocated on the first put that carries one (``np.zeros``: pages are touched only as
+cards are stored), so the embedding the head needs and the state the next event
+advances from are one lookup, under one version.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from features.featurize import Windows
+from features.featurize import FeatureSpec, Windows, windows_including_current
 from scoring.metrics import CACHE_EVENTS
 from scoring.snapshot_files import read_snapshot, write_snapshot
 
@@ -48,6 +54,17 @@ def history_versions(win: Windows) -> np.ndarray:
     return np.where(win.hist_len > 0, v | np.uint64(1), np.uint64(0))
 
 
+def next_versions(win: Windows, spec: FeatureSpec) -> np.ndarray:
+    """The version of each row's history *after* its current event (what the card's
+    next event will see): the window grows by the event, or, when full, slides."""
+    versions = history_versions(Windows(win.records, win.hist_len + 1))
+    slid = np.flatnonzero(win.hist_len >= spec.max_history)
+    if slid.size:
+        moved = windows_including_current(Windows(win.records[slid], win.hist_len[slid]), spec)
+        versions[slid] = history_versions(moved)
+    return versions
+
+
 class FaissEmbeddingCache:
     """Bounded LRU cache whose vectors live in a FAISS flat index.
 
@@ -68,6 +85,7 @@ class FaissEmbeddingCache:
         self._versions = np.zeros(capacity, dtype=np.uint64)
         self._rows: OrderedDict[str, int] = OrderedDict()
         self._free = list(range(capacity - 1, -1, -1))
+        self._states: np.ndarray | None = None
         self.evictions = 0
         self._lock = threading.Lock()
 
@@ -78,7 +96,32 @@ class FaissEmbeddingCache:
         with self._lock:
             return self._get(users, versions)
 
-    def _get(self, users: Sequence[str], versions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def get_states(
+        self, users: Sequence[str], versions: np.ndarray, width: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hit, embeddings, states [B, width]): a hit needs the version and a state."""
+        with self._lock:
+            hit, emb = self._get(users, versions, counted=False)
+            states = np.zeros((len(users), width), dtype=np.float32)
+            if self._states is None or self._states.shape[1] != width:
+                hit[:] = False
+            else:
+                rows = [self._rows[u] for u, h in zip(users, hit, strict=True) if h]
+                states[hit] = self._states[rows]
+            hits = int(hit.sum())
+            CACHE_EVENTS.labels("hit").inc(hits)
+            CACHE_EVENTS.labels("miss").inc(len(users) - hits)
+            return hit, emb, states
+
+    def version_of(self, users: Sequence[str]) -> np.ndarray:
+        """Each user's cached history version (0: not cached)."""
+        with self._lock:
+            rows = [self._rows.get(u) for u in users]
+            return np.array([0 if r is None else self._versions[r] for r in rows], dtype=np.uint64)
+
+    def _get(
+        self, users: Sequence[str], versions: np.ndarray, counted: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         hit = np.zeros(len(users), dtype=bool)
         out = np.zeros((len(users), self.dim), dtype=np.float32)
         for i, user in enumerate(users):
@@ -87,16 +130,33 @@ class FaissEmbeddingCache:
                 hit[i] = True
                 out[i] = self._vectors[row]
                 self._rows.move_to_end(user)
-        hits = int(hit.sum())
-        CACHE_EVENTS.labels("hit").inc(hits)
-        CACHE_EVENTS.labels("miss").inc(len(users) - hits)
+        if counted:
+            hits = int(hit.sum())
+            CACHE_EVENTS.labels("hit").inc(hits)
+            CACHE_EVENTS.labels("miss").inc(len(users) - hits)
         return hit, out
 
-    def put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
+    def put(
+        self,
+        users: Sequence[str],
+        versions: np.ndarray,
+        embeddings: np.ndarray,
+        states: np.ndarray | None = None,
+    ) -> None:
         with self._lock:
-            self._put(users, versions, embeddings)
+            self._put(users, versions, embeddings, states)
 
-    def _put(self, users: Sequence[str], versions: np.ndarray, embeddings: np.ndarray) -> None:
+    def _put(
+        self,
+        users: Sequence[str],
+        versions: np.ndarray,
+        embeddings: np.ndarray,
+        states: np.ndarray | None = None,
+    ) -> None:
+        if states is not None and (
+            self._states is None or self._states.shape[1] != states.shape[1]
+        ):
+            self._states = np.zeros((self.capacity, states.shape[1]), dtype=np.float32)
         for i, user in enumerate(users):
             row = self._rows.get(user)
             if row is None:
@@ -111,15 +171,19 @@ class FaissEmbeddingCache:
                 self._rows.move_to_end(user)
             self._vectors[row] = embeddings[i]
             self._versions[row] = versions[i]
+            if states is not None and self._states is not None:
+                self._states[row] = states[i]
 
     def snapshot(self, folder: Path) -> None:
         """Write the cache (atomically: temp files then rename)."""
         with self._lock:  # copy under the lock, write outside it
             users = list(self._rows)
             rows = np.array([self._rows[u] for u in users], dtype=np.int64)
-            vectors, versions = self._vectors[rows], self._versions[rows]
+            arrays = {"vectors": self._vectors[rows], "versions": self._versions[rows]}
+            if self._states is not None:
+                arrays["states"] = self._states[rows]
         meta = {"model_version": self.model_version, "dim": self.dim, "users": users}
-        write_snapshot(folder, "cache", {"vectors": vectors, "versions": versions}, meta)
+        write_snapshot(folder, "cache", arrays, meta)
 
     def restore(self, folder: Path) -> int:
         """Load a snapshot of the same model version; returns entries restored."""
@@ -129,5 +193,6 @@ class FaissEmbeddingCache:
         meta, data = found
         users = meta["users"][-self.capacity :]
         n = len(users)
-        self.put(users, data["versions"][-n:], data["vectors"][-n:])
+        states = data["states"][-n:] if "states" in data else None
+        self.put(users, data["versions"][-n:], data["vectors"][-n:], states)
         return n

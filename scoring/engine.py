@@ -284,6 +284,7 @@ class ScoringEngine:
                         [users[i] for i in g.rows[local]],
                         take_windows(g.scored.windows, local),
                         g.scored.features.take(local),
+                        None if g.scored.states is None else g.scored.states[local],
                     )
                 )
         return decisions, RefreshWork(tuple(parts))

@@ -22,6 +22,7 @@ from features.featurize import N_NUMERIC, FeatureBatch
 from features.tree_inputs import tree_inputs, tree_width
 from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
+from scoring.incremental_state import StateLayout, rebuild
 from scoring.metrics import NONFINITE_FALLBACKS
 from scoring.served_decision import Combination, tree_logit
 
@@ -41,6 +42,16 @@ HEAD_INPUTS = {
     "cur_mcc": ("tensor(int64)", 1),
     "cur_channel": ("tensor(int64)", 1),
 }
+#: the incremental architecture's step graph (``models.export_incremental``)
+STEP_INPUTS = {
+    "ctx_num": ("tensor(float)", 3),
+    "ctx_mcc": ("tensor(int64)", 2),
+    "ctx_channel": ("tensor(int64)", 2),
+    "ctx_pad": ("tensor(bool)", 2),
+    "state_h": ("tensor(float)", 2),
+    "state_c": ("tensor(float)", 2),
+}
+STEP_OUTPUTS = ["next_h", "next_c", "next_embedding", "history_embedding"]
 #: the head of an artifact trained with merchant/device profiles has this input too
 ENTITY_INPUT = {"cur_entity": ("tensor(float)", 2)}
 #: the tree part of the served decision (``features.tree_inputs``)
@@ -126,9 +137,12 @@ class OnnxRiskModel:
         self.io_bound = self.config.io_binding == "always" or (
             self.config.io_binding == "auto" and gpu
         )
-        self._check(self.encoder, ENCODER_INPUTS, "history_embedding", "encoder")
+        if self.artifact.incremental:
+            self._check(self.encoder, STEP_INPUTS, STEP_OUTPUTS, "step")
+        else:
+            self._check(self.encoder, ENCODER_INPUTS, ["history_embedding"], "encoder")
         head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
-        self._check(self.head, head_inputs, "logit", "head")
+        self._check(self.head, head_inputs, ["logit"], "head")
         self._spec_stats = (
             np.asarray(self.artifact.spec.mean, dtype=np.float64),
             np.asarray(self.artifact.spec.std, dtype=np.float64),
@@ -139,13 +153,22 @@ class OnnxRiskModel:
                 str(tree_path), opts, providers=["CPUExecutionProvider"]
             )
             self._check_tree(self.tree)
+        if self.artifact.incremental:
+            self.empty_history_embedding = self._step_outputs(self.state_layout.empty(1), 1)[3][0]
+        else:
+            self.empty_history_embedding = self.encode(_synthetic_batch(np.zeros(1, np.int64), 1))[
+                0
+            ]
         self._warm_up()
-        self.empty_history_embedding = self.encode(_synthetic_batch(np.zeros(1, np.int64), 1))[0]
         self.ready = True
         return self
 
     def _check(
-        self, sess: ort.InferenceSession, inputs: dict[str, tuple[str, int]], output: str, what: str
+        self,
+        sess: ort.InferenceSession,
+        inputs: dict[str, tuple[str, int]],
+        expected: list[str],
+        what: str,
     ) -> None:
         got = {i.name: i for i in sess.get_inputs()}
         if set(got) != set(inputs):
@@ -160,13 +183,23 @@ class OnnxRiskModel:
                     f"expected {dtype} rank {rank}"
                 )
             width = N_ENTITY if name == "cur_entity" else N_NUMERIC
+            if name.startswith("state_") and meta.shape[-1] != self.artifact.hidden:
+                raise ModelLoadError(
+                    f"{what} input {name} has width {meta.shape[-1]}, the network "
+                    f"{self.artifact.hidden}"
+                )
+            if name.startswith("ctx_") and meta.shape[1] != self.artifact.context:
+                raise ModelLoadError(
+                    f"{what} input {name} reads {meta.shape[1]} events, the manifest says "
+                    f"{self.artifact.context}"
+                )
             if (name.endswith("_num") or name == "cur_entity") and meta.shape[-1] != width:
                 raise ModelLoadError(
                     f"{what} input {name} has {meta.shape[-1]} features, the spec has {width}"
                 )
         outputs = [o.name for o in sess.get_outputs()]
-        if outputs != [output]:
-            raise ModelLoadError(f"{what} graph outputs are {outputs}, expected [{output!r}]")
+        if outputs != expected:
+            raise ModelLoadError(f"{what} graph outputs are {outputs}, expected {expected}")
 
     def _check_tree(self, sess: ort.InferenceSession) -> None:
         got = sess.get_inputs()
@@ -183,16 +216,78 @@ class OnnxRiskModel:
         if TREE_OUTPUT not in [o.name for o in sess.get_outputs()]:
             raise ModelLoadError(f"tree graph has no {TREE_OUTPUT!r} output")
 
+    @property
+    def state_layout(self) -> StateLayout:
+        """The per-card state of an incremental artifact (``scoring.incremental_state``)."""
+        return StateLayout(self.artifact.hidden, self.artifact.context, N_NUMERIC)
+
+    def step(
+        self,
+        ctx_num: np.ndarray,
+        ctx_mcc: np.ndarray,
+        ctx_channel: np.ndarray,
+        ctx_pad: np.ndarray,
+        state_h: np.ndarray,
+        state_c: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One event per card (incremental artifacts): next ``h``, ``c`` and embedding."""
+        if self.encoder is None or not self.artifact.incremental:
+            raise ModelLoadError(f"model {self.version} has no step graph")
+        feeds = {
+            "ctx_num": np.ascontiguousarray(ctx_num, dtype=np.float32),
+            "ctx_mcc": np.ascontiguousarray(ctx_mcc, dtype=np.int64),
+            "ctx_channel": np.ascontiguousarray(ctx_channel, dtype=np.int64),
+            "ctx_pad": np.ascontiguousarray(ctx_pad, dtype=bool),
+            "state_h": np.ascontiguousarray(state_h, dtype=np.float32),
+            "state_c": np.ascontiguousarray(state_c, dtype=np.float32),
+        }
+        h, c, emb, _ = self.encoder.run(STEP_OUTPUTS, feeds)
+        return np.asarray(h), np.asarray(c), np.asarray(emb, dtype=np.float32)
+
+    def _step_outputs(self, states: np.ndarray, b: int) -> list[np.ndarray]:
+        """All step outputs for ``states`` and a zero event (load and warm-up)."""
+        lay = self.state_layout
+        h, c, *_ = lay.unpack(states)
+        if self.encoder is None:
+            raise ModelLoadError("model not loaded")
+        feeds = {
+            "ctx_num": np.zeros((b, lay.context, N_NUMERIC), np.float32),
+            "ctx_mcc": np.ones((b, lay.context), np.int64),
+            "ctx_channel": np.ones((b, lay.context), np.int64),
+            "ctx_pad": np.zeros((b, lay.context), bool),
+            "state_h": np.ascontiguousarray(h),
+            "state_c": np.ascontiguousarray(c),
+        }
+        return [np.asarray(o) for o in self.encoder.run(STEP_OUTPUTS, feeds)]
+
     def _warm_up(self) -> None:
         b = self.config.warmup_batch
         entity = self.artifact.spec.entity
+        if self.artifact.incremental:
+            for n in (1, b, 64):
+                self._step_outputs(self.state_layout.empty(n), n)
+            self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % 3, 2, entity))
+            return
         for t in self.artifact.spec.buckets:
             self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % (t + 1), t, entity))
 
     def encode(self, batch: FeatureBatch) -> np.ndarray:
-        """History embeddings [B, E] float32."""
+        """History embeddings [B, E] float32 (incremental artifacts: the state rebuilt
+        from the window's history, ``scoring.incremental_state.rebuild``)."""
         if self.encoder is None:
             raise ModelLoadError("model not loaded")
+        if self.artifact.incremental:
+            if self.empty_history_embedding is None:
+                raise ModelLoadError("model not loaded")
+            return rebuild(
+                self.step,
+                self.state_layout,
+                self.empty_history_embedding,
+                batch.hist_num,
+                batch.hist_mcc,
+                batch.hist_channel,
+                batch.hist_len,
+            )[1]
         feeds = {
             "hist_num": batch.hist_num,
             "hist_mcc": batch.hist_mcc,

@@ -30,8 +30,10 @@ from features.featurize import (
     windows_including_current,
 )
 from scoring.bundle import ModelBundle
-from scoring.embedding_cache import history_versions
+from scoring.embedding_cache import history_versions, next_versions
 from scoring.entity_reasons import explain_entities
+from scoring.errors import ModelLoadError
+from scoring.incremental_state import advance, rebuild
 from scoring.length_groups import length_groups
 from scoring.metrics import MODEL_LATENCY_MS
 from scoring.onnx_model import OnnxRiskModel
@@ -49,6 +51,8 @@ class Scored:
     times: dict[str, tuple[int, int]]  # featurize, encoder, head: epoch ns (for traces)
     #: raw merchant/device statistics [B, kinds, N_STATS] (None: no entity store)
     entity_stats: np.ndarray | None = None
+    #: incremental artifacts: the state each row was scored from (its history's)
+    states: np.ndarray | None = None
 
 
 def score_batch(
@@ -74,23 +78,93 @@ def score_batch(
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
     versions = history_versions(win)
-    if bundle.cache is not None:
-        hit, emb = bundle.cache.get(users, versions)
+    states = None
+    if model.artifact.incremental:
+        emb, states = incremental_embeddings(bundle, users, win, fb, versions, dry)
     else:
-        hit, emb = (
-            np.zeros(len(users), bool),
-            np.zeros((len(users), model.artifact.embedding_dim), np.float32),
-        )
-    miss = np.flatnonzero(~hit)
-    if miss.size:
-        emb[miss] = encode_bucketed(model, fb, miss)
+        if bundle.cache is not None:
+            hit, emb = bundle.cache.get(users, versions)
+        else:
+            hit, emb = (
+                np.zeros(len(users), bool),
+                np.zeros((len(users), model.artifact.embedding_dim), np.float32),
+            )
+        miss = np.flatnonzero(~hit)
+        if miss.size:
+            emb[miss] = encode_bucketed(model, fb, miss)
     t2 = time.perf_counter()
     w2 = time.time_ns()
     MODEL_LATENCY_MS.labels("encoder").observe((t2 - t1) * 1000)
     probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
     times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
-    return Scored(win, fb, emb, probs, times, entity_stats)
+    return Scored(win, fb, emb, probs, times, entity_stats, states)
+
+
+def incremental_embeddings(
+    bundle: ModelBundle,
+    users: list[str],
+    win: Windows,
+    fb: FeatureBatch,
+    versions: np.ndarray,
+    dry: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and states each row is scored from (incremental artifacts).
+
+    In order of preference: the cache's state for the row's exact history; for a card's
+    second and later events in the batch, the state of its previous (stored) row
+    advanced by that row's event, when that is exactly this row's history; a new card's
+    empty state; else rebuilt from the window (``scoring.incremental_state.rebuild``).
+    Rows are resolved in order of their depth in the batch, so a chain never waits.
+    """
+    model = bundle.model
+    lay = model.state_layout
+    n = len(users)
+    empty = model.empty_history_embedding
+    if empty is None:
+        raise ModelLoadError("model not loaded")
+    if bundle.cache is not None:
+        done, emb, states = bundle.cache.get_states(users, versions, lay.width)
+    else:
+        done = np.zeros(n, bool)
+        emb = np.zeros((n, model.artifact.embedding_dim), np.float32)
+        states = np.zeros((n, lay.width), np.float32)
+    new = ~done & (win.hist_len == 0)
+    states[new], emb[new] = lay.empty(int(new.sum())), empty
+    done |= new
+    prev = np.full(n, -1, dtype=np.int64)
+    depth = np.zeros(n, dtype=np.int64)
+    last: dict[str, int] = {}
+    for i, user in enumerate(users):
+        j = last.get(user)
+        if j is not None:
+            prev[i], depth[i] = j, depth[j] + 1
+        if not dry[i]:  # a dry run is seen by no other row
+            last[user] = i
+    after = next_versions(win, model.artifact.spec)
+    for d in range(int(depth.max(initial=0)) + 1):
+        at = np.flatnonzero((depth == d) & ~done)
+        chain = at[(prev[at] >= 0)]
+        chain = chain[versions[chain] == after[prev[chain]]]
+        if chain.size:
+            p = prev[chain]
+            states[chain], emb[chain] = advance(
+                model.step, lay, states[p], fb.cur_num[p], fb.cur_mcc[p], fb.cur_channel[p]
+            )
+            done[chain] = True
+        cold = at[~done[at]]
+        if cold.size:
+            states[cold], emb[cold] = rebuild(
+                model.step,
+                lay,
+                empty,
+                fb.hist_num[cold],
+                fb.hist_mcc[cold],
+                fb.hist_channel[cold],
+                fb.hist_len[cold],
+            )
+            done[cold] = True
+    return emb, states
 
 
 def entity_inputs(
@@ -159,7 +233,17 @@ def explain_alerts(
     shown = model.artifact.similar_cases_shown
     similar_k = similar_k if shown is None else min(similar_k, shown)
     if bundle.memory is not None and similar_k > 0:
-        query = case_queries(model, scored.windows, alerts)
+        if scored.states is not None:  # incremental: the state advanced by the event
+            query = advance(
+                model.step,
+                model.state_layout,
+                scored.states[alerts],
+                fb.cur_num[alerts],
+                fb.cur_mcc[alerts],
+                fb.cur_channel[alerts],
+            )[1]
+        else:
+            query = case_queries(model, scored.windows, alerts)
         near = bundle.memory.nearest(query, similar_k)
         similar = {
             int(i): [SimilarCase(case_id=c, similarity=round(s, 4)) for c, s in n]

@@ -70,3 +70,29 @@ def with_tree(
     manifest.pop("format", None)
     write_manifest(out, manifest)
     return out, clf
+
+
+def incremental_version(folder: Path, version: str, max_history: int = 256, seed: int = 0) -> Path:
+    """An incremental-architecture artifact (``models.incremental_network``) with the
+    packaged artifact's feature spec, untrained (seeded): for serving-path tests, which
+    compare the model with itself. ``max_history`` large enough that no test card's
+    window slides keeps a rebuilt state exactly equal to the live one."""
+    import dataclasses
+
+    import torch
+
+    from features.entity_profile import N_ENTITY
+    from features.featurize import N_CHANNELS, N_NUMERIC
+    from models.export import write_artifact
+    from models.incremental_network import IncrementalConfig, IncrementalRiskModel
+    from models.network import NetworkConfig
+    from scoring.artifact import load_artifact
+
+    packaged = load_artifact()
+    spec = dataclasses.replace(packaged.spec, max_history=max_history)
+    torch.manual_seed(seed)
+    cfg = NetworkConfig(N_NUMERIC, spec.n_mcc, N_CHANNELS, n_entity=N_ENTITY if spec.entity else 0)
+    model = IncrementalRiskModel(cfg, IncrementalConfig(band=4)).eval()
+    out = folder / version
+    write_artifact(model, spec, out, threshold=packaged.global_threshold)
+    return out

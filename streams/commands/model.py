@@ -95,8 +95,20 @@ def train_cmd(
         "--entity/--no-entity",
         help="Merchant/device profiles as model inputs (when the data carries the ids).",
     ),
+    architecture: str = typer.Option(
+        "incremental",
+        help="incremental (per-event cost independent of history length) or window "
+        "(re-encodes the history window for every event); docs/MODEL.md compares them.",
+    ),
+    band: int = typer.Option(
+        8, min=2, max=64, help="Incremental model: events each attention layer sees."
+    ),
 ) -> None:
     """Train the Transformer+LSTM and the baseline; export and evaluate the artifact."""
+    if architecture not in ("incremental", "window"):
+        raise typer.BadParameter(
+            f"{architecture!r}: choose incremental or window", param_hint="--architecture"
+        )
     _require_train_extra()
     _label_delay(label_delay)
     import numpy as np
@@ -123,6 +135,8 @@ def train_cmd(
         target_recall=target_recall,
         label_delay=label_delay,
         entity_features=entity,
+        architecture=architecture,
+        band=band,
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -153,7 +167,9 @@ def train_cmd(
         outcome = train(dataset, cfg, on_progress)
     train_idx, val_idx, test_idx = outcome.split_index  # type: ignore[misc]
     fraud_idx = train_idx[dataset.labels[train_idx] == 1][-2000:]
-    cases = fraud_case_embeddings(outcome.model, dataset, outcome.spec, fraud_idx)
+    cases = fraud_case_embeddings(
+        outcome.model, dataset, outcome.spec, fraud_idx, layout=outcome.layout
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tree = None
     if outcome.baseline is not None and outcome.tree_parity_rows is not None:

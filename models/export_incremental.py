@@ -1,0 +1,130 @@
+"""Export of the incremental encoder: one ``step`` graph (``encoder.onnx``) beside the head.
+
+The step takes a card's last ``context`` events' step features (the new event last,
+``ctx_pad`` True before the card's first event) and its LSTM state, and returns the
+next state, the embedding after the event (``next_embedding``) and the embedding of
+the state it was given (``history_embedding``: with a zero state, the embedding of a
+card with no events, which serving needs once). The context axis is fixed by the
+architecture; the batch axis is symbolic (checked). Parity is checked the way serving
+uses the graph: ONNX Runtime stepping through random card sequences event by event
+must equal PyTorch's whole-sequence forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from features.featurize import N_NUMERIC
+from models.incremental_network import IncrementalEncoder, IncrementalRiskModel
+from scoring.artifact import ENCODER_FILE
+
+STEP_INPUTS = ("ctx_num", "ctx_mcc", "ctx_channel", "ctx_pad", "state_h", "state_c")
+STEP_OUTPUTS = ("next_h", "next_c", "next_embedding", "history_embedding")
+
+
+class _Step(nn.Module):
+    """``IncrementalEncoder.step`` plus the embedding of the incoming state."""
+
+    def __init__(self, encoder: IncrementalEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(
+        self,
+        ctx_num: torch.Tensor,
+        ctx_mcc: torch.Tensor,
+        ctx_channel: torch.Tensor,
+        ctx_pad: torch.Tensor,
+        state_h: torch.Tensor,
+        state_c: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, c, emb = self.encoder.step(ctx_num, ctx_mcc, ctx_channel, ctx_pad, state_h, state_c)
+        return h, c, emb, torch.tanh(self.encoder.out(state_h))
+
+
+def example_step_inputs(
+    model: IncrementalRiskModel, b: int, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    ctx, d = model.encoder.context, model.cfg.d_model
+    pad = torch.rand(b, ctx, generator=g) < 0.3
+    pad[:, -1] = False
+    return (
+        torch.randn(b, ctx, N_NUMERIC, generator=g),
+        torch.randint(1, model.cfg.n_mcc, (b, ctx), generator=g),
+        torch.randint(1, 5, (b, ctx), generator=g),
+        pad,
+        torch.randn(b, d, generator=g) * 0.1,
+        torch.randn(b, d, generator=g) * 0.1,
+    )
+
+
+def export_step(model: IncrementalRiskModel, folder: Path) -> None:
+    """Write the step graph as ``encoder.onnx`` (dynamic batch)."""
+    model.eval()
+    batch = torch.export.Dim("batch", min=1, max=8192)
+    args = example_step_inputs(model, 7)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Step(model.encoder),
+            args,
+            str(folder / ENCODER_FILE),
+            dynamo=True,
+            input_names=list(STEP_INPUTS),
+            output_names=list(STEP_OUTPUTS),
+            dynamic_shapes=tuple({0: batch} for _ in args),
+            opset_version=18,
+            verbose=False,
+        )
+
+
+def check_step_parity(
+    model: IncrementalRiskModel, folder: Path, cards: int = 5, events: int = 40, seed: int = 7
+) -> float:
+    """Max |ORT stepping − torch sequence| over the embeddings after every event."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(folder / ENCODER_FILE), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    num = torch.randn(cards, events, N_NUMERIC, generator=g)
+    mcc = torch.randint(1, model.cfg.n_mcc, (cards, events), generator=g)
+    chan = torch.randint(1, 5, (cards, events), generator=g)
+    with torch.inference_mode():
+        ref = model.encoder.sequence(num, mcc, chan).numpy()
+        empty = model.encoder.empty_embedding().numpy()
+    ctx, d = model.encoder.context, model.cfg.d_model
+    pn = np.concatenate([np.zeros((cards, ctx - 1, N_NUMERIC), np.float32), num.numpy()], 1)
+    pm = np.concatenate([np.zeros((cards, ctx - 1), np.int64), mcc.numpy()], 1)
+    pc = np.concatenate([np.zeros((cards, ctx - 1), np.int64), chan.numpy()], 1)
+    pad = np.arange(ctx - 1 + events)[None, :].repeat(cards, 0) < ctx - 1
+    h = np.zeros((cards, d), np.float32)
+    c = np.zeros((cards, d), np.float32)
+    worst = 0.0
+    for t in range(events):
+        feeds = dict(
+            zip(
+                STEP_INPUTS,
+                (
+                    pn[:, t : t + ctx],
+                    pm[:, t : t + ctx],
+                    pc[:, t : t + ctx],
+                    pad[:, t : t + ctx],
+                    h,
+                    c,
+                ),
+                strict=True,
+            )
+        )
+        h, c, emb, before = sess.run(list(STEP_OUTPUTS), feeds)
+        if t == 0:
+            worst = max(worst, float(np.abs(before - empty).max()))
+        worst = max(worst, float(np.abs(emb - ref[:, t]).max()))
+    return worst

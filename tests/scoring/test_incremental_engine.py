@@ -1,0 +1,178 @@
+"""The incremental model in the scoring engine: a cached state equals one rebuilt from the
+window (while the history fits it), batching does not change scores, a warm card costs
+one step row per event whatever its history length, a replay leaves the state as it
+was, and an evicted card rebuilds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.contracts import Transaction
+from scoring.artifact import load_artifact
+from scoring.bundle import ModelBundle
+from scoring.decision import ScoreRequest
+from scoring.embedding_cache import FaissEmbeddingCache
+from scoring.engine import ScoringEngine
+from scoring.onnx_model import OnnxRiskModel
+from scoring.state.sequence_store import InMemorySequenceStore
+from scoring.thresholds import InMemoryThresholdPolicy
+from tests.model_versions import incremental_version
+from tests.service_helpers import transactions
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> OnnxRiskModel:
+    folder = incremental_version(tmp_path_factory.mktemp("inc"), "incremental")
+    return OnnxRiskModel(load_artifact(folder)).load()
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Transaction]:
+    return transactions(users=12, days=20, seed=4)
+
+
+class _Counting:
+    """Wraps the model's step and counts the rows it advanced."""
+
+    def __init__(self, model: OnnxRiskModel) -> None:
+        self.model, self.rows, self.calls = model, 0, 0
+        self._step = model.step
+
+    def __enter__(self) -> _Counting:
+        def counted(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            self.rows += int(args[0].shape[0])
+            self.calls += 1
+            return self._step(*args)
+
+        self.model.step = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.step = self._step  # type: ignore[method-assign]
+
+
+def _engine(model: OnnxRiskModel, capacity: int | None = 1000) -> ScoringEngine:
+    cache = (
+        None
+        if capacity is None
+        else FaissEmbeddingCache(model.artifact.embedding_dim, capacity, model.version)
+    )
+    return ScoringEngine(
+        ModelBundle(model, cache, None),
+        InMemorySequenceStore(),
+        InMemoryThresholdPolicy(model.artifact.global_threshold),
+    )
+
+
+async def _run(engine: ScoringEngine, txs: list[Transaction], batch: int) -> list[float]:
+    scores = []
+    for s in range(0, len(txs), batch):
+        decisions, pending = await engine.score([ScoreRequest(t) for t in txs[s : s + batch]])
+        await engine.refresh_cache(pending)
+        scores.extend(d.score for d in decisions)
+    return scores
+
+
+@pytest.fixture
+def engines(model: OnnxRiskModel) -> Iterator[list[ScoringEngine]]:
+    made: list[ScoringEngine] = []
+    yield made
+    for e in made:
+        e.close()
+
+
+async def test_cached_state_equals_state_rebuilt_from_the_window(model, stream, engines) -> None:
+    cached, plain = _engine(model), _engine(model, capacity=None)
+    engines += [cached, plain]
+    a = await _run(cached, stream, 7)
+    b = await _run(plain, stream, 7)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert max(a) - min(a) > 1e-3  # the scores differ between events: a real comparison
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 50])
+async def test_batching_does_not_change_scores(model, stream, engines, batch: int) -> None:
+    """Several events of one card in a batch chain their states inside the batch."""
+    ref, other = _engine(model), _engine(model)
+    engines += [ref, other]
+    np.testing.assert_allclose(
+        await _run(other, stream, batch), await _run(ref, stream, 7), atol=1e-5
+    )
+
+
+async def test_a_warm_card_costs_one_step_row_per_event_whatever_its_history(
+    model, engines
+) -> None:
+    engine = _engine(model)
+    engines.append(engine)
+    txs = transactions(users=6, days=20, seed=11)
+    await _run(engine, txs[:-30], 1)  # warm: every card has a state in the cache
+    with _Counting(model) as count:
+        await _run(engine, txs[-30:], 1)
+    # 30 events: each advanced its card once, in the refresh; no rebuild in scoring,
+    # though these cards' histories are dozens of events long
+    assert (count.rows, count.calls) == (30, 30)
+    lengths = [len([t for t in txs if t.user_id == u]) for u in {t.user_id for t in txs}]
+    assert max(lengths) > 3 * model.artifact.context
+
+
+@pytest.fixture(scope="module")
+def short_window(tmp_path_factory: pytest.TempPathFactory) -> OnnxRiskModel:
+    """Windows of 16 events: the test cards' windows slide, so a state rebuilt from the
+    window differs from the live one (the LSTM saw more)."""
+    folder = incremental_version(tmp_path_factory.mktemp("inc16"), "short", max_history=16)
+    return OnnxRiskModel(load_artifact(folder)).load()
+
+
+@pytest.mark.slow
+async def test_a_replayed_batch_leaves_every_state_unchanged(short_window, stream, engines) -> None:
+    """A replayed event is scored from its window (the cache holds the state after it)
+    but never moves the state: a rebuilt one would lose what the LSTM saw before."""
+    model = short_window
+    engine = _engine(model)
+    engines.append(engine)
+    await _run(engine, stream[:-10], 5)
+    first = await _run(engine, stream[-10:], 10)
+    cache = engine.bundle.cache
+    assert cache is not None
+    users = sorted({t.user_id for t in stream})
+    versions = cache.version_of(users)
+    hit, emb, states = cache.get_states(users, versions, model.state_layout.width)
+    assert hit.all()
+    again = await _run(engine, stream[-10:], 10)  # redelivered after a crash
+    hit2, emb2, states2 = cache.get_states(users, versions, model.state_layout.width)
+    assert hit2.all()
+    np.testing.assert_array_equal(states2, states)
+    np.testing.assert_array_equal(emb2, emb)
+    # the replay was really re-scored from a rebuilt state, which is not the live one
+    assert not np.allclose(again, first, atol=1e-6)
+
+
+@pytest.mark.slow
+async def test_an_evicted_card_rebuilds_its_state(model, stream, engines) -> None:
+    small, plain = _engine(model, capacity=2), _engine(model, capacity=None)
+    engines += [small, plain]
+    np.testing.assert_allclose(
+        await _run(small, stream, 7), await _run(plain, stream, 7), atol=1e-5
+    )
+    cache = small.bundle.cache
+    assert cache is not None and cache.evictions > 0
+
+
+def test_the_cache_snapshot_keeps_states(model, tmp_path: Path) -> None:
+    lay = model.state_layout
+    cache = FaissEmbeddingCache(model.artifact.embedding_dim, 10, model.version)
+    states = np.random.default_rng(0).normal(size=(2, lay.width)).astype(np.float32)
+    emb = np.ones((2, model.artifact.embedding_dim), np.float32)
+    cache.put(["a", "b"], np.array([3, 5], np.uint64), emb, states)
+    cache.snapshot(tmp_path)
+    warm = FaissEmbeddingCache(model.artifact.embedding_dim, 10, model.version)
+    assert warm.restore(tmp_path) == 2
+    hit, _, got = warm.get_states(["a", "b"], np.array([3, 5], np.uint64), lay.width)
+    assert hit.all()
+    np.testing.assert_array_equal(got, states)
