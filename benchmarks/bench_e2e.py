@@ -54,23 +54,31 @@ from streams.settings import Settings
 def _count_until(
     consumer: Consumer, n: int, timeout_s: float, key: str | None = None
 ) -> tuple[float, dict[str, float]]:
+    """Consume until ``n`` messages (distinct ``key`` values when given) have arrived;
+    returns the last arrival and, with ``key``, each value's first arrival. The driver
+    shares the cores with the worker, so while it counts it only stamps arrivals: the
+    JSON is parsed when the raw count says ``n`` may be in."""
     seen: dict[str, float] = {}
-    count = 0
+    raw: list[tuple[float, bytes]] = []
+    parsed = 0
     deadline = time.monotonic() + timeout_s
     last = float("nan")  # stays NaN if nothing arrives: never a fake rate
-    while count < n and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         for m in ready_messages(consumer, 1000, 0.05):
             if m.error():
                 continue
-            now = time.monotonic()
-            if key is None:
-                count += 1
-            else:
-                tx = json.loads(m.value() or b"{}").get(key)
-                if tx not in seen:
-                    seen[tx] = now
-                    count += 1
-            last = now
+            last = time.monotonic()
+            raw.append((last, m.value() or b"{}"))
+        if key is None:
+            if len(raw) >= n:
+                break
+            continue
+        if len(raw) - parsed + len(seen) >= n:
+            for at, value in raw[parsed:]:
+                seen.setdefault(json.loads(value).get(key), at)
+            parsed = len(raw)
+            if len(seen) >= n:
+                break
     return last, seen
 
 
@@ -391,20 +399,24 @@ def _steady_phase(
             target=_produce, args=(stack.bootstrap_servers, topics.transactions, rows)
         )
         producer.start()
-        arrivals: list[tuple[float, int]] = []
-        seen: set[str] = set()
+        # the driver shares the cores with the worker: while it runs it only stamps
+        # arrivals; the decisions are parsed (and deduplicated) after the phase
+        raw: list[tuple[float, bytes]] = []
         deadline = time.monotonic() + 900
-        while len(seen) < len(rows) and time.monotonic() < deadline:
+        while len(raw) < len(rows) and time.monotonic() < deadline:
             for m in ready_messages(scores, 1000, 0.05):
-                if m.error():
-                    continue
-                d = json.loads(m.value() or b"{}")
-                if d["transaction_id"] not in seen:
-                    seen.add(d["transaction_id"])
-                    arrivals.append((time.monotonic(), int(d["sequence_length"])))
+                if not m.error():
+                    raw.append((time.monotonic(), m.value() or b"{}"))
         producer.join()
         worker.stop()
         scores.close()
+    arrivals: list[tuple[float, int]] = []
+    seen: set[str] = set()
+    for at, value in raw:
+        d = json.loads(value)
+        if d["transaction_id"] not in seen:
+            seen.add(d["transaction_id"])
+            arrivals.append((at, int(d["sequence_length"])))
     q = len(arrivals) // 4
 
     def quarter(part: list[tuple[float, int]]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from features.featurize import (
     windows_including_current,
 )
 from scoring.bundle import ModelBundle
-from scoring.embedding_cache import history_versions, next_versions
+from scoring.embedding_cache import next_versions
 from scoring.incremental_state import advance
 from scoring.scorer import encode_bucketed
 
@@ -88,17 +88,14 @@ def refresh_embeddings(work: RefreshPart) -> int:
     # just computed: the history, then the current event. Only full windows, which
     # drop their oldest event and so change every running feature, are featurized again.
     nxt = grown_features(fb, grows)
-    versions = history_versions(Windows(win.records, win.hist_len + 1))
+    versions = next_versions(win, spec)
     slid = np.flatnonzero(~grows)
-    if slid.size:
-        moved = windows_including_current(take_windows(win, slid), spec)
-        versions[slid] = history_versions(moved)
     emb = np.zeros((idx.size, bundle.model.artifact.embedding_dim), dtype=np.float32)
     grown = np.flatnonzero(grows)
     if grown.size:
         emb[grown] = encode_bucketed(bundle.model, nxt, np.arange(grown.size))
     if slid.size:
-        moved_fb = featurize_windows(moved, spec)
+        moved_fb = featurize_windows(windows_including_current(take_windows(win, slid), spec), spec)
         emb[slid] = encode_bucketed(bundle.model, moved_fb, np.arange(slid.size))
     bundle.cache.put(list(last), versions, emb)
     return idx.size
