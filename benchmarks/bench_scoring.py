@@ -3,13 +3,19 @@
     python -m benchmarks.bench_scoring [--model DIR] [--repeat 200]
 
 Model only (featurized inputs prepared up front): what ONNX Runtime costs per batch.
-"warm" = history embedding cached, only the head runs; "cold" = encoder + head.
+"warm" = history embedding cached, only the head runs; "cold" = encoder + head (for an
+incremental artifact: the state rebuilt from the window, what a cache miss costs);
+"steady" = what a returning card costs the model per event once its cache entry is
+warm: the window model re-encodes the grown history, the incremental model advances
+its state one step; both then run the head. ``steady_by_history`` splits that by
+history length: flat for the incremental model, growing for the window model.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +23,7 @@ from benchmarks.common import report
 from features.label_delay import LabelDelay
 from models.dataset import LabelledData
 from scoring.artifact import load_artifact
+from scoring.incremental_state import advance
 from scoring.onnx_model import OnnxRiskModel
 from scoring.scorer import encode_bucketed
 
@@ -93,6 +100,10 @@ def main() -> None:
         for fb in batches:
             model.score(fb, embedding=np.zeros((len(fb), artifact.embedding_dim), np.float32))
         head = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for fb in batches:
+            _steady(model, fb)
+        steady = time.perf_counter() - t0
         report(
             "scoring_throughput",
             batch=b,
@@ -100,7 +111,37 @@ def main() -> None:
             io_binding=args.io_binding,
             cold_sequences_per_s=round(idx.size / full),
             warm_sequences_per_s=round(idx.size / head),
+            steady_sequences_per_s=round(idx.size / steady),
         )
+    lengths = data.history_lengths(late, spec)
+    by_history = {}
+    for lo, hi in ((1, 10), (25, 35), (50, spec.max_history)):
+        pool = late[(lengths >= lo) & (lengths <= hi)]
+        if pool.size < 32:
+            continue
+        batches = [data.features(rng.choice(pool, 32), spec) for _ in range(40)]
+        t0 = time.perf_counter()
+        for fb in batches:
+            _steady(model, fb)
+        by_history[f"{lo}-{hi}"] = round(40 * 32 / (time.perf_counter() - t0))
+    report(
+        "steady_by_history",
+        architecture="incremental" if artifact.incremental else "window",
+        batch=32,
+        sequences_per_s=by_history,
+    )
+
+
+def _steady(model: OnnxRiskModel, fb: Any) -> None:
+    """One returning card's model work per event, for a batch (see the module doc)."""
+    if model.artifact.incremental:
+        lay = model.state_layout
+        _, emb = advance(
+            model.step, lay, lay.empty(len(fb)), fb.cur_num, fb.cur_mcc, fb.cur_channel
+        )
+    else:
+        emb = encode_bucketed(model, fb, np.arange(len(fb)))
+    model.score(fb, embedding=emb)
 
 
 if __name__ == "__main__":
