@@ -69,18 +69,15 @@ def purity(
 def learn_for_artifact(folder: Path, data: Any, index: np.ndarray) -> dict[str, Any]:
     """Measure purity on the fraud events of ``index`` (validation) with the artifact's
     served model and memory; write how many cases to show into ``model.json``."""
-    from features.featurize import windows_from_sorted
-    from models.evaluate import entity_setup
+    from models.evaluate import case_queries_of, entity_setup
     from scoring.artifact import load_artifact, update_manifest
     from scoring.onnx_model import OnnxRiskModel
-    from scoring.scorer import case_queries
 
     artifact = load_artifact(folder)
     model = OnnxRiskModel(artifact).load()
     entity_setup(artifact, data, None)
     frauds = index[data.labels[index] == 1][-2000:]
-    win = windows_from_sorted(data.records, data.user_codes, frauds, artifact.spec)
-    queries = case_queries(model, win, np.arange(frauds.size))
+    queries = case_queries_of(model, data, frauds)
     patterns = np.array([s or "" for s in data.scenario[frauds]], dtype=object)
     report = purity(FraudCaseMemory.from_artifact(artifact), queries, patterns)
     if report["measured"]:

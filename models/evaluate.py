@@ -21,7 +21,7 @@ from models.card_sequences import StepFeatures, card_runs
 from models.dataset import LabelledData
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
-from scoring.incremental_state import replay_before
+from scoring.incremental_state import replay
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
 from scoring.thresholds import LEARNED_FIELDS
 
@@ -47,7 +47,10 @@ def score_onnx(
     order = np.argsort(lengths, kind="stable")
     out: dict[str, np.ndarray] = {}
     feat_s = model_s = 0.0
-    before = incremental_replay(model, data) if model.artifact.incremental else None
+    before = None
+    if model.artifact.incremental:
+        before = np.zeros((len(data), model.artifact.embedding_dim), np.float32)
+        before[index] = incremental_replay(model, data, index)[0]
     for s in range(0, order.size, batch_size):
         part = order[s : s + batch_size]
         t0 = time.perf_counter()
@@ -74,23 +77,27 @@ def score_onnx(
     }
 
 
-def incremental_replay(model: OnnxRiskModel, data: LabelledData) -> np.ndarray:
-    """Each event's embedding when every card streams through the step graph in time
-    order with its state kept, from its first event in the data: what a worker whose
-    cache holds the card computes (``scoring.incremental_state.replay_before``)."""
+def incremental_replay(
+    model: OnnxRiskModel,
+    data: LabelledData,
+    before_rows: np.ndarray,
+    after_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings when every card streams through the step graph in time order with its
+    state kept, from its first event in the data: what a worker whose cache holds the
+    card computes (``scoring.incremental_state.replay``): before each of
+    ``before_rows``, after each of ``after_rows``."""
     if model.empty_history_embedding is None:
         raise ValueError("load the model first")
     steps = StepFeatures.of(data, model.artifact.spec)
-    start, length = card_runs(data.user_codes)
-    return replay_before(
+    return replay(
         model.step,
         model.state_layout,
         model.empty_history_embedding,
-        steps.num,
-        steps.mcc,
-        steps.channel,
-        start,
-        length,
+        (steps.num, steps.mcc, steps.channel),
+        card_runs(data.user_codes),
+        before_rows,
+        after_rows,
     )
 
 
@@ -141,6 +148,8 @@ def evaluate(
         **{name: summary(y, s, thresholds[name], weight) for name, s in all_scores.items()},
         "latency": latency,
     }
+    if artifact.incremental:
+        results["rebuilt_from_window"] = _rebuilt_quality(model, data, idx, y, weight, all_logits)
     alternatives = _alternatives(artifact, y, weight, all_logits)
     if alternatives:
         results["served_alternatives"] = alternatives
@@ -208,18 +217,64 @@ def _case_purity(
     artifact: Any, model: OnnxRiskModel, data: LabelledData, alerts: np.ndarray
 ) -> dict[str, Any] | None:
     """Purity of the similar cases shown with the fraud alerts (``models.case_purity``)."""
-    from features.featurize import windows_from_sorted
     from models.case_purity import purity
     from scoring.case_memory import FraudCaseMemory
-    from scoring.scorer import case_queries
 
     memory = FraudCaseMemory.from_artifact(artifact)
     if len(memory) == 0 or alerts.size == 0:
         return None
-    win = windows_from_sorted(data.records, data.user_codes, alerts, artifact.spec)
-    queries = case_queries(model, win, np.arange(alerts.size))
+    queries = case_queries_of(model, data, alerts)
     patterns = np.array([s or "" for s in data.scenario[alerts]], dtype=object)
     return {"shown": artifact.similar_cases_shown, **purity(memory, queries, patterns)}
+
+
+def _rebuilt_quality(
+    model: OnnxRiskModel,
+    data: LabelledData,
+    idx: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    live: dict[str, np.ndarray],
+    negatives: int = 20_000,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Incremental artifacts: PR-AUC when every state is rebuilt from the event's stored
+    window (a worker that just started, or evicted the card) beside the live state, on
+    the same rows (every fraud, a weighted sample of the rest)."""
+    from models.metrics import weighted_pr_auc
+
+    neg = np.flatnonzero(y == 0)
+    rng = np.random.default_rng(seed)
+    take = rng.choice(neg, min(negatives, neg.size), replace=False) if neg.size else neg
+    rows = np.sort(np.concatenate([np.flatnonzero(y == 1), take]))
+    w = weight[rows] * np.where(y[rows] == 0, neg.size / max(take.size, 1), 1.0)
+    rebuilt: dict[str, list[np.ndarray]] = {}
+    for s in range(0, rows.size, 512):
+        part = rows[s : s + 512]
+        fb = data.features(idx[part], model.artifact.spec)
+        logits = model.part_logits(fb, embedding=model.encode(fb))
+        served = model.combination.logit(logits[SEQUENCE_PART], logits.get(TREE_PART))
+        for name, v in (("served", served), (SEQUENCE_PART, logits[SEQUENCE_PART])):
+            rebuilt.setdefault(name, []).append(v)
+    out: dict[str, Any] = {"events": int(rows.size), "fraud": int(y[rows].sum())}
+    for name, parts in rebuilt.items():
+        out[name] = {
+            "pr_auc_rebuilt": weighted_pr_auc(y[rows], np.concatenate(parts), w),
+            "pr_auc_live": weighted_pr_auc(y[rows], live[name][rows], w),
+        }
+    return out
+
+
+def case_queries_of(model: OnnxRiskModel, data: LabelledData, rows: np.ndarray) -> np.ndarray:
+    """What serving compares with the case memory for events ``rows``: the card's
+    embedding including the event (incremental: its live state advanced by it)."""
+    from features.featurize import windows_from_sorted
+    from scoring.scorer import case_queries
+
+    if model.artifact.incremental:
+        return incremental_replay(model, data, np.zeros(0, np.int64), rows)[1]
+    win = windows_from_sorted(data.records, data.user_codes, rows, model.artifact.spec)
+    return case_queries(model, win, np.arange(rows.size))
 
 
 def entity_setup(

@@ -128,24 +128,42 @@ def rebuild(
     return states, emb
 
 
-def replay_before(
+def replay(
     step: StepFn,
     layout: StateLayout,
     empty_embedding: np.ndarray,
-    num: np.ndarray,
-    mcc: np.ndarray,
-    channel: np.ndarray,
-    start: np.ndarray,
-    length: np.ndarray,
-) -> np.ndarray:
-    """The embedding each event is scored with when cards are streamed in order with
-    their state kept: events [N] laid out as contiguous, time-sorted runs per card
-    (``start``, ``length``); event ``start + i`` gets the state after the i before it."""
-    out = np.repeat(empty_embedding.reshape(1, -1), num.shape[0], axis=0).astype(np.float32)
+    events: tuple[np.ndarray, np.ndarray, np.ndarray],
+    runs: tuple[np.ndarray, np.ndarray],
+    before_rows: np.ndarray,
+    after_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cards streamed in order with their state kept, as a warm worker scores them.
+
+    ``events``: step features (numeric [N, F], MCC ids, channel ids) laid out as
+    contiguous, time-sorted runs per card (``runs``: start, length). Returns the embedding
+    each of ``before_rows`` is scored with (the state after the card's events before it)
+    and the embedding after each of ``after_rows`` (the state including it); only those
+    rows are kept, whatever N is.
+    """
+    num, mcc, channel = events
+    start, length = runs
+    n = num.shape[0]
+    after_rows = np.zeros(0, np.int64) if after_rows is None else after_rows
+    want_before = np.full(n, -1, np.int64)
+    want_before[before_rows] = np.arange(before_rows.size)
+    want_after = np.full(n, -1, np.int64)
+    want_after[after_rows] = np.arange(after_rows.size)
+    dim = empty_embedding.size
+    before = np.repeat(empty_embedding.reshape(1, -1), before_rows.size, axis=0)
+    after = np.zeros((after_rows.size, dim), np.float32)
     states = layout.empty(start.size)
-    for p in range(int(length.max(initial=0)) - 1):
-        cards = np.flatnonzero(length > p + 1)
+    for p in range(int(length.max(initial=0))):
+        cards = np.flatnonzero(length > p)
         ev = start[cards] + p
         states[cards], emb = advance(step, layout, states[cards], num[ev], mcc[ev], channel[ev])
-        out[ev + 1] = emb
-    return out
+        k = want_after[ev]
+        after[k[k >= 0]] = emb[k >= 0]
+        nxt = np.flatnonzero(length[cards] > p + 1)
+        k = want_before[ev[nxt] + 1]
+        before[k[k >= 0]] = emb[nxt][k >= 0]
+    return before.astype(np.float32), after

@@ -20,7 +20,7 @@ from models.incremental_network import (
 )
 from models.network import NetworkConfig
 from scoring.artifact import load_artifact
-from scoring.incremental_state import advance, rebuild, replay_before
+from scoring.incremental_state import advance, rebuild, replay
 from scoring.onnx_model import OnnxRiskModel
 
 
@@ -138,18 +138,23 @@ def test_rebuild_replay_and_advance_agree_in_onnx(exported) -> None:
     np.testing.assert_allclose(emb2[0], ref[1, 13], atol=1e-5)
     assert nxt.shape == (1, lay.width)
     # whole cards laid out flat: each event gets the state after the ones before it
-    flat = slice(None)
-    before = replay_before(
+    rows = np.arange(33)
+    before, after = replay(
         onnx.step,
         lay,
         empty,
-        np.concatenate([n[0], n[1, :13]])[flat],
-        np.concatenate([m[0], m[1, :13]]),
-        np.concatenate([c[0], c[1, :13]]),
-        np.array([0, 20]),
-        np.array([20, 13]),
+        (
+            np.concatenate([n[0], n[1, :13]]),
+            np.concatenate([m[0], m[1, :13]]),
+            np.concatenate([c[0], c[1, :13]]),
+        ),
+        (np.array([0, 20]), np.array([20, 13])),
+        rows,
+        rows[::2],
     )
     np.testing.assert_allclose(before[0], empty, atol=1e-6)
     np.testing.assert_allclose(before[1:20], ref[0, :19], atol=1e-5)
     np.testing.assert_allclose(before[20], empty, atol=1e-6)
     np.testing.assert_allclose(before[21:], ref[1, :12], atol=1e-5)
+    flat_after = np.concatenate([ref[0], ref[1, :13]])
+    np.testing.assert_allclose(after, flat_after[::2], atol=1e-5)
