@@ -130,6 +130,7 @@ def fit_incremental(
     history: list[dict[str, float]] = []
     stale = 0
     deadline = started + cfg.max_minutes * 60
+    looping = time.monotonic()  # after featurizing: the epochs' own pace sets the budget
     for epoch in range(cfg.epochs):
         model.train()
         batches = card_batches(train_len, TRAIN_TOKENS, rng)
@@ -171,7 +172,7 @@ def fit_incremental(
             stale = 0
         else:
             stale += 1
-        epoch_s = (time.monotonic() - started) / (epoch + 1)
+        epoch_s = (time.monotonic() - looping) / (epoch + 1)
         if stale >= cfg.patience or time.monotonic() + epoch_s > deadline:
             break
     if best[1] is not None:
