@@ -235,7 +235,7 @@ def _rebuilt_quality(
     y: np.ndarray,
     weight: np.ndarray,
     live: dict[str, np.ndarray],
-    negatives: int = 20_000,
+    negatives: int = 10_000,
     seed: int = 1,
 ) -> dict[str, Any]:
     """Incremental artifacts: PR-AUC when every state is rebuilt from the event's stored
@@ -249,8 +249,9 @@ def _rebuilt_quality(
     rows = np.sort(np.concatenate([np.flatnonzero(y == 1), take]))
     w = weight[rows] * np.where(y[rows] == 0, neg.size / max(take.size, 1), 1.0)
     rebuilt: dict[str, list[np.ndarray]] = {}
-    for s in range(0, rows.size, 512):
-        part = rows[s : s + 512]
+    # big batches: a rebuild is one step call per history position, whatever the batch
+    for s in range(0, rows.size, 4096):
+        part = rows[s : s + 4096]
         fb = data.features(idx[part], model.artifact.spec)
         logits = model.part_logits(fb, embedding=model.encode(fb))
         served = model.combination.logit(logits[SEQUENCE_PART], logits.get(TREE_PART))

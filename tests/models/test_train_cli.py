@@ -43,9 +43,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _train(data: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return _cli(
-        "train", "--data", str(data), "--out", str(out), "--epochs", "1", "--max-minutes", "0.5"
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--max-minutes",
+        "0.5",
+        *extra,
     )
 
 
@@ -70,6 +79,12 @@ def test_train_with_only_a_merchant_id_then_evaluate_with_history(
     assert set(report["served_alternatives"]) == set(chosen["candidates"])
     assert "tree.onnx" in manifest["files"] and not (tmp_path / "m" / "baseline.pkl").exists()
     assert manifest["served"]["tree_parity_max_abs_diff"] <= 1e-5
+    # the default architecture: per-event cost independent of history (models/incremental_*)
+    assert manifest["network"]["architecture"] == "incremental"
+    assert manifest["network"]["context"] == 15
+    rebuilt = report["rebuilt_from_window"]
+    assert set(rebuilt) >= {"served", "transformer_lstm"}
+    assert 0.0 <= rebuilt["transformer_lstm"]["pr_auc_rebuilt"] <= 1.0
 
     ev = _cli(
         "evaluate",
@@ -95,8 +110,10 @@ def test_train_with_only_a_merchant_id_then_evaluate_with_history(
 def test_train_without_merchant_or_device_says_the_features_are_absent(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
-    run = _train(files["bare"], tmp_path / "b")
+    run = _train(files["bare"], tmp_path / "b", "--architecture", "window")
     assert run.returncode == 0, run.stderr[-2000:]
+    network = json.loads((tmp_path / "b" / "model.json").read_text())["network"]
+    assert network["architecture"] == "window"  # the previous model still trains and serves
     assert "entity features: absent" in run.stderr and "no merchant_id/device_id" in run.stderr
     spec = json.loads((tmp_path / "b" / "model.json").read_text())["feature_spec"]
     assert "entity" not in spec
@@ -111,3 +128,9 @@ def test_a_bad_label_delay_is_one_clear_line(files: dict[str, Path], tmp_path: P
     )
     assert run.returncode == 2
     assert "--label-delay" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_bad_architecture_is_one_clear_line(files: dict[str, Path], tmp_path: Path) -> None:
+    run = _train(files["bare"], tmp_path / "x", "--architecture", "bidirectional")
+    assert run.returncode == 2
+    assert "--architecture" in run.stderr and "Traceback" not in run.stderr
