@@ -58,6 +58,7 @@ def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.timeout(900)  # trains, then evaluates twice (each replays every card in order)
 def test_train_with_only_a_merchant_id_then_evaluate_with_history(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
