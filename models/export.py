@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from features.featurize import N_NUMERIC, FeatureSpec
 from models.export_incremental import check_step_parity, export_step
 from models.incremental_network import INCREMENTAL, WINDOW, IncrementalRiskModel
 from models.network import RiskModel
+from models.onnx_export import OPSET, onnx_export
 from scoring.artifact import (
     ENCODER_FILE,
     FRAUD_CASES_FILE,
@@ -38,7 +37,6 @@ from scoring.artifact import (
 )
 from scoring.served_decision import Combination
 
-OPSET = 18
 ENCODER_INPUTS = ("hist_num", "hist_mcc", "hist_channel", "hist_pad", "hist_len")
 HEAD_INPUTS = ("history_embedding", "cur_num", "cur_mcc", "cur_channel")
 ENTITY_INPUT = "cur_entity"  # a head trained with merchant/device profiles has it too
@@ -92,20 +90,14 @@ def export_head(model: RiskModel | IncrementalRiskModel, folder: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=8192)
     head_args = example_head_inputs(7, cfg.n_mcc, cfg.embedding_dim, n_entity=cfg.n_entity)
     head_names = head_input_names(cfg.n_entity)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.head,
-            head_args,
-            str(folder / HEAD_FILE),
-            dynamo=True,
-            input_names=list(head_names),
-            output_names=["logit"],
-            dynamic_shapes=tuple({0: batch} for _ in head_names),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    onnx_export(
+        model.head,
+        head_args,
+        folder / HEAD_FILE,
+        list(head_names),
+        ["logit"],
+        tuple({0: batch} for _ in head_names),
+    )
 
 
 def export_graphs(model: RiskModel, folder: Path) -> None:
@@ -115,27 +107,15 @@ def export_graphs(model: RiskModel, folder: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=8192)
     seq = torch.export.Dim("seq", min=1, max=4096)
     enc_args = example_encoder_inputs(7, 17, cfg.n_mcc)
-    # the exporter logs a warning per torchvision op it cannot find: not ours, not actionable
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.encoder,
-            enc_args,
-            str(folder / ENCODER_FILE),
-            dynamo=True,
-            input_names=list(ENCODER_INPUTS),
-            output_names=["history_embedding"],
-            dynamic_shapes=(
-                {0: batch, 1: seq},
-                {0: batch, 1: seq},
-                {0: batch, 1: seq},
-                {0: batch, 1: seq},
-                {0: batch},
-            ),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    seq_axes = {0: batch, 1: seq}
+    onnx_export(
+        model.encoder,
+        enc_args,
+        folder / ENCODER_FILE,
+        list(ENCODER_INPUTS),
+        ["history_embedding"],
+        (seq_axes, seq_axes, seq_axes, seq_axes, {0: batch}),
+    )
     export_head(model, folder)
 
 

@@ -12,8 +12,6 @@ must equal PyTorch's whole-sequence forward.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch import nn
 
 from features.featurize import N_NUMERIC
 from models.incremental_network import IncrementalEncoder, IncrementalRiskModel
+from models.onnx_export import onnx_export
 from scoring.artifact import ENCODER_FILE
 
 STEP_INPUTS = ("ctx_num", "ctx_mcc", "ctx_channel", "ctx_pad", "state_h", "state_c")
@@ -70,20 +69,14 @@ def export_step(model: IncrementalRiskModel, folder: Path) -> None:
     model.eval()
     batch = torch.export.Dim("batch", min=1, max=8192)
     args = example_step_inputs(model, 7)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Step(model.encoder),
-            args,
-            str(folder / ENCODER_FILE),
-            dynamo=True,
-            input_names=list(STEP_INPUTS),
-            output_names=list(STEP_OUTPUTS),
-            dynamic_shapes=tuple({0: batch} for _ in args),
-            opset_version=18,
-            verbose=False,
-        )
+    onnx_export(
+        _Step(model.encoder),
+        args,
+        folder / ENCODER_FILE,
+        list(STEP_INPUTS),
+        list(STEP_OUTPUTS),
+        tuple({0: batch} for _ in args),
+    )
 
 
 def check_step_parity(

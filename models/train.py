@@ -28,6 +28,7 @@ from features.tree_inputs import tree_inputs
 from models.baseline import baseline_probabilities, fit_baseline
 from models.combine import choose
 from models.dataset import LabelledData, length_sorted_batches
+from models.early_stopping import EarlyStopping, report_step
 from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
 from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
 from models.network import NetworkConfig, RiskModel
@@ -185,6 +186,7 @@ def train(
     val_sub, val_w = _subsample(val_idx, data.labels, cfg.val_negative_rate, rng)
     split = (train_idx, val_idx, test_idx)
     model: RiskModel | IncrementalRiskModel
+    layout: CardLayout | None = None
     if cfg.architecture == INCREMENTAL:
         model, history, layout = fit_incremental(
             data, spec, net_cfg, IncrementalConfig(cfg.band), cfg, split, report, started
@@ -197,12 +199,8 @@ def train(
         val_logits = predict_logits(model, data, val_sub, spec, lengths[val_sub])
     val_y = data.labels[val_sub]
     threshold = calibrate(_sigmoid(val_logits), val_y, val_w, cfg)
-    outcome = TrainOutcome(
-        model, spec, cfg, threshold, history, split_index=(train_idx, val_idx, test_idx)
-    )
+    outcome = TrainOutcome(model, spec, cfg, threshold, history, split_index=split, layout=layout)
     outcome.network_threshold = threshold
-    if cfg.architecture == INCREMENTAL:
-        outcome.layout = layout
     if cfg.baseline:
         report("baseline", {})
         outcome.baseline = _train_baseline(data, spec, train_idx, cfg, rng)
@@ -239,10 +237,7 @@ def _fit_window(
     offset = math.log(cfg.negative_rate)
     pos = train_idx[data.labels[train_idx] == 1]
     neg = train_idx[data.labels[train_idx] == 0]
-    best: tuple[float, dict[str, Any] | None] = (-1.0, None)
-    history: list[dict[str, float]] = []
-    stale = 0
-    deadline = started + cfg.max_minutes * 60
+    stop = EarlyStopping(cfg.patience, started + cfg.max_minutes * 60, started, started)
     for epoch in range(cfg.epochs):
         model.train()
         take = rng.choice(neg, size=round(cfg.negative_rate * neg.size), replace=False)
@@ -258,39 +253,14 @@ def _fit_window(
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             total += float(loss.detach())
-            report(
-                "step",
-                {
-                    "epoch": epoch + 1,
-                    "step": step + 1,
-                    "steps": len(batches),
-                    "loss": total / (step + 1),
-                },
-            )
+            report_step(report, epoch, step, len(batches), total)
         logits = predict_logits(model, data, val_sub, spec, lengths[val_sub]) + offset
         pr_auc = weighted_pr_auc(data.labels[val_sub], logits, val_w)
-        row = {
-            "epoch": epoch + 1,
-            "loss": total / max(len(batches), 1),
-            "val_pr_auc": pr_auc,
-            "minutes": (time.monotonic() - started) / 60,
-        }
-        history.append(row)
-        report("epoch", row)
-        if pr_auc > best[0]:
-            best = (pr_auc, {k: v.clone() for k, v in model.state_dict().items()})
-            stale = 0
-        else:
-            stale += 1
-        epoch_s = (time.monotonic() - started) / (epoch + 1)
-        if stale >= cfg.patience or time.monotonic() + epoch_s > deadline:
-            break  # early stop, or the next epoch would not fit in the time budget
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    with torch.no_grad():  # calibrated logits from here on
-        model.head.get_buffer("logit_offset").fill_(offset)
-    model.eval()
-    return model, history
+        # early stop, or the next epoch would not fit in the time budget
+        if stop.end_epoch(model, epoch, total / max(len(batches), 1), pr_auc, report):
+            break
+    stop.finish(model, offset)
+    return model, stop.history
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from torch import nn
 from features.featurize import FeatureSpec
 from models.card_sequences import StepFeatures, card_batches, card_runs
 from models.dataset import LabelledData
+from models.early_stopping import EarlyStopping, report_step
 from models.incremental_network import IncrementalConfig, IncrementalRiskModel
 from models.metrics import weighted_pr_auc
 from models.network import NetworkConfig
@@ -126,11 +127,9 @@ def fit_incremental(
     model = IncrementalRiskModel(net_cfg, inc)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    best: tuple[float, dict[str, Any] | None] = (-1.0, None)
-    history: list[dict[str, float]] = []
-    stale = 0
-    deadline = started + cfg.max_minutes * 60
-    looping = time.monotonic()  # after featurizing: the epochs' own pace sets the budget
+    stop = EarlyStopping(
+        cfg.patience, started + cfg.max_minutes * 60, started, paced_from=time.monotonic()
+    )  # paced after featurizing: the epochs' own pace sets the budget
     for epoch in range(cfg.epochs):
         model.train()
         batches = card_batches(train_len, TRAIN_TOKENS, rng)
@@ -148,39 +147,13 @@ def fit_incremental(
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
             total += float(loss.detach())
-            report(
-                "step",
-                {
-                    "epoch": epoch + 1,
-                    "step": step + 1,
-                    "steps": len(batches),
-                    "loss": total / (step + 1),
-                },
-            )
+            report_step(report, epoch, step, len(batches), total)
         logits = sequence_logits(model, layout, val_len, n)[val_idx]
         pr_auc = weighted_pr_auc(data.labels[val_idx], logits, np.ones(val_idx.size))
-        row = {
-            "epoch": epoch + 1,
-            "loss": total / max(len(batches), 1),
-            "val_pr_auc": pr_auc,
-            "minutes": (time.monotonic() - started) / 60,
-        }
-        history.append(row)
-        report("epoch", row)
-        if pr_auc > best[0]:
-            best = (pr_auc, {k: v.clone() for k, v in model.state_dict().items()})
-            stale = 0
-        else:
-            stale += 1
-        epoch_s = (time.monotonic() - looping) / (epoch + 1)
-        if stale >= cfg.patience or time.monotonic() + epoch_s > deadline:
+        if stop.end_epoch(model, epoch, total / max(len(batches), 1), pr_auc, report):
             break
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    with torch.no_grad():
-        model.head.get_buffer("logit_offset").fill_(math.log(cfg.negative_rate))
-    model.eval()
-    return model, history, layout
+    stop.finish(model, math.log(cfg.negative_rate))
+    return model, stop.history, layout
 
 
 def embeddings_after(

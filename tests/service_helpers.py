@@ -87,3 +87,16 @@ def by_user(txs: list[Transaction]) -> dict[str, list[Transaction]]:
 
 
 Factory = Callable[..., Settings]
+
+
+async def score_in_batches(engine: Any, txs: list[Transaction], batch: int) -> list[float]:
+    """Scores of ``txs`` through ``engine`` (a ``ScoringEngine``) in batches of ``batch``,
+    each refreshing the cache before the next, as the worker does."""
+    from scoring.decision import ScoreRequest
+
+    scores = []
+    for s in range(0, len(txs), batch):
+        decisions, pending = await engine.score([ScoreRequest(t) for t in txs[s : s + batch]])
+        await engine.refresh_cache(pending)
+        scores.extend(d.score for d in decisions)
+    return scores

@@ -20,7 +20,7 @@ from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
 from streams.decision_codec import alert_json, alert_record, score_json, score_record
-from tests.service_helpers import transactions
+from tests.service_helpers import score_in_batches, transactions
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +47,11 @@ def _engine(
     )
 
 
-async def _run(engine: ScoringEngine, txs: list[Transaction], batch: int) -> list[float]:
-    scores = []
-    for s in range(0, len(txs), batch):
-        decisions, pending = await engine.score([ScoreRequest(t) for t in txs[s : s + batch]])
-        await engine.refresh_cache(pending)
-        scores.extend(d.score for d in decisions)
-    return scores
-
-
 async def test_cached_scoring_equals_full_recomputation(model, stream) -> None:
     cached, plain = _engine(model, True), _engine(model, False)
     try:
-        a = await _run(cached, stream, 7)
-        b = await _run(plain, stream, 7)
+        a = await score_in_batches(cached, stream, 7)
+        b = await score_in_batches(plain, stream, 7)
         np.testing.assert_allclose(a, b, atol=1e-6)
         # both refresh paths ran: windows that grow and windows full at max_history
         # (the stream spans 20 days, inside the 30-day window: every earlier event counts)
@@ -118,7 +109,9 @@ async def test_cache_hits_for_returning_users(model, stream) -> None:
     hits = CACHE_EVENTS.labels("hit")
     try:
         before = hits._value.get()
-        await _run(engine, stream, 1)  # one event per batch: every returning user can hit
+        await score_in_batches(
+            engine, stream, 1
+        )  # one event per batch: every returning user can hit
         assert hits._value.get() - before > len(stream) * 0.5
     finally:
         engine.close()

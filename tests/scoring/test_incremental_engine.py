@@ -14,14 +14,13 @@ import pytest
 from features.contracts import Transaction
 from scoring.artifact import load_artifact
 from scoring.bundle import ModelBundle
-from scoring.decision import ScoreRequest
 from scoring.embedding_cache import FaissEmbeddingCache
 from scoring.engine import ScoringEngine
 from scoring.onnx_model import OnnxRiskModel
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy
 from tests.model_versions import incremental_version
-from tests.service_helpers import transactions
+from tests.service_helpers import score_in_batches, transactions
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +67,6 @@ def _engine(model: OnnxRiskModel, capacity: int | None = 1000) -> ScoringEngine:
     )
 
 
-async def _run(engine: ScoringEngine, txs: list[Transaction], batch: int) -> list[float]:
-    scores = []
-    for s in range(0, len(txs), batch):
-        decisions, pending = await engine.score([ScoreRequest(t) for t in txs[s : s + batch]])
-        await engine.refresh_cache(pending)
-        scores.extend(d.score for d in decisions)
-    return scores
-
-
 @pytest.fixture
 def engines(model: OnnxRiskModel) -> Iterator[list[ScoringEngine]]:
     made: list[ScoringEngine] = []
@@ -88,8 +78,8 @@ def engines(model: OnnxRiskModel) -> Iterator[list[ScoringEngine]]:
 async def test_cached_state_equals_state_rebuilt_from_the_window(model, stream, engines) -> None:
     cached, plain = _engine(model), _engine(model, capacity=None)
     engines += [cached, plain]
-    a = await _run(cached, stream, 7)
-    b = await _run(plain, stream, 7)
+    a = await score_in_batches(cached, stream, 7)
+    b = await score_in_batches(plain, stream, 7)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert max(a) - min(a) > 1e-3  # the scores differ between events: a real comparison
 
@@ -101,7 +91,9 @@ async def test_batching_does_not_change_scores(model, stream, engines, batch: in
     ref, other = _engine(model), _engine(model)
     engines += [ref, other]
     np.testing.assert_allclose(
-        await _run(other, stream, batch), await _run(ref, stream, 7), atol=1e-5
+        await score_in_batches(other, stream, batch),
+        await score_in_batches(ref, stream, 7),
+        atol=1e-5,
     )
 
 
@@ -111,9 +103,9 @@ async def test_a_warm_card_costs_one_step_row_per_event_whatever_its_history(
     engine = _engine(model)
     engines.append(engine)
     txs = transactions(users=6, days=20, seed=11)
-    await _run(engine, txs[:-30], 1)  # warm: every card has a state in the cache
+    await score_in_batches(engine, txs[:-30], 1)  # warm: every card has a state in the cache
     with _Counting(model) as count:
-        await _run(engine, txs[-30:], 1)
+        await score_in_batches(engine, txs[-30:], 1)
     # 30 events: each advanced its card once, in the refresh; no rebuild in scoring,
     # though these cards' histories are dozens of events long
     assert (count.rows, count.calls) == (30, 30)
@@ -136,15 +128,15 @@ async def test_a_replayed_batch_leaves_every_state_unchanged(short_window, strea
     model = short_window
     engine = _engine(model)
     engines.append(engine)
-    await _run(engine, stream[:-10], 5)
-    first = await _run(engine, stream[-10:], 10)
+    await score_in_batches(engine, stream[:-10], 5)
+    first = await score_in_batches(engine, stream[-10:], 10)
     cache = engine.bundle.cache
     assert cache is not None
     users = sorted({t.user_id for t in stream})
     versions = cache.version_of(users)
     hit, emb, states = cache.get_states(users, versions, model.state_layout.width)
     assert hit.all()
-    again = await _run(engine, stream[-10:], 10)  # redelivered after a crash
+    again = await score_in_batches(engine, stream[-10:], 10)  # redelivered after a crash
     hit2, emb2, states2 = cache.get_states(users, versions, model.state_layout.width)
     assert hit2.all()
     np.testing.assert_array_equal(states2, states)
@@ -158,7 +150,9 @@ async def test_an_evicted_card_rebuilds_its_state(model, stream, engines) -> Non
     small, plain = _engine(model, capacity=2), _engine(model, capacity=None)
     engines += [small, plain]
     np.testing.assert_allclose(
-        await _run(small, stream, 7), await _run(plain, stream, 7), atol=1e-5
+        await score_in_batches(small, stream, 7),
+        await score_in_batches(plain, stream, 7),
+        atol=1e-5,
     )
     cache = small.bundle.cache
     assert cache is not None and cache.evictions > 0
