@@ -42,6 +42,42 @@ def _post(conn: http.client.HTTPConnection, body: bytes) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def _metric(port: int, name: str) -> dict[str, float]:
+    """One counter of the worker's /metrics, by its first label's value."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            label = line.split('="', 1)[1].split('"', 1)[0]
+            out[label] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _cache_counts(port: int) -> dict[str, float]:
+    """The worker's embedding-cache lookups so far, by outcome."""
+    return _metric(port, "riskstream_embedding_cache_total")
+
+
+def _wait_scored(port: int, events: int, timeout_s: float = 300) -> None:
+    """Until the worker has scored ``events`` stream events, then the refresh of the last
+    batch (warm card holders: their next event's state or embedding is cached)."""
+    deadline = time.monotonic() + timeout_s
+    while _metric(port, "riskstream_events_total").get("scored", 0.0) < events:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not score {events} events in {timeout_s:.0f} s")
+        time.sleep(0.5)
+    time.sleep(2)
+
+
+def _hit_rate(before: dict[str, float], after: dict[str, float]) -> float:
+    hits = after.get("hit", 0.0) - before.get("hit", 0.0)
+    misses = after.get("miss", 0.0) - before.get("miss", 0.0)
+    return round(hits / max(hits + misses, 1.0), 3)
+
+
 def _pct(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
     return {
@@ -71,11 +107,13 @@ def _one_side(
                 pub.publish(topics.transactions, key, value, tracker)
             pub.flush(60)
             pub.close()
-            time.sleep(8)  # the history is scored and the cache refreshed (warm card holders)
+            _wait_scored(worker.port, len(history))
             conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
             for b in bodies[:50]:
                 _post(conn, b)  # warm-up: connection, code paths
+            counts0 = _cache_counts(worker.port)
             seq = [_post(conn, bodies[i % len(bodies)]) for i in range(requests)]
+            seq_hits = _hit_rate(counts0, _cache_counts(worker.port))
             conn.close()
             lat: list[float] = []
             lock = threading.Lock()
@@ -108,7 +146,7 @@ def _one_side(
         finally:
             worker.stop()
     return {
-        "sequential": _pct(seq),
+        "sequential": {**_pct(seq), "cache_hit_rate": seq_hits},
         "concurrent_8": {**_pct(lat), "achieved_rate": round(achieved)},
     }
 

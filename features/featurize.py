@@ -172,6 +172,9 @@ class FeatureBatch:
     #: spec has no entity features
     cur_entity: np.ndarray | None = None
     cur_entity_raw: np.ndarray | None = field(default=None, repr=False)
+    #: [B, len(features.tree_inputs.AGGREGATES)] float64: the tree's history aggregates,
+    #: set only on batches without history arrays (``features.current_features``)
+    aggregates: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.hist_len.shape[0])

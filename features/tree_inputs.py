@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.entity_profile import N_ENTITY
-from features.featurize import N_NUMERIC, FeatureBatch
+from features.featurize import N_NUMERIC, NUMERIC_FEATURES, FeatureBatch
 
 AGGREGATES = (
     "hist_len_log",
@@ -38,26 +38,43 @@ def tree_width(entity: bool) -> int:
     return N_NUMERIC + 2 + len(AGGREGATES) + (N_ENTITY if entity else 0)
 
 
-def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
-    """[B, tree_width] float32: raw current features, ids, aggregates, entity profile."""
-    valid = ~batch.hist_pad
-    n = valid.sum(axis=1)
-    denom = np.maximum(n, 1)
-    # only the four history columns the aggregates read, un-normalised (float64, as trained)
-    raw = batch.hist_num[..., _HIST_COLUMNS].astype(np.float64)
+#: the history columns the aggregates read, by name (for the current-event featurizer)
+HISTORY_COLUMNS = tuple(NUMERIC_FEATURES[c] for c in _HIST_COLUMNS)
+
+
+def history_columns(norm: np.ndarray, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
+    """The four history columns the aggregates read, un-normalised from the network's
+    float32 inputs (``norm`` [B, T, 4], those columns of ``hist_num``) to [B, T, 4]
+    float64: the tree is trained on exactly these values."""
+    raw = norm.astype(np.float64)
     raw *= spec_std[_HIST_COLUMNS]
     raw += spec_mean[_HIST_COLUMNS]
+    return raw
+
+
+def aggregates(
+    raw: np.ndarray,
+    valid: np.ndarray,
+    hist_channel: np.ndarray,
+    hist_mcc: np.ndarray,
+    cur_mcc: np.ndarray,
+    cur_raw: np.ndarray,
+) -> np.ndarray:
+    """[B, len(AGGREGATES)] float64 from the history columns (``history_columns``), the
+    history's validity and ids [B, T], and the current event's MCC id and raw features."""
+    n = valid.sum(axis=1)
+    denom = np.maximum(n, 1)
     raw = np.where(valid[..., None], raw, 0.0)
     sums = raw.sum(axis=1)  # [B, 4]
     la = raw[..., 0]
     mean = sums[:, 0] / denom
     var = ((la - mean[:, None]) ** 2 * valid).sum(axis=1) / denom
     la_max = np.where(valid, la, -np.inf).max(axis=1, initial=-np.inf)
-    online = ((batch.hist_channel == 3) & valid).sum(axis=1) / denom  # channel id 3 = online
-    same_mcc = ((batch.hist_mcc == batch.cur_mcc[:, None]) & valid).sum(axis=1) / denom
-    cur_la = batch.cur_raw[:, 0].astype(np.float64)
+    online = ((hist_channel == 3) & valid).sum(axis=1) / denom  # channel id 3 = online
+    same_mcc = ((hist_mcc == cur_mcc[:, None]) & valid).sum(axis=1) / denom
+    cur_la = cur_raw[:, 0].astype(np.float64)
     std = np.sqrt(var)
-    agg = np.stack(
+    return np.stack(
         [
             np.log1p(n),
             mean,
@@ -72,6 +89,24 @@ def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray
         ],
         axis=1,
     )
+
+
+def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
+    """[B, tree_width] float32: raw current features, ids, aggregates, entity profile.
+
+    A batch without history arrays (``features.current_features``) carries its
+    aggregates, computed the same way from its windows.
+    """
+    agg = batch.aggregates
+    if agg is None:
+        agg = aggregates(
+            history_columns(batch.hist_num[..., _HIST_COLUMNS], spec_mean, spec_std),
+            ~batch.hist_pad,
+            batch.hist_channel,
+            batch.hist_mcc,
+            batch.cur_mcc,
+            batch.cur_raw,
+        )
     ids = np.stack([batch.cur_mcc, batch.cur_channel], axis=1).astype(np.float64)
     parts = [batch.cur_raw.astype(np.float64), ids, agg]
     if batch.cur_entity_raw is not None:

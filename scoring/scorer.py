@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.contracts import Reason, SimilarCase
+from features.current_features import current_features
 from features.entity_profile import (
     ENTITY_KINDS,
     N_ENTITY,
@@ -73,7 +74,11 @@ def score_batch(
     w0 = time.time_ns()
     t0 = time.perf_counter()
     win = windows_for_batch_isolated(prior, users, records, dry, spec)
-    fb = featurize_windows(win, spec, entity=entity_inputs(records, entity_stats, spec))
+    entity = entity_inputs(records, entity_stats, spec)
+    if model.artifact.incremental:  # the history is in the state: the current event only
+        fb = current_features(win, spec, entity, with_aggregates=model.tree is not None)
+    else:
+        fb = featurize_windows(win, spec, entity=entity)
     t1 = time.perf_counter()
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
@@ -109,7 +114,8 @@ def incremental_embeddings(
     versions: np.ndarray,
     dry: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and states each row is scored from (incremental artifacts).
+    """Embeddings and states each row is scored from (incremental artifacts); ``fb``
+    holds the current events' inputs (``features.current_features``).
 
     In order of preference: the cache's state for the row's exact history; for a card's
     second and later events in the batch, the state of its previous (stored) row
@@ -153,15 +159,18 @@ def incremental_embeddings(
             )
             done[chain] = True
         cold = at[~done[at]]
-        if cold.size:
+        if cold.size:  # a miss: the history's features, for these rows only
+            hist = featurize_windows(
+                Windows(win.records[cold], win.hist_len[cold]), model.artifact.spec
+            )
             states[cold], emb[cold] = rebuild(
                 model.step,
                 lay,
                 empty,
-                fb.hist_num[cold],
-                fb.hist_mcc[cold],
-                fb.hist_channel[cold],
-                fb.hist_len[cold],
+                hist.hist_num,
+                hist.hist_mcc,
+                hist.hist_channel,
+                hist.hist_len,
             )
             done[cold] = True
     return emb, states
