@@ -3,11 +3,12 @@
     python -m benchmarks.bench_cluster_store [--batches 150] [--batch 256] [--rounds 2]
 
 The same batches of appends (``append_and_read``, ``--batch`` events over 20,000 card
-holders) go to one embedded valkey and to an embedded cluster of 3 masters with one
-replica each, alternating, in one run. Reported per event: the client's CPU (this
-process: redis-py packing and parsing, the cluster pipeline's routing) and the servers'
-CPU (the cluster split into masters and replicas). It isolates what the cluster costs
-per script call, which bench_e2e's cluster phase shows for the whole worker.
+holders) go to one embedded valkey, to one valkey with a replica (the like-for-like
+control: every cluster master feeds a replica too), and to an embedded cluster of 3
+masters with one replica each, alternating, in one run. Reported per event: the client's
+CPU (this process: redis-py packing and parsing, the cluster pipeline's routing) and the
+servers' CPU (masters and replicas apart). It isolates what the cluster costs per script
+call, which bench_e2e's cluster phase shows for the whole worker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -64,6 +66,14 @@ async def _round(
     out["single_client_us"] = used / events * 1e6
     out["single_redis_us"] = (cpu_seconds(single_pid) - server0) / events * 1e6
     await client.aclose()
+    primary, replica = cluster["replicated"]
+    client = aioredis.Redis(port=primary.port)
+    p0, q0 = cpu_seconds(primary.pid), cpu_seconds(replica.pid)
+    used = await _drive(client, False, f"r{n}:", args.batches, args.batch)
+    out["replicated_client_us"] = used / events * 1e6
+    out["replicated_master_us"] = (cpu_seconds(primary.pid) - p0) / events * 1e6
+    out["replicated_replica_us"] = (cpu_seconds(replica.pid) - q0) / events * 1e6
+    await client.aclose()
     emb = cluster["cluster"]
     masters, replicas = [m.pid for m in emb.masters], [r.pid for r in emb.replicas]
     m0, r0 = sum(map(cpu_seconds, masters)), sum(map(cpu_seconds, replicas))
@@ -76,6 +86,18 @@ async def _round(
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def _replicate(primary: int, replica: int, timeout_s: float = 30) -> None:
+    """Make ``replica`` follow ``primary``; return once the link is up and synced."""
+    sync = redis.Redis(port=replica)
+    sync.execute_command("REPLICAOF", "127.0.0.1", str(primary))
+    deadline = time.monotonic() + timeout_s
+    while sync.info("replication").get("master_link_status") != "up":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replica did not sync in time")
+        time.sleep(0.05)
+    sync.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=150)
@@ -83,15 +105,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     single = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-")))
+    primary = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-p-")))
+    replica = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-r-")))
     try:
+        _replicate(primary.port, replica.port)
         with start_cluster(3) as emb:
-            handles = {"single_pid": single.pid, "cluster": emb}
+            handles = {"single_pid": single.pid, "cluster": emb, "replicated": (primary, replica)}
             rounds = [
                 asyncio.run(_round(args, n, single.port, handles)) for n in range(args.rounds)
             ]
     finally:
-        single.stop()
+        for server in (single, primary, replica):
+            server.stop()
     med = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
+    cluster_servers = med["cluster_masters_us"] + med["cluster_replicas_us"]
+    replicated_servers = med["replicated_master_us"] + med["replicated_replica_us"]
     report(
         "cluster_store",
         batches=args.batches,
@@ -100,6 +128,10 @@ def main() -> None:
         median_us_per_event=med,
         ratio_cluster_masters_over_single=round(
             med["cluster_masters_us"] / med["single_redis_us"], 2
+        ),
+        ratio_cluster_servers_over_replicated_single=round(cluster_servers / replicated_servers, 2),
+        ratio_cluster_masters_over_replicated_master=round(
+            med["cluster_masters_us"] / med["replicated_master_us"], 2
         ),
         ratio_cluster_client_over_single=round(
             med["cluster_client_us"] / med["single_client_us"], 2

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
-from benchmarks.common import CpuMeter, assigned_reader, report
+from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, report
 from streams.devtools.embedded import EmbeddedStack, running_stack
 from streams.devtools.embedded_cluster import start_cluster
 from streams.devtools.local_worker import start_worker
@@ -402,11 +402,17 @@ def _steady_phase(
         # the driver shares the cores with the worker: while it runs it only stamps
         # arrivals; the decisions are parsed (and deduplicated) after the phase
         raw: list[tuple[float, bytes]] = []
+        # the worker's CPU over time, so each quarter gets its CPU per event: on a host
+        # that drifts, a rate alone says little
+        cpu_at: list[tuple[float, float]] = [(time.monotonic(), cpu_seconds(worker.proc.pid))]
         deadline = time.monotonic() + 900
         while len(raw) < len(rows) and time.monotonic() < deadline:
             for m in ready_messages(scores, 1000, 0.05):
                 if not m.error():
                     raw.append((time.monotonic(), m.value() or b"{}"))
+            if time.monotonic() - cpu_at[-1][0] > 0.25:
+                cpu_at.append((time.monotonic(), cpu_seconds(worker.proc.pid)))
+        cpu_at.append((time.monotonic(), cpu_seconds(worker.proc.pid)))
         producer.join()
         worker.stop()
         scores.close()
@@ -419,11 +425,15 @@ def _steady_phase(
             arrivals.append((at, int(d["sequence_length"])))
     q = len(arrivals) // 4
 
+    times, cpus = np.array([t for t, _ in cpu_at]), np.array([c for _, c in cpu_at])
+
     def quarter(part: list[tuple[float, int]]) -> dict[str, float]:
         span = part[-1][0] - part[0][0]
+        used = np.interp(part[-1][0], times, cpus) - np.interp(part[0][0], times, cpus)
         return {
             "events_per_s": round((len(part) - 1) / span) if span > 0 else 0,
             "mean_history": round(float(np.mean([h for _, h in part])), 1),
+            "worker_cpu_ms_per_event": round(float(used) * 1000 / max(len(part) - 1, 1), 3),
         }
 
     first, last = quarter(arrivals[:q]), quarter(arrivals[-q:])

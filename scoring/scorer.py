@@ -147,8 +147,10 @@ def incremental_embeddings(
             prev[i], depth[i] = j, depth[j] + 1
         if not dry[i]:  # a dry run is seen by no other row
             last[user] = i
-    after = next_versions(win, model.artifact.spec)
-    for d in range(int(depth.max(initial=0)) + 1):
+    deepest = int(depth.max(initial=0))
+    # the history each row leaves behind: needed only where a card has several rows
+    after = next_versions(win, model.artifact.spec) if deepest else versions
+    for d in range(deepest + 1):
         at = np.flatnonzero((depth == d) & ~done)
         chain = at[(prev[at] >= 0)]
         chain = chain[versions[chain] == after[prev[chain]]]
