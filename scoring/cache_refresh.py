@@ -1,4 +1,6 @@
-"""After a batch is published: cache, per card, the embedding its *next* event needs.
+"""After a batch is published: cache, per card, the embedding its *next* event needs
+(window artifacts; an incremental artifact caches its next states while scoring, see
+``scoring.scorer.incremental_embeddings``).
 
 So a returning card holder's latency path runs only the head. Runs in its own thread
 (``CacheRefresher``): sharing the model thread made the next batch's scoring queue
@@ -23,7 +25,6 @@ from features.featurize import (
 )
 from scoring.bundle import ModelBundle
 from scoring.embedding_cache import next_versions
-from scoring.incremental_state import advance
 from scoring.scorer import encode_bucketed
 
 
@@ -35,8 +36,6 @@ class RefreshPart:
     users: list[str]
     windows: Windows
     features: FeatureBatch  # the scored rows' features, reused by the refresh
-    #: incremental artifacts: the state each row was scored from
-    states: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,6 @@ def refresh_embeddings(work: RefreshPart) -> int:
     spec = bundle.model.artifact.spec
     win = take_windows(work.windows, idx)
     fb = work.features.take(idx)
-    if work.states is not None:
-        return _advance_states(work, list(last), idx, win, fb)
     grows = win.hist_len < spec.max_history  # the window keeps its oldest event
     # A window that grows keeps its first event, so every step feature of the next
     # history (each depends only on the steps before it in the row) is what scoring
@@ -99,33 +96,6 @@ def refresh_embeddings(work: RefreshPart) -> int:
         emb[slid] = encode_bucketed(bundle.model, moved_fb, np.arange(slid.size))
     bundle.cache.put(list(last), versions, emb)
     return idx.size
-
-
-def _advance_states(
-    work: RefreshPart, users: list[str], idx: np.ndarray, win: Windows, fb: FeatureBatch
-) -> int:
-    """Incremental artifacts: each card's state advanced by its newest event, one step.
-
-    A card whose cached state already covers that history (a replayed event: the store
-    kept the first copy) is left as it is, so a replay never moves a state.
-    """
-    model, cache = work.bundle.model, work.bundle.cache
-    if cache is None or work.states is None:
-        return 0
-    versions = next_versions(win, model.artifact.spec)
-    moved = np.flatnonzero(cache.version_of(users) != versions)
-    if moved.size == 0:
-        return 0
-    states, emb = advance(
-        model.step,
-        model.state_layout,
-        work.states[idx[moved]],
-        fb.cur_num[moved],
-        fb.cur_mcc[moved],
-        fb.cur_channel[moved],
-    )
-    cache.put([users[i] for i in moved], versions[moved], emb, states)
-    return int(moved.size)
 
 
 def _newer(win: Windows, i: int, j: int) -> bool:

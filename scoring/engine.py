@@ -212,9 +212,12 @@ class ScoringEngine:
             for i in g.rows.tolist():
                 version[i] = g.model.version
         s4 = time.time_ns()
-        reasons, similar = await self._off_loop(
-            _explain_groups, groups, probs, bars, self.reasons_top, self.similar_k
-        )
+        reasons: dict[int, list[Reason]] = {}
+        similar: dict[int, list[SimilarCase]] = {}
+        if (probs >= bars).any():  # no alert, nothing to explain: no thread hop either
+            reasons, similar = await self._off_loop(
+                _explain_groups, groups, probs, bars, self.reasons_top, self.similar_k
+            )
         first = groups[0].scored
         stages = {
             "store": (s0, s1),
@@ -284,14 +287,14 @@ class ScoringEngine:
         parts = []
         for g in groups:
             local = np.flatnonzero(wet[g.rows])
-            if local.size:
+            # an incremental version cached its cards' next states while scoring
+            if local.size and g.scored.states is None:
                 parts.append(
                     RefreshPart(
                         g.model.bundle,
                         [users[i] for i in g.rows[local]],
                         take_windows(g.scored.windows, local),
                         g.scored.features.take(local),
-                        None if g.scored.states is None else g.scored.states[local],
                     )
                 )
         return decisions, RefreshWork(tuple(parts))

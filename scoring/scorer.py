@@ -54,6 +54,9 @@ class Scored:
     entity_stats: np.ndarray | None = None
     #: incremental artifacts: the state each row was scored from (its history's)
     states: np.ndarray | None = None
+    #: incremental artifacts: each row's history embedding *after* its event (what a
+    #: confirmed case of it would be stored as: the similar-case query)
+    next_embeddings: np.ndarray | None = None
 
 
 def score_batch(
@@ -83,9 +86,9 @@ def score_batch(
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
     versions = history_versions(win)
-    states = None
+    states = after = None
     if model.artifact.incremental:
-        emb, states = incremental_embeddings(bundle, users, win, fb, versions, dry)
+        emb, states, after = incremental_embeddings(bundle, users, win, fb, versions, dry)
     else:
         if bundle.cache is not None:
             hit, emb = bundle.cache.get(users, versions)
@@ -103,7 +106,7 @@ def score_batch(
     probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
     times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
-    return Scored(win, fb, emb, probs, times, entity_stats, states)
+    return Scored(win, fb, emb, probs, times, entity_stats, states, after)
 
 
 def incremental_embeddings(
@@ -113,15 +116,20 @@ def incremental_embeddings(
     fb: FeatureBatch,
     versions: np.ndarray,
     dry: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and states each row is scored from (incremental artifacts); ``fb``
-    holds the current events' inputs (``features.current_features``).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings and states each row is scored from, and each row's embedding after its
+    event (incremental artifacts); ``fb`` holds the current events' inputs
+    (``features.current_features``).
 
-    In order of preference: the cache's state for the row's exact history; for a card's
-    second and later events in the batch, the state of its previous (stored) row
-    advanced by that row's event, when that is exactly this row's history; a new card's
-    empty state; else rebuilt from the window (``scoring.incremental_state.rebuild``).
-    Rows are resolved in order of their depth in the batch, so a chain never waits.
+    A row's state is, in order of preference: the cache's for the row's exact history;
+    for a card's second and later events in the batch, the state its previous (stored)
+    row leaves behind, when that is exactly this row's history; a new card's empty
+    state; else rebuilt from the window (``scoring.incremental_state.rebuild``). Rows are
+    resolved by their depth in the batch, and every row then steps once by its own event
+    (one batched call per depth): that gives the next row of the card its state, and
+    the card's next batch its cached one. The cache is written here, before the batch is
+    published, so the card's next batch finds it (a refresh after publishing raced the
+    next batch and lost when a card's events came fast, and each loss was a rebuild).
     """
     model = bundle.model
     lay = model.state_layout
@@ -147,24 +155,27 @@ def incremental_embeddings(
             prev[i], depth[i] = j, depth[j] + 1
         if not dry[i]:  # a dry run is seen by no other row
             last[user] = i
-    deepest = int(depth.max(initial=0))
-    # the history each row leaves behind: needed only where a card has several rows
-    after = next_versions(win, model.artifact.spec) if deepest else versions
-    for d in range(deepest + 1):
-        at = np.flatnonzero((depth == d) & ~done)
+    spec = model.artifact.spec
+    stored = np.fromiter(last.values(), np.int64, len(last))  # each card's last stored row
+    # the history each row leaves behind, where a later row or the cache needs it
+    need = np.union1d(stored, prev[prev >= 0])
+    after = np.zeros(n, dtype=np.uint64)
+    if need.size:
+        after[need] = next_versions(Windows(win.records[need], win.hist_len[need]), spec)
+    next_states = np.zeros_like(states)
+    next_emb = np.zeros_like(emb)
+    for d in range(int(depth.max(initial=0)) + 1):
+        level = np.flatnonzero(depth == d)
+        at = level[~done[level]]
         chain = at[(prev[at] >= 0)]
         chain = chain[versions[chain] == after[prev[chain]]]
         if chain.size:
             p = prev[chain]
-            states[chain], emb[chain] = advance(
-                model.step, lay, states[p], fb.cur_num[p], fb.cur_mcc[p], fb.cur_channel[p]
-            )
+            states[chain], emb[chain] = next_states[p], next_emb[p]
             done[chain] = True
         cold = at[~done[at]]
         if cold.size:  # a miss: the history's features, for these rows only
-            hist = featurize_windows(
-                Windows(win.records[cold], win.hist_len[cold]), model.artifact.spec
-            )
+            hist = featurize_windows(Windows(win.records[cold], win.hist_len[cold]), spec)
             states[cold], emb[cold] = rebuild(
                 model.step,
                 lay,
@@ -175,7 +186,40 @@ def incremental_embeddings(
                 hist.hist_len,
             )
             done[cold] = True
-    return emb, states
+        next_states[level], next_emb[level] = advance(
+            model.step,
+            lay,
+            states[level],
+            fb.cur_num[level],
+            fb.cur_mcc[level],
+            fb.cur_channel[level],
+        )
+    if bundle.cache is not None:
+        store_next_states(bundle, users, after, next_states, next_emb, stored)
+    return emb, states, next_emb
+
+
+def store_next_states(
+    bundle: ModelBundle,
+    users: list[str],
+    after: np.ndarray,
+    next_states: np.ndarray,
+    next_emb: np.ndarray,
+    rows: np.ndarray,
+) -> int:
+    """Cache, for each card's last stored row ``rows``, the state after its event under
+    the history version it leaves (``after``). A card whose cache entry already has that
+    version (a replayed event: the store kept the first copy) is left as it is, so a
+    replay never moves a state. Returns how many were written."""
+    cache = bundle.cache
+    if cache is None or rows.size == 0:
+        return 0
+    cards = [users[i] for i in rows.tolist()]
+    moved = np.flatnonzero(cache.version_of(cards) != after[rows])
+    if moved.size:
+        r = rows[moved]
+        cache.put([cards[i] for i in moved.tolist()], after[r], next_emb[r], next_states[r])
+    return int(moved.size)
 
 
 def entity_inputs(
@@ -244,15 +288,8 @@ def explain_alerts(
     shown = model.artifact.similar_cases_shown
     similar_k = similar_k if shown is None else min(similar_k, shown)
     if bundle.memory is not None and similar_k > 0:
-        if scored.states is not None:  # incremental: the state advanced by the event
-            query = advance(
-                model.step,
-                model.state_layout,
-                scored.states[alerts],
-                fb.cur_num[alerts],
-                fb.cur_mcc[alerts],
-                fb.cur_channel[alerts],
-            )[1]
+        if scored.next_embeddings is not None:  # incremental: after the event
+            query = scored.next_embeddings[alerts]
         else:
             query = case_queries(model, scored.windows, alerts)
         near = bundle.memory.nearest(query, similar_k)

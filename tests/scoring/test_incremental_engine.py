@@ -106,11 +106,27 @@ async def test_a_warm_card_costs_one_step_row_per_event_whatever_its_history(
     await score_in_batches(engine, txs[:-30], 1)  # warm: every card has a state in the cache
     with _Counting(model) as count:
         await score_in_batches(engine, txs[-30:], 1)
-    # 30 events: each advanced its card once, in the refresh; no rebuild in scoring,
-    # though these cards' histories are dozens of events long
+    # 30 events: each advanced its card once, while scoring; no rebuild, though these
+    # cards' histories are dozens of events long
     assert (count.rows, count.calls) == (30, 30)
     lengths = [len([t for t in txs if t.user_id == u]) for u in {t.user_id for t in txs}]
     assert max(lengths) > 3 * model.artifact.context
+
+
+async def test_the_next_batch_finds_the_state_without_waiting_for_a_refresh(model, engines) -> None:
+    """The worker refreshes the cache after publishing, while the next batch is already
+    being scored: a card whose events come fast must still find its state (a miss would
+    rebuild it from its window, a step per stored event)."""
+    from scoring.decision import ScoreRequest
+
+    engine = _engine(model)
+    engines.append(engine)
+    txs = transactions(users=3, days=20, seed=12)
+    await score_in_batches(engine, txs[:-24], 4)
+    with _Counting(model) as count:
+        for s in range(len(txs) - 24, len(txs), 4):  # no refresh between the batches
+            await engine.score([ScoreRequest(t) for t in txs[s : s + 4]])
+    assert count.rows == 24
 
 
 @pytest.fixture(scope="module")
