@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
 from scoring.metrics import VERSION_DECISIONS, VERSION_ERRORS, VERSION_LATENCY_MS, VERSION_SCORES
 from scoring.model_roles import CANARY, PRIMARY, SHADOW, ServingModel, ServingRoles
-from scoring.scorer import Scored, explain_alerts, score_alone, score_batch
+from scoring.scorer import Scored, explain_alerts, score_alone, score_batch, store_next_states
 from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy, UserStats
@@ -81,6 +81,7 @@ class ScoringEngine:
             store, lambda: self.roles, self._off_loop, self.settle, entities
         )
         self._writes: asyncio.Future[Any] | None = None  # the last batch's threshold writes
+        self._states: Future[int] | None = None  # the last batch's next-state caching
 
     @property
     def bundle(self) -> ModelBundle:
@@ -113,6 +114,21 @@ class ScoringEngine:
             await writes  # a second awaiter of a failed write sees the same error
             if self._writes is writes:
                 self._writes = None
+
+    def _queue_states(self, groups: list[_Group]) -> None:
+        """Step and cache the incremental versions' next states on the model thread,
+        now: the decisions do not wait for it, the next batch's scoring queues behind it."""
+        for g in groups:
+            if g.scored.pending is not None:
+                job = self._executor.submit(store_next_states, g.scored.pending)
+                job.add_done_callback(_log_state_failure)
+                self._states = job
+
+    async def states_stored(self) -> None:
+        """Wait until the last batch's next states are cached (tests, snapshots)."""
+        job = self._states
+        if job is not None:
+            await asyncio.wait([asyncio.wrap_future(job)])
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -183,6 +199,7 @@ class ScoringEngine:
             groups, failed = await self._off_loop(
                 _score_groups, plan, prior, users, records, dry, entity_stats
             )
+        self._queue_states(groups)
         stats_of = {role: st for (role, _, _), st in zip(plan, reads, strict=False)}
         if failed is not None:  # the canary failed: its rows are decided by the primary
             fallback = await self._off_loop(
@@ -195,6 +212,7 @@ class ScoringEngine:
                 entity_stats,
                 True,
             )
+            self._queue_states(fallback[0])
             groups += fallback[0]
             roles.counters.count(CANARY, failed.size, 0, failed.size)
             stats_of[CANARY] = await roles.primary.thresholds.read([users[i] for i in failed])
@@ -336,7 +354,9 @@ class ScoringEngine:
         return await entities.observe(records, hash_ids(users), write)
 
     async def refresh_cache(self, work: RefreshWork) -> int:
-        """After publish: cache each user's embedding including their newest event."""
+        """After publish: cache each user's embedding including their newest event
+        (window versions; incremental ones cached their states while scoring)."""
+        await self.states_stored()
         return await self.refresher.refresh(work)
 
     async def feedback(
@@ -424,6 +444,12 @@ def _score_groups(
         VERSION_LATENCY_MS.labels(model.version, role).observe((time.perf_counter() - t0) * 1000)
         groups.append(_Group(role, model, rows, scored, fallback))
     return groups, failed
+
+
+def _log_state_failure(job: Future[int]) -> None:
+    """The cache is an optimization: a failed state update costs a rebuild, not a batch."""
+    if not job.cancelled() and job.exception() is not None:
+        log.warning("caching the next states failed", exc_info=job.exception())
 
 
 def _explain_groups(

@@ -54,9 +54,8 @@ class Scored:
     entity_stats: np.ndarray | None = None
     #: incremental artifacts: the state each row was scored from (its history's)
     states: np.ndarray | None = None
-    #: incremental artifacts: each row's history embedding *after* its event (what a
-    #: confirmed case of it would be stored as: the similar-case query)
-    next_embeddings: np.ndarray | None = None
+    #: incremental artifacts: the cards' next states, to step and cache after scoring
+    pending: PendingStates | None = None
 
 
 def score_batch(
@@ -86,9 +85,9 @@ def score_batch(
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
     versions = history_versions(win)
-    states = after = None
+    states = pending = None
     if model.artifact.incremental:
-        emb, states, after = incremental_embeddings(bundle, users, win, fb, versions, dry)
+        emb, states, pending = incremental_embeddings(bundle, users, win, fb, versions, dry)
     else:
         if bundle.cache is not None:
             hit, emb = bundle.cache.get(users, versions)
@@ -106,7 +105,21 @@ def score_batch(
     probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
     times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
-    return Scored(win, fb, emb, probs, times, entity_stats, states, after)
+    return Scored(win, fb, emb, probs, times, entity_stats, states, pending)
+
+
+@dataclass(frozen=True)
+class PendingStates:
+    """Each card's state after its last stored event in a batch, still to be stepped and
+    cached (``store_next_states``): off the decision's path, before the next batch."""
+
+    bundle: ModelBundle
+    cards: list[str]
+    versions: np.ndarray  # the history version each card's next event will see
+    states: np.ndarray  # the state each card's last row was scored from
+    cur_num: np.ndarray
+    cur_mcc: np.ndarray
+    cur_channel: np.ndarray
 
 
 def incremental_embeddings(
@@ -116,20 +129,16 @@ def incremental_embeddings(
     fb: FeatureBatch,
     versions: np.ndarray,
     dry: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embeddings and states each row is scored from, and each row's embedding after its
-    event (incremental artifacts); ``fb`` holds the current events' inputs
+) -> tuple[np.ndarray, np.ndarray, PendingStates | None]:
+    """Embeddings and states each row is scored from (incremental artifacts), and what
+    caching each card's next state needs; ``fb`` holds the current events' inputs
     (``features.current_features``).
 
     A row's state is, in order of preference: the cache's for the row's exact history;
-    for a card's second and later events in the batch, the state its previous (stored)
-    row leaves behind, when that is exactly this row's history; a new card's empty
-    state; else rebuilt from the window (``scoring.incremental_state.rebuild``). Rows are
-    resolved by their depth in the batch, and every row then steps once by its own event
-    (one batched call per depth): that gives the next row of the card its state, and
-    the card's next batch its cached one. The cache is written here, before the batch is
-    published, so the card's next batch finds it (a refresh after publishing raced the
-    next batch and lost when a card's events came fast, and each loss was a rebuild).
+    for a card's second and later events in the batch, its previous (stored) row's state
+    advanced by that row's event, when that is exactly this row's history; a new card's
+    empty state; else rebuilt from the window (``scoring.incremental_state.rebuild``).
+    Rows are resolved in order of their depth in the batch, so a chain never waits.
     """
     model = bundle.model
     lay = model.state_layout
@@ -162,16 +171,15 @@ def incremental_embeddings(
     after = np.zeros(n, dtype=np.uint64)
     if need.size:
         after[need] = next_versions(Windows(win.records[need], win.hist_len[need]), spec)
-    next_states = np.zeros_like(states)
-    next_emb = np.zeros_like(emb)
     for d in range(int(depth.max(initial=0)) + 1):
-        level = np.flatnonzero(depth == d)
-        at = level[~done[level]]
+        at = np.flatnonzero((depth == d) & ~done)
         chain = at[(prev[at] >= 0)]
         chain = chain[versions[chain] == after[prev[chain]]]
         if chain.size:
             p = prev[chain]
-            states[chain], emb[chain] = next_states[p], next_emb[p]
+            states[chain], emb[chain] = advance(
+                model.step, lay, states[p], fb.cur_num[p], fb.cur_mcc[p], fb.cur_channel[p]
+            )
             done[chain] = True
         cold = at[~done[at]]
         if cold.size:  # a miss: the history's features, for these rows only
@@ -186,39 +194,46 @@ def incremental_embeddings(
                 hist.hist_len,
             )
             done[cold] = True
-        next_states[level], next_emb[level] = advance(
-            model.step,
-            lay,
-            states[level],
-            fb.cur_num[level],
-            fb.cur_mcc[level],
-            fb.cur_channel[level],
+    pending = None
+    if bundle.cache is not None and stored.size:
+        pending = PendingStates(
+            bundle,
+            [users[i] for i in stored.tolist()],
+            after[stored],
+            states[stored],
+            fb.cur_num[stored],
+            fb.cur_mcc[stored],
+            fb.cur_channel[stored],
         )
-    if bundle.cache is not None:
-        store_next_states(bundle, users, after, next_states, next_emb, stored)
-    return emb, states, next_emb
+    return emb, states, pending
 
 
-def store_next_states(
-    bundle: ModelBundle,
-    users: list[str],
-    after: np.ndarray,
-    next_states: np.ndarray,
-    next_emb: np.ndarray,
-    rows: np.ndarray,
-) -> int:
-    """Cache, for each card's last stored row ``rows``, the state after its event under
-    the history version it leaves (``after``). A card whose cache entry already has that
-    version (a replayed event: the store kept the first copy) is left as it is, so a
-    replay never moves a state. Returns how many were written."""
-    cache = bundle.cache
-    if cache is None or rows.size == 0:
+def store_next_states(pending: PendingStates) -> int:
+    """Step each card of ``pending`` by its last event and cache the state under the
+    history version it leaves (blocking; returns how many were written).
+
+    The engine runs this on its model thread right after the batch's scoring, so the
+    card's next batch, queued behind it, finds the state: a refresh after publishing
+    raced that batch and lost when a card's events came fast, and each loss rebuilt the
+    state from the window. A card whose entry already has that version (a replayed
+    event: the store kept the first copy) is left as it is: a replay never moves a state.
+    """
+    cache = pending.bundle.cache
+    if cache is None:
         return 0
-    cards = [users[i] for i in rows.tolist()]
-    moved = np.flatnonzero(cache.version_of(cards) != after[rows])
-    if moved.size:
-        r = rows[moved]
-        cache.put([cards[i] for i in moved.tolist()], after[r], next_emb[r], next_states[r])
+    moved = np.flatnonzero(cache.version_of(pending.cards) != pending.versions)
+    if moved.size == 0:
+        return 0
+    model = pending.bundle.model
+    states, emb = advance(
+        model.step,
+        model.state_layout,
+        pending.states[moved],
+        pending.cur_num[moved],
+        pending.cur_mcc[moved],
+        pending.cur_channel[moved],
+    )
+    cache.put([pending.cards[i] for i in moved.tolist()], pending.versions[moved], emb, states)
     return int(moved.size)
 
 
@@ -288,8 +303,15 @@ def explain_alerts(
     shown = model.artifact.similar_cases_shown
     similar_k = similar_k if shown is None else min(similar_k, shown)
     if bundle.memory is not None and similar_k > 0:
-        if scored.next_embeddings is not None:  # incremental: after the event
-            query = scored.next_embeddings[alerts]
+        if scored.states is not None:  # incremental: the state advanced by the event
+            query = advance(
+                model.step,
+                model.state_layout,
+                scored.states[alerts],
+                fb.cur_num[alerts],
+                fb.cur_mcc[alerts],
+                fb.cur_channel[alerts],
+            )[1]
         else:
             query = case_queries(model, scored.windows, alerts)
         near = bundle.memory.nearest(query, similar_k)

@@ -206,7 +206,12 @@ class ModelSettings(BaseModel):
         ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
         description="ONNX Runtime providers in order of preference (unavailable ones skipped).",
     )
-    intra_op_threads: int = Field(0, ge=0, description="ORT threads; 0 = ORT decides.")
+    intra_op_threads: int = Field(
+        1,
+        ge=0,
+        description="ORT threads per session. 1 suits a worker that scales out by processes "
+        "(one per core); 0 = ORT decides (every core of the host, whatever the pod's limit).",
+    )
     ort_spinning: bool = Field(
         False, description="Let ORT threads busy-wait (only for dedicated many-core scorers)."
     )
