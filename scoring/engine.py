@@ -128,7 +128,10 @@ class ScoringEngine:
         """Wait until the last batch's next states are cached (tests, snapshots)."""
         job = self._states
         if job is not None:
-            await asyncio.wait([asyncio.wrap_future(job)])
+            done = asyncio.wrap_future(job)
+            await asyncio.wait([done])
+            if not done.cancelled():
+                done.exception()  # retrieved here; ``_log_state_failure`` logged it
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

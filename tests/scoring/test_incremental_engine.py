@@ -130,6 +130,32 @@ async def test_the_next_batch_finds_the_state_without_waiting_for_a_refresh(mode
     assert count.rows == 24  # one step per event: no card rebuilt
 
 
+async def test_a_failure_caching_next_states_costs_a_rebuild_not_the_batch(
+    model, engines, monkeypatch
+) -> None:
+    """The cache is an optimization: if stepping the next states fails, the batch's
+    decisions stand and the card's next event rebuilds its state."""
+    import scoring.engine
+    from scoring.decision import ScoreRequest
+
+    engine = _engine(model)
+    engines.append(engine)
+    txs = transactions(users=1, days=20, seed=13)
+
+    def broken(pending: object) -> int:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(scoring.engine, "store_next_states", broken)
+    decisions, _ = await engine.score([ScoreRequest(t) for t in txs[:5]])
+    await engine.states_stored()
+    assert len(decisions) == 5
+    monkeypatch.undo()
+    with _Counting(model) as count:
+        await engine.score([ScoreRequest(txs[5])])
+        await engine.states_stored()
+    assert count.rows > 2  # a rebuild over the stored window, then the next-state step
+
+
 @pytest.fixture(scope="module")
 def short_window(tmp_path_factory: pytest.TempPathFactory) -> OnnxRiskModel:
     """Windows of 16 events: the test cards' windows slide, so a state rebuilt from the
