@@ -3,8 +3,10 @@ concurrent clients at a fixed total rate. Worker settings can be compared side b
 one run (``--compare KEY=VALUE``), alternating, because this host drifts.
 
 A card holder is warm when the worker has scored their history (their next event's
-embedding is cached, so a request runs the head only). Requests are dry runs, so the
-histories do not change between requests and every round measures the same thing.
+embedding or state is cached). Requests are dry runs, so the histories do not change
+between requests and every round measures the same thing. ``--wet N`` adds N sequential
+requests that are not dry runs: new transactions of the same card holders, stored and
+published (the answer waits for the broker's acknowledgement).
 
     python -m benchmarks.bench_http --requests 400 --rate 500 --seconds 8 \
         --compare RISKSTREAM_BATCH__IDLE_LINGER_MS=10 --rounds 2
@@ -78,6 +80,26 @@ def _hit_rate(before: dict[str, float], after: dict[str, float]) -> float:
     return round(hits / max(hits + misses, 1.0), 3)
 
 
+def _wet_bodies(history: list[tuple[str, bytes]], n: int) -> list[bytes]:
+    """``n`` new transactions, round-robin over the history's card holders, each after the
+    card's previous one (a minute apart), with fresh ids: stored and published as real
+    requests are, so every request finds its card's state as the last one left it."""
+    last: dict[str, dict[str, Any]] = {}
+    for _, value in history:
+        tx = json.loads(value)
+        if tx["timestamp"] >= last.get(tx["user_id"], {}).get("timestamp", 0):
+            last[tx["user_id"]] = tx
+    cards = sorted(last)
+    out = []
+    for i in range(n):
+        tx = dict(last[cards[i % len(cards)]])
+        tx["transaction_id"] = f"http-wet-{i}"
+        tx["timestamp"] += 60_000
+        last[tx["user_id"]] = tx
+        out.append(json.dumps({"transactions": [tx]}).encode())
+    return out
+
+
 def _pct(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
     return {
@@ -94,6 +116,7 @@ def _one_side(
     requests: int,
     rate: float,
     seconds: float,
+    wet_requests: int = 0,
 ) -> dict[str, Any]:
     topics = Settings().topics
     with running_stack(topics.all(), topics.partitions) as stack:
@@ -143,12 +166,25 @@ def _one_side(
             for t in threads:
                 t.join()
             achieved = len(lat) / (time.perf_counter() - t0)
+            wet: dict[str, Any] | None = None
+            if wet_requests:  # real requests: stored, published, acknowledged by the broker
+                conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+                counts0 = _cache_counts(worker.port)
+                times = [_post(conn, b) for b in _wet_bodies(history, wet_requests)]
+                wet = {
+                    **_pct(times),
+                    "cache_hit_rate": _hit_rate(counts0, _cache_counts(worker.port)),
+                }
+                conn.close()
         finally:
             worker.stop()
-    return {
+    out: dict[str, Any] = {
         "sequential": {**_pct(seq), "cache_hit_rate": seq_hits},
         "concurrent_8": {**_pct(lat), "achieved_rate": round(achieved)},
     }
+    if wet is not None:
+        out["sequential_not_dry"] = wet
+    return out
 
 
 def main() -> None:
@@ -163,6 +199,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="Worker setting of a second side, measured alternating.",
+    )
+    ap.add_argument(
+        "--wet",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Also N sequential requests that are not dry runs (stored and published).",
     )
     args = ap.parse_args()
     table = simulate(SimulatorConfig(users=300, days=30, seed=11))
@@ -181,7 +224,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, env in sides.items():
             results[name].append(
-                _one_side(env, history, bodies, args.requests, args.rate, args.seconds)
+                _one_side(env, history, bodies, args.requests, args.rate, args.seconds, args.wet)
             )
     report(
         "http_score_latency",
