@@ -32,6 +32,7 @@ from features.featurize import (
     FeatureBatch,
     FeatureSpec,
     Windows,
+    _first_seen,
     _haversine_km,
     normalize_entity,
 )
@@ -42,18 +43,6 @@ def _last_before(flag: np.ndarray, hist: np.ndarray) -> np.ndarray:
     """Each row's last history position where ``flag`` holds; -1 where none does."""
     width = flag.shape[1]
     return np.where(flag & hist, np.arange(width)[None, :], -1).max(axis=1, initial=-1)
-
-
-def _first_seen_2d(values: np.ndarray) -> np.ndarray:
-    """True where a value appears for the first time in its row ([B, M]; a stable sort
-    keeps the earliest position first within each value)."""
-    order = np.argsort(values, axis=1, kind="stable")
-    ordered = np.take_along_axis(values, order, axis=1)
-    starts = np.ones(values.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first = np.zeros(values.shape, dtype=bool)
-    np.put_along_axis(first, order, starts, axis=1)
-    return first
 
 
 def history_aggregates(
@@ -79,8 +68,10 @@ def history_aggregates(
     prev = np.full((b, m), -1, dtype=np.int64)
     prev[:, 1:] = upto[:, :-1]
     cols[..., 1] = known & (prev >= 0) & (country[rows, np.maximum(prev, 0)] != country)
-    cols[..., 2] = _first_seen_2d(r["merchant"]) & (r["merchant"] != 0)
-    cols[..., 3] = _first_seen_2d(r["device"]) & (r["device"] != 0)
+    # the full featurization's first-seen test, on the flattened rows
+    row_of = np.repeat(np.arange(b), m)
+    cols[..., 2] = _first_seen(r["merchant"].ravel(), row_of).reshape(b, m)
+    cols[..., 3] = _first_seen(r["device"].ravel(), row_of).reshape(b, m)
     which = [NUMERIC_FEATURES.index(c) for c in HISTORY_COLUMNS]
     mean, std = np.asarray(spec.mean)[which], np.asarray(spec.std)[which]
     norm = ((cols - mean) / std).astype(np.float32)  # what the network's inputs hold

@@ -154,6 +154,10 @@ class Windows:
     records: np.ndarray  # [B, L] RECORD_DTYPE
     hist_len: np.ndarray  # [B] int64: number of history events (current is at this index)
 
+    def take(self, idx: np.ndarray) -> Windows:
+        """Rows ``idx``."""
+        return Windows(self.records[idx], self.hist_len[idx])
+
 
 @dataclass
 class FeatureBatch:

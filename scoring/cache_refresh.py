@@ -77,7 +77,7 @@ def refresh_embeddings(work: RefreshPart) -> int:
             last[user] = i
     idx = np.fromiter(last.values(), dtype=np.int64, count=len(last))
     spec = bundle.model.artifact.spec
-    win = take_windows(work.windows, idx)
+    win = work.windows.take(idx)
     fb = work.features.take(idx)
     grows = win.hist_len < spec.max_history  # the window keeps its oldest event
     # A window that grows keeps its first event, so every step feature of the next
@@ -92,7 +92,7 @@ def refresh_embeddings(work: RefreshPart) -> int:
     if grown.size:
         emb[grown] = encode_bucketed(bundle.model, nxt, np.arange(grown.size))
     if slid.size:
-        moved_fb = featurize_windows(windows_including_current(take_windows(win, slid), spec), spec)
+        moved_fb = featurize_windows(windows_including_current(win.take(slid), spec), spec)
         emb[slid] = encode_bucketed(bundle.model, moved_fb, np.arange(slid.size))
     bundle.cache.put(list(last), versions, emb)
     return idx.size
@@ -102,11 +102,6 @@ def _newer(win: Windows, i: int, j: int) -> bool:
     a = win.records[i, win.hist_len[i]]
     b = win.records[j, win.hist_len[j]]
     return bool((a["ts"], a["tx"]) > (b["ts"], b["tx"]))
-
-
-def take_windows(win: Windows, idx: np.ndarray) -> Windows:
-    """Rows ``idx`` of ``win``."""
-    return Windows(win.records[idx], win.hist_len[idx])
 
 
 def grown_features(fb: FeatureBatch, rows: np.ndarray) -> FeatureBatch:

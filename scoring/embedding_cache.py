@@ -60,7 +60,7 @@ def next_versions(win: Windows, spec: FeatureSpec) -> np.ndarray:
     versions = history_versions(Windows(win.records, win.hist_len + 1))
     slid = np.flatnonzero(win.hist_len >= spec.max_history)
     if slid.size:
-        moved = windows_including_current(Windows(win.records[slid], win.hist_len[slid]), spec)
+        moved = windows_including_current(win.take(slid), spec)
         versions[slid] = history_versions(moved)
     return versions
 

@@ -32,7 +32,7 @@ import numpy as np
 from features.contracts import Reason, SimilarCase
 from features.events import hash_ids, records_from_transactions
 from scoring.bundle import ModelBundle
-from scoring.cache_refresh import CacheRefresher, RefreshPart, RefreshWork, take_windows
+from scoring.cache_refresh import CacheRefresher, RefreshPart, RefreshWork
 from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
 from scoring.metrics import VERSION_DECISIONS, VERSION_ERRORS, VERSION_LATENCY_MS, VERSION_SCORES
@@ -314,7 +314,7 @@ class ScoringEngine:
                     RefreshPart(
                         g.model.bundle,
                         [users[i] for i in g.rows[local]],
-                        take_windows(g.scored.windows, local),
+                        g.scored.windows.take(local),
                         g.scored.features.take(local),
                     )
                 )

@@ -170,7 +170,7 @@ def incremental_embeddings(
     need = np.union1d(stored, prev[prev >= 0])
     after = np.zeros(n, dtype=np.uint64)
     if need.size:
-        after[need] = next_versions(Windows(win.records[need], win.hist_len[need]), spec)
+        after[need] = next_versions(win.take(need), spec)
     for d in range(int(depth.max(initial=0)) + 1):
         at = np.flatnonzero((depth == d) & ~done)
         chain = at[(prev[at] >= 0)]
@@ -183,7 +183,7 @@ def incremental_embeddings(
             done[chain] = True
         cold = at[~done[at]]
         if cold.size:  # a miss: the history's features, for these rows only
-            hist = featurize_windows(Windows(win.records[cold], win.hist_len[cold]), spec)
+            hist = featurize_windows(win.take(cold), spec)
             states[cold], emb[cold] = rebuild(
                 model.step,
                 lay,
@@ -327,7 +327,7 @@ def case_queries(model: OnnxRiskModel, windows: Windows, rows: np.ndarray) -> np
     confirmed fraud, so an alert is compared with cases as they were when confirmed
     (encoder runs for these rows only: alerts are a small share of events)."""
     spec = model.artifact.spec
-    win = windows_including_current(Windows(windows.records[rows], windows.hist_len[rows]), spec)
+    win = windows_including_current(windows.take(rows), spec)
     fb = featurize_windows(win, spec)
     return encode_bucketed(model, fb, np.arange(rows.size))
 

@@ -68,7 +68,7 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
     """A growing window's next history, built from the features scoring computed, equals
     featurizing that history from its records; full windows (which slide) are excluded."""
     from features.featurize import featurize_windows, windows_including_current
-    from scoring.cache_refresh import grown_features, take_windows
+    from scoring.cache_refresh import grown_features
 
     spec = model.artifact.spec
     engine = _engine(model, True)
@@ -80,9 +80,7 @@ async def test_the_refresh_reuses_scoring_features_exactly(model, stream) -> Non
             grows = part.windows.hist_len < spec.max_history
             rows = np.flatnonzero(grows)
             got = grown_features(part.features, grows)
-            want = featurize_windows(
-                windows_including_current(take_windows(part.windows, rows), spec), spec
-            )
+            want = featurize_windows(windows_including_current(part.windows.take(rows), spec), spec)
             n = got.hist_len
             np.testing.assert_array_equal(n, want.hist_len)
             for i, length in enumerate(n):
