@@ -24,8 +24,7 @@ version in a hash per user. A batch reads both with one script call and writes b
 with another. A pipeline of HMGET/HSET/EXPIRE per user spent more of
 the worker's event loop in redis-py's command packing and reply parsing than the
 sequence store did (profile in docs/BENCHMARKS.md); one call with all the users' keys
-avoids it. On Redis Cluster (``cluster_mode``) a script's keys must share a slot, so
-there it is one call per user, still in one pipelined round trip.
+avoids it. On a Redis Cluster it is one call per node (``LuaScript.run_grouped``).
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from scoring.state.redis_retry import LuaScript, RedisClient, run_pipeline, script_key_ranges
+from scoring.state.redis_retry import LuaScript, RedisClient, run_pipeline
 
 #: the policy parameters training may learn (``models.threshold_learning``)
 LEARNED_FIELDS = ("per_user", "k", "credibility_n", "min_ratio", "max_ratio")
@@ -275,9 +274,11 @@ _WRITE_LUA = """
 local ttl, m = ARGV[1], tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   local base = 2 + m + (i - 1) * m
+  local kv = {}
   for j = 1, m do
-    redis.call('HSET', key, ARGV[2 + j], ARGV[base + j])
+    kv[2 * j - 1], kv[2 * j] = ARGV[2 + j], ARGV[base + j]
   end
+  redis.call('HSET', key, unpack(kv))
   redis.call('EXPIRE', key, ttl)
 end
 return #KEYS
@@ -305,8 +306,8 @@ class RedisThresholdPolicy(_Base):
         self.client = client
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
-        self._read_script = LuaScript(client, _READ_LUA)
-        self._write_script = LuaScript(client, _WRITE_LUA)
+        self._read_script = LuaScript(client, _READ_LUA, check_keys=False)  # reads only
+        self._write_script = LuaScript(client, _WRITE_LUA, check_keys=False)  # sets values
 
     def for_version(
         self, version: str, global_threshold: float, learned: dict[str, Any] | None = None
@@ -334,14 +335,21 @@ class RedisThresholdPolicy(_Base):
         uniq = list(dict.fromkeys(users))
         if not uniq:
             return {}
-        keys = [k for u in uniq for k in (self.key(u), self.adjustment_key(u))]
-        calls = [
-            (keys[2 * lo : 2 * hi], ())
-            for lo, hi in script_key_ranges(len(uniq), self.cluster_mode)
-        ]
-        replies = await self._read_script.run(calls, self.retry_attempts, self.retry_backoff_s)
-        flat = [float(v) if v is not None else 0.0 for reply in replies for v in reply]
+        routing = [self.key(u) for u in uniq]
+
+        def build(idx: list[int]) -> tuple[list[str], tuple[()]]:
+            return [k for i in idx for k in (routing[i], self.adjustment_key(uniq[i]))], ()
+
+        replies = await self._read_script.run_grouped(
+            routing, build, self.cluster_mode, self.retry_attempts, self.retry_backoff_s
+        )
         m = len(self.FIELDS)
+        flat: list[float] = [0.0] * (m * len(uniq))
+        for idx, reply in replies:
+            for j, i in enumerate(idx):
+                flat[m * i : m * (i + 1)] = [
+                    float(v) if v is not None else 0.0 for v in reply[m * j : m * (j + 1)]
+                ]
         return {u: UserStats(*flat[m * i : m * (i + 1)]) for i, u in enumerate(uniq)}
 
     async def update(
@@ -366,11 +374,14 @@ class RedisThresholdPolicy(_Base):
         m = len(fields)
         # repr() round-trips a float exactly, as redis-py's own encoding would
         values = [repr(float(getattr(st, f))) for st in stats.values() for f in fields]
-        calls = [
-            (keys[lo:hi], [self.config.ttl_s, m, *fields, *values[m * lo : m * hi]])
-            for lo, hi in script_key_ranges(len(keys), self.cluster_mode)
-        ]
-        await self._write_script.run(calls, self.retry_attempts, self.retry_backoff_s)
+
+        def build(idx: list[int]) -> tuple[list[str], list[Any]]:
+            mine = [v for i in idx for v in values[m * i : m * (i + 1)]]
+            return [keys[i] for i in idx], [self.config.ttl_s, m, *fields, *mine]
+
+        await self._write_script.run_grouped(
+            keys, build, self.cluster_mode, self.retry_attempts, self.retry_backoff_s
+        )
 
     def label_key(self, user: str, transaction_id: str) -> str:
         return f"{self.config.prefix}label:{{{user}}}:{transaction_id}"

@@ -13,9 +13,10 @@ base key and derives the others (same slot):
   pay for label lookups.
 
 One script call per batch reads every entity's statistics before each of its events and
-adds the new events (in cluster mode, one call per entity, pipelined). The events travel
-as one packed binary argument and the statistics come back as one binary reply: building
-and parsing a handful of strings per event cost the worker more than the script itself.
+adds the new events (on a Redis Cluster, one call per node: ``LuaScript.run_grouped``).
+The events travel as one packed binary argument and the statistics come back as one
+binary reply: building and parsing a handful of strings per event cost the worker more
+than the script itself.
 Idempotence comes from the card store: the engine asks only for events that were new
 there to be written, so a replayed event reads and changes nothing. A label is one call
 per entity; the first label of a transaction wins, a correction (fraud → legit) moves it.
@@ -334,24 +335,29 @@ class RedisEntityStore:
         keys = [self.key(kind, entity) for kind, entity in plan.entities]
         counts = plan.counts.astype("<u4")
         head: list[Any] = [cfg.ttl_s, cfg.card_cap, cfg.card_slack]
-        if self.cluster_mode:  # one call per entity: a script's keys share a slot
-            bounds = np.r_[0, np.cumsum(plan.counts)]
-            calls = [
-                (
-                    [key],
-                    [
-                        *head,
-                        counts[i : i + 1].tobytes(),
-                        events[bounds[i] : bounds[i + 1]].tobytes(),
-                    ],
-                )
-                for i, key in enumerate(keys)
+        bounds = np.r_[0, np.cumsum(plan.counts)]
+        entity_of = np.repeat(np.arange(len(keys)), plan.counts)
+
+        def rows_of(idx: list[int]) -> slice | np.ndarray:
+            if idx[-1] - idx[0] == len(idx) - 1:  # contiguous entities: a slice
+                return slice(bounds[idx[0]], bounds[idx[-1] + 1])
+            return np.isin(entity_of, idx)
+
+        def build(idx: list[int]) -> tuple[list[str], list[Any]]:
+            mine = rows_of(idx)
+            return [keys[i] for i in idx], [
+                *head,
+                counts[idx].tobytes(),
+                events[mine].tobytes(),
             ]
-        else:
-            calls = [(keys, [*head, counts.tobytes(), events.tobytes()])]
-        replies = await self._observe.run(calls, self.retry_attempts, self.retry_backoff_s)
-        values = np.frombuffer(b"".join(replies), dtype="<f8").reshape(-1, N_STATS)
-        out[plan.rows, plan.kinds] = values
+
+        replies = await self._observe.run_grouped(
+            keys, build, self.cluster_mode, self.retry_attempts, self.retry_backoff_s
+        )
+        for idx, reply in replies:
+            mine = rows_of(idx)
+            values = np.frombuffer(reply, dtype="<f8").reshape(-1, N_STATS)
+            out[plan.rows[mine], plan.kinds[mine]] = values
         return out
 
     async def label(self, label: EntityLabel) -> int:

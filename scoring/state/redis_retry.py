@@ -7,7 +7,8 @@ the last attempt a ``StoreUnavailableError`` says so — never a silent empty re
 Lua scripts go through ``LuaScript``, not redis-py's ``Script``: in a pipeline, redis-py
 sends ``SCRIPT EXISTS`` before every execute, so each of the worker's three script calls
 per batch cost two round trips, and the check took as much event-loop time as the
-call itself (profile in docs/BENCHMARKS.md).
+call itself (profile in docs/BENCHMARKS.md). ``LuaScript.run_grouped`` makes one call
+per batch on one Redis and one per node on a Redis Cluster (``cluster_calls``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.errors import StoreUnavailableError
-from scoring.state.cluster_calls import per_node
+from scoring.state.cluster_calls import Build, ScriptPair, cross_slot_source, per_node
 
 #: a single node or a Redis Cluster: the adapters use only what both offer (commands,
 #: non-transactional pipelines, EVALSHA by ``execute_command``)
@@ -81,16 +82,19 @@ async def run_pipeline(
 class LuaScript:
     """A Lua script called by ``EVALSHA``, loaded only when Redis answers ``NOSCRIPT``.
 
-    One call goes as a plain command (one round trip); several (cluster mode: one per
-    key slot) as one pipeline, which a Redis Cluster client splits per node and sends to
-    the nodes at once. After ``NOSCRIPT`` (a restarted or flushed Redis, a new
-    cluster node) the script is loaded and every call re-sent: callers' scripts are
-    idempotent, so calls that had already run may run twice.
+    One call goes as a plain command (one round trip); several as one pipeline (one
+    Redis) or concurrent commands (a Redis Cluster, each routed by its keys' slot). After
+    ``NOSCRIPT`` (a restarted or flushed Redis, a new cluster node) the script is loaded
+    and every call re-sent: callers' scripts are idempotent, so calls that had already
+    run may run twice. ``run_grouped`` is the batch path; see there.
     """
 
-    def __init__(self, client: RedisClient, source: str) -> None:
+    def __init__(self, client: RedisClient, source: str, check_keys: bool = True) -> None:
+        """``check_keys``: see ``cluster_calls.cross_slot_source``."""
         self.client, self.source = client, source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        cross = cross_slot_source(source, check_keys)
+        self.pair = ScriptPair(self.sha, source, hashlib.sha1(cross.encode()).hexdigest(), cross)
 
     async def run(
         self,
@@ -98,7 +102,7 @@ class LuaScript:
         attempts: int = 5,
         backoff_s: float = 0.2,
     ) -> list[Any]:
-        """Replies of ``calls`` (``(keys, args)`` each), in order."""
+        """Replies of ``calls`` (``(keys, args)`` each; each call's keys in one slot)."""
         if not calls:
             return []
         try:
@@ -107,25 +111,72 @@ class LuaScript:
             await retrying(lambda: self.client.script_load(self.source), attempts, backoff_s)
             return await retrying(lambda: self._send(calls), attempts, backoff_s)
 
+    async def run_grouped(
+        self,
+        routing: Sequence[str],
+        build: Build,
+        per_key: bool = False,
+        attempts: int = 5,
+        backoff_s: float = 0.2,
+    ) -> list[tuple[list[int], Any]]:
+        """Replies for the items of a batch, as ``(items, reply)`` per call.
+
+        ``routing[i]`` is a key of item ``i`` (all of an item's keys share its slot) and
+        ``build(items)`` the ``(keys, args)`` of one call for those items, in their order.
+        On one Redis all items go in one call, or one call per item where ``per_key`` (a
+        cluster behind a proxy, which needs a call's keys in one slot). On a Redis
+        Cluster, one call per node: a retry resends only the items that are still owed,
+        so no item's call runs twice after it succeeded.
+        """
+        items = list(range(len(routing)))
+        if not items:
+            return []
+        if isinstance(self.client, RedisCluster):
+            return await self._per_node(self.client, routing, items, build, attempts, backoff_s)
+        groups = [[i] for i in items] if per_key else [items]
+        replies = await self.run([build(g) for g in groups], attempts, backoff_s)
+        return list(zip(groups, replies, strict=True))
+
+    async def _per_node(
+        self,
+        client: RedisCluster,
+        routing: Sequence[str],
+        items: list[int],
+        build: Build,
+        attempts: int,
+        backoff_s: float,
+    ) -> list[tuple[list[int], Any]]:
+        done: list[tuple[list[int], Any]] = []
+        pending = items
+
+        async def once() -> None:
+            nonlocal pending
+            outcome = await per_node(client, self.pair, routing, pending, build)
+            done.extend(outcome.replies)
+            pending = outcome.pending
+            if pending:  # the slot map, a node or a failover: retried with backoff
+                err = outcome.error
+                if isinstance(err, TRANSIENT):
+                    raise err
+                raise TryAgainError(f"{len(pending)} calls still redirected: {err}") from err
+
+        await retrying(once, attempts, backoff_s)
+        return done
+
     async def _send(self, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
         if len(calls) == 1:
             keys, args = calls[0]
             return [await self.client.evalsha(self.sha, len(keys), *keys, *args)]
-        if isinstance(self.client, RedisCluster):  # one pipeline per node, routed by slot
-            commands = [
-                (keys[0], ("EVALSHA", self.sha, len(keys), *keys, *args)) for keys, args in calls
-            ]
-            return await per_node(self.client, commands)
+        if isinstance(self.client, RedisCluster):  # each routed by its slot, at once
+            return list(
+                await asyncio.gather(
+                    *(
+                        self.client.execute_command("EVALSHA", self.sha, len(k), *k, *a)
+                        for k, a in calls
+                    )
+                )
+            )
         async with self.client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                # as a plain command: redis-py's cluster pipeline refuses ``evalsha()``
-                # but routes EVALSHA by its keys (one round trip per node)
                 pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return list(await pipe.execute())
-
-
-def script_key_ranges(n_keys: int, cluster_mode: bool) -> list[tuple[int, int]]:
-    """Key ranges, one per script call: all keys in one call, or one per call on a Redis
-    Cluster, where a script's keys must share a slot (each user's keys share the
-    ``{user_id}`` slot)."""
-    return [(i, i + 1) for i in range(n_keys)] if cluster_mode else [(0, n_keys)]

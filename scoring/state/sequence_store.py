@@ -36,7 +36,6 @@ from scoring.state.redis_retry import (
     LuaScript,
     RedisClient,
     run_pipeline,
-    script_key_ranges,
 )
 from scoring.state.sequence_config import SequenceStoreConfig
 
@@ -78,12 +77,14 @@ local function stored(s, tx)  -- is this tx hash at a record's tx offset?
   end
 end
 
+-- every read before any write: on a cluster a key this node does not serve fails the
+-- call here, before it has changed anything
 local out, e, u = {}, 0, 0
+for i = 1, #KEYS do out[i] = redis.call('GET', KEYS[i]) or '' end
 for c in string.gmatch(ARGV[5], '[^,]+') do
   u = u + 1
   local key = KEYS[u]
-  local seq = redis.call('GET', key) or ''
-  out[u] = seq
+  local seq = out[u]
   local n, changed = #seq / size, false
   for _ = 1, tonumber(c) do
     local rec = sub(recs, e * size + 1, e * size + size)
@@ -217,7 +218,7 @@ class RedisSequenceStore:
         self.config = config or SequenceStoreConfig()
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
-        self._append = LuaScript(client, _APPEND_LUA)
+        self._append = LuaScript(client, _APPEND_LUA, check_keys=False)  # reads first
 
     def key(self, user_id: str) -> str:
         """The user's key, hash-tagged on the user id."""
@@ -241,21 +242,25 @@ class RedisSequenceStore:
         flat = np.ascontiguousarray(records[order])
         counts = np.bincount(codes, minlength=len(users))
         bounds = np.concatenate([[0], np.cumsum(counts)])
-        calls = []
-        for lo, hi in script_key_ranges(len(users), cfg.cluster_mode):
-            part = flat[bounds[lo] : bounds[hi]]
-            args: list[Any] = [
-                cfg.window_ms,
-                cfg.max_length,
-                cfg.ttl_s,
-                RECORD_SIZE,
-                ",".join(map(str, counts[lo:hi].tolist())),
-                part.tobytes(),
-            ]
-            calls.append(([self.key(u) for u in users[lo:hi]], args))
-        replies = await self._append.run(calls, self.retry_attempts, self.retry_backoff_s)
-        replies = [blob for reply in replies for blob in reply]
-        return {u: decode_records(r) for u, r in zip(users, replies, strict=True)}
+        head = [cfg.window_ms, cfg.max_length, cfg.ttl_s, RECORD_SIZE]
+        keys = [self.key(u) for u in users]
+
+        def build(idx: list[int]) -> tuple[list[str], list[Any]]:
+            if idx[-1] - idx[0] == len(idx) - 1:  # contiguous users: a slice
+                part = flat[bounds[idx[0]] : bounds[idx[-1] + 1]]
+            else:  # one node's users of the batch, in order
+                part = flat[np.isin(codes[order], idx)]
+            summary = ",".join(map(str, counts[idx].tolist()))
+            return [keys[i] for i in idx], [*head, summary, part.tobytes()]
+
+        replies = await self._append.run_grouped(
+            keys, build, cfg.cluster_mode, self.retry_attempts, self.retry_backoff_s
+        )
+        out = {}
+        for idx, blobs in replies:
+            for i, blob in zip(idx, blobs, strict=True):
+                out[users[i]] = decode_records(blob)
+        return {u: out[u] for u in users}
 
     async def append_batch(self, user_ids: Sequence[str], records: np.ndarray) -> None:
         await self.append_and_read(user_ids, records)
