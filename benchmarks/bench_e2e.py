@@ -351,7 +351,7 @@ def _worker_throughput(
 
     ``cluster_masters``: state on an embedded Redis Cluster of that many masters (one
     replica each) instead of one Redis; its CPU is the sum over every node, replicas
-    included (they apply the same writes)."""
+    included (they apply the same writes), and ``redis_masters`` the masters' alone."""
     topics = Settings().topics
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
@@ -359,7 +359,8 @@ def _worker_throughput(
         if cluster_masters:
             cluster = servers.enter_context(start_cluster(cluster_masters))
             env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
-            redis_pids = {f"redis_node_{i}": pid for i, pid in enumerate(cluster.pids())}
+            redis_pids = {f"redis_master_{i}": n.pid for i, n in enumerate(cluster.masters)}
+            redis_pids |= {f"redis_replica_{i}": n.pid for i, n in enumerate(cluster.replicas)}
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
@@ -370,7 +371,10 @@ def _worker_throughput(
         rate = len(seen) / (last - t0)
         cpu = meter.per_event_ms(len(bulk))
         if cluster_masters:
-            cpu["redis"] = round(sum(v for k, v in cpu.items() if k.startswith("redis_node_")), 3)
+            masters = sum(v for k, v in cpu.items() if k.startswith("redis_master_"))
+            replicas = sum(v for k, v in cpu.items() if k.startswith("redis_replica_"))
+            cpu["redis_masters"] = round(masters, 3)
+            cpu["redis"] = round(masters + replicas, 3)
         worker.stop()
         scores.close()
     return rate, cpu
@@ -456,14 +460,23 @@ def _cluster_figures(
         return None
     redis_single = [c["redis"] for _, c in single]
     redis_cluster = [c["redis"] for _, c in clustered]
+    redis_masters = [c["redis_masters"] for _, c in clustered]
     return {
         "masters": masters,
         "replicas_per_master": 1,
         "worker_events_per_s": round(float(np.median([r for r, _ in clustered]))),
         "events_per_s_per_round": [round(r) for r, _ in clustered],
-        "redis_cpu_ms_per_event_per_round": {"single": redis_single, "cluster": redis_cluster},
+        "redis_cpu_ms_per_event_per_round": {
+            "single": redis_single,
+            "cluster": redis_cluster,
+            "cluster_masters": redis_masters,
+        },
         "ratio_redis_cpu_cluster_over_single": round(
             float(np.median(redis_cluster)) / max(float(np.median(redis_single)), 1e-9), 2
+        ),
+        # like for like: the single node has no replica, so its cost is a master's
+        "ratio_redis_cpu_cluster_masters_over_single": round(
+            float(np.median(redis_masters)) / max(float(np.median(redis_single)), 1e-9), 2
         ),
         "ratio_events_per_s_cluster_over_single": round(
             float(np.median([r for r, _ in clustered])) / float(np.median([r for r, _ in single])),
