@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from benchmarks.common import cpu_seconds, report
+from benchmarks.common import cpu_seconds, replicate, report
 from features.events import RECORD_DTYPE
 from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_config import SequenceStoreConfig
@@ -86,18 +85,6 @@ async def _round(
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def _replicate(primary: int, replica: int, timeout_s: float = 30) -> None:
-    """Make ``replica`` follow ``primary``; return once the link is up and synced."""
-    sync = redis.Redis(port=replica)
-    sync.execute_command("REPLICAOF", "127.0.0.1", str(primary))
-    deadline = time.monotonic() + timeout_s
-    while sync.info("replication").get("master_link_status") != "up":
-        if time.monotonic() > deadline:
-            raise RuntimeError("the replica did not sync in time")
-        time.sleep(0.05)
-    sync.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=150)
@@ -108,7 +95,7 @@ def main() -> None:
     primary = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-p-")))
     replica = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-r-")))
     try:
-        _replicate(primary.port, replica.port)
+        replicate(primary.port, replica.port)
         with start_cluster(3) as emb:
             handles = {"single_pid": single.pid, "cluster": emb, "replicated": (primary, replica)}
             rounds = [

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
-from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, report
-from streams.devtools.embedded import EmbeddedStack, running_stack
+from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, replicate, report
+from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
 from streams.devtools.embedded_cluster import start_cluster
 from streams.devtools.local_worker import start_worker
 from streams.devtools.otlp_receiver import OtlpReceiver
@@ -281,6 +281,7 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
     tuned: list[tuple[float, Any]] = []
     scored: list[tuple[float, Any]] = []
     clustered: list[tuple[float, Any]] = []
+    replicated: list[tuple[float, Any]] = []
     for _ in range(args.rounds):
         with running_stack(["bench-in", "bench-out"], topics.partitions) as stack:
             trivial.append(_trivial_phase(stack, bulk, tuned=False))
@@ -288,6 +289,7 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
             tuned.append(_trivial_phase(stack, bulk, tuned=True))
         scored.append(_worker_throughput(bulk, worker_env))
         if args.redis_cluster:  # the same worker, state on a cluster, same round
+            replicated.append(_worker_throughput(bulk, worker_env, replica=True))
             clustered.append(_worker_throughput(bulk, worker_env, args.redis_cluster))
     # (3) fixed-rate latency and (4) the broker path alone, each on a fresh stack
     latency: dict[str, list[dict[str, Any]]] = {}
@@ -339,23 +341,33 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         produce_to_decision_latency_per_round=latency,
         kafka_two_hop_floor_latency=_medians(floor),
         spans_received=None if receiver is None else len(receiver.spans()),
-        redis_cluster=_cluster_figures(scored, clustered, args.redis_cluster),
+        redis_cluster=_cluster_figures(scored, replicated, clustered, args.redis_cluster),
         steady_state=steady or None,
     )
 
 
 def _worker_throughput(
-    bulk: list[tuple[str, bytes]], worker_env: dict[str, str], cluster_masters: int = 0
+    bulk: list[tuple[str, bytes]],
+    worker_env: dict[str, str],
+    cluster_masters: int = 0,
+    replica: bool = False,
 ) -> tuple[float, Any]:
     """The worker's rate with events produced as fast as possible, until all are scored.
 
     ``cluster_masters``: state on an embedded Redis Cluster of that many masters (one
     replica each) instead of one Redis; its CPU is the sum over every node, replicas
-    included (they apply the same writes), and ``redis_masters`` the masters' alone."""
+    included (they apply the same writes), and ``redis_masters`` the masters' alone.
+    ``replica``: the one Redis has a replica too (the like-for-like control for a
+    cluster whose masters each feed one)."""
     topics = Settings().topics
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
-        env, redis_pids = dict(worker_env), {"redis": stack.redis.pid}
+        env, redis_pids = dict(worker_env), {"redis_master_0": stack.redis.pid}
+        if replica:
+            follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
+            servers.callback(follower.stop)
+            replicate(stack.redis.port, follower.port)
+            redis_pids["redis_replica_0"] = follower.pid
         if cluster_masters:
             cluster = servers.enter_context(start_cluster(cluster_masters))
             env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
@@ -370,11 +382,10 @@ def _worker_throughput(
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
         rate = len(seen) / (last - t0)
         cpu = meter.per_event_ms(len(bulk))
-        if cluster_masters:
-            masters = sum(v for k, v in cpu.items() if k.startswith("redis_master_"))
-            replicas = sum(v for k, v in cpu.items() if k.startswith("redis_replica_"))
-            cpu["redis_masters"] = round(masters, 3)
-            cpu["redis"] = round(masters + replicas, 3)
+        masters = sum(v for k, v in cpu.items() if k.startswith("redis_master_"))
+        replicas = sum(v for k, v in cpu.items() if k.startswith("redis_replica_"))
+        cpu["redis_masters"] = round(masters, 3)
+        cpu["redis"] = round(masters + replicas, 3)
         worker.stop()
         scores.close()
     return rate, cpu
@@ -453,34 +464,49 @@ def _steady_phase(
 
 
 def _cluster_figures(
-    single: list[tuple[float, Any]], clustered: list[tuple[float, Any]], masters: int
+    single: list[tuple[float, Any]],
+    replicated: list[tuple[float, Any]],
+    clustered: list[tuple[float, Any]],
+    masters: int,
 ) -> dict[str, Any] | None:
-    """The cluster phase beside the single-node one, per round and as median ratios."""
+    """The cluster phase beside the single-node ones, per round and as median ratios.
+
+    Two yardsticks: one Redis alone, and one Redis feeding a replica, as each cluster
+    master does (replication costs the master CPU of its own)."""
     if not clustered:
         return None
-    redis_single = [c["redis"] for _, c in single]
-    redis_cluster = [c["redis"] for _, c in clustered]
-    redis_masters = [c["redis_masters"] for _, c in clustered]
+
+    def med(runs: list[tuple[float, Any]], key: str) -> float:
+        return float(np.median([c[key] for _, c in runs]))
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / max(b, 1e-9), 2)
+
     return {
         "masters": masters,
         "replicas_per_master": 1,
         "worker_events_per_s": round(float(np.median([r for r, _ in clustered]))),
         "events_per_s_per_round": [round(r) for r, _ in clustered],
         "redis_cpu_ms_per_event_per_round": {
-            "single": redis_single,
-            "cluster": redis_cluster,
-            "cluster_masters": redis_masters,
+            "single": [c["redis"] for _, c in single],
+            "single_with_replica": [c["redis"] for _, c in replicated],
+            "single_with_replica_master": [c["redis_masters"] for _, c in replicated],
+            "cluster": [c["redis"] for _, c in clustered],
+            "cluster_masters": [c["redis_masters"] for _, c in clustered],
         },
-        "ratio_redis_cpu_cluster_over_single": round(
-            float(np.median(redis_cluster)) / max(float(np.median(redis_single)), 1e-9), 2
+        "ratio_redis_cpu_cluster_over_single": ratio(med(clustered, "redis"), med(single, "redis")),
+        "ratio_redis_cpu_cluster_masters_over_single": ratio(
+            med(clustered, "redis_masters"), med(single, "redis")
         ),
-        # like for like: the single node has no replica, so its cost is a master's
-        "ratio_redis_cpu_cluster_masters_over_single": round(
-            float(np.median(redis_masters)) / max(float(np.median(redis_single)), 1e-9), 2
+        # like for like: every server, each master feeding one replica on both sides
+        "ratio_redis_cpu_cluster_over_single_with_replica": ratio(
+            med(clustered, "redis"), med(replicated, "redis")
         ),
-        "ratio_events_per_s_cluster_over_single": round(
-            float(np.median([r for r, _ in clustered])) / float(np.median([r for r, _ in single])),
-            2,
+        "ratio_redis_cpu_cluster_masters_over_replicated_master": ratio(
+            med(clustered, "redis_masters"), med(replicated, "redis_masters")
+        ),
+        "ratio_events_per_s_cluster_over_single": ratio(
+            float(np.median([r for r, _ in clustered])), float(np.median([r for r, _ in single]))
         ),
         "cpu_ms_per_event_last_round": clustered[-1][1],
     }

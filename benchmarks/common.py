@@ -6,9 +6,11 @@ import json
 import os
 import platform
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from confluent_kafka import Consumer
 
 from streams.kafka.clients import reader
@@ -71,3 +73,15 @@ def assigned_reader(bootstrap: str, topic: str, from_end: bool = False) -> Consu
     at 1 ms the broker's CPU per event rose 10-25x and the trivial agent's rate fell 3-15x.
     """
     return reader({"bootstrap.servers": bootstrap}, [topic], "end" if from_end else "beginning")
+
+
+def replicate(primary: int, replica: int, timeout_s: float = 30) -> None:
+    """Make ``replica`` follow ``primary``; return once the link is up and synced."""
+    sync = redis.Redis(port=replica)
+    sync.execute_command("REPLICAOF", "127.0.0.1", str(primary))
+    deadline = time.monotonic() + timeout_s
+    while sync.info("replication").get("master_link_status") != "up":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replica did not sync in time")
+        time.sleep(0.05)
+    sync.close()
