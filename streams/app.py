@@ -1,10 +1,9 @@
 """The Faust app: agents and HTTP views wired to a ``WorkerService``. Thin by design.
 
 * ``transactions`` agent: ``busy_batches(stream, max_batch, linger)`` (streams.batching)
-  yields raw events; they are acked (so Faust may commit their offsets) only after every
-  decision of the batch was acknowledged by the broker, and in batch order:
-  at-least-once. A batch waits for its acks while the next one is scored
-  (``streams.ack_chain``).
+  yields raw events; they are acked (so Faust may commit their offsets) only after the
+  loop body returns, i.e. after every decision of the batch was acknowledged by the
+  broker: at-least-once.
 * No exception escapes an agent loop (an escaped exception kills the actor while the
   worker looks alive — faust-streaming #175). A poison event is dead-lettered by the
   pipeline and the batch carries on. Infrastructure failures that survived the retries,
@@ -17,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable
@@ -29,7 +27,6 @@ from faust.types import StreamT
 
 from features.contracts import DecodeError, decode_feedback
 from features.errors import RiskstreamError
-from streams.ack_chain import AckChain
 from streams.batching import busy_batches
 from streams.faust_settings import faust_settings
 from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
@@ -75,8 +72,7 @@ def create_app(
     async def score_transactions(stream: StreamT[Any]) -> None:
         linger = settings.batch.max_wait_ms / 1000.0
         rt = await svc.started()  # events stay unacked until the worker is ready
-        acks = AckChain(lambda step: _completed(step, svc))
-        async for events in busy_batches(stream, settings.batch.max_batch, linger, ack=False):
+        async for events in busy_batches(stream, settings.batch.max_batch, linger):
             now = time.monotonic()
             batch = [
                 RawMessage(
@@ -90,20 +86,10 @@ def create_app(
                 for e in events
             ]
             # shielded: a SIGTERM mid-batch lets the batch finish before the service stops
-            task = asyncio.ensure_future(rt.pipeline.publish(batch))
+            task = asyncio.ensure_future(rt.pipeline.process(batch))
             svc.track(task)
             if not await _completed(asyncio.shield(task), svc):
                 await _parked()  # never returns: the failed batch is never acked
-            published = task.result()
-            # its acks come back while the next batch is scored; acked in order
-            finishing = await acks.submit(
-                functools.partial(rt.pipeline.finish, published),
-                functools.partial(_ack, stream, events),
-            )
-            if finishing is None:
-                await _parked()  # an earlier batch failed: the worker is stopping
-            else:
-                svc.track(finishing)
 
     hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
 
@@ -209,12 +195,6 @@ async def _completed(step: Awaitable[Any], service: WorkerService) -> bool:
         )
     service.fail(EXIT_INFRASTRUCTURE)
     return False
-
-
-async def _ack(stream: StreamT[Any], events: list[Any]) -> None:
-    """Ack a finished batch's events (Faust may then commit their offsets)."""
-    for event in events:
-        await stream.ack(event)
 
 
 async def _parked() -> None:

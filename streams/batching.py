@@ -14,9 +14,8 @@ than one linger plus the batch ahead of it, and batches still grow with the load
 
 At-least-once, as with ``take_events``: acks are off on the stream while this runs, and
 a batch's events are acked (Faust may then commit their offsets) only when the loop
-body that received them has returned, or, with ``ack=False``, when the caller acks them.
-An event collected but not yet yielded when the worker stops is never acked, so it is
-consumed again after the restart.
+body that received them has returned. An event collected but not yet yielded when the
+worker stops is never acked, so it is consumed again after the restart.
 """
 
 from __future__ import annotations
@@ -27,14 +26,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 
-async def busy_batches(
-    stream: Any, max_batch: int, linger_s: float, ack: bool = True
-) -> AsyncIterator[list[Any]]:
-    """Yield lists of Faust events; see the module docstring for when a batch closes.
-
-    ``ack=False``: the caller acks each batch's events itself (``stream.ack``), in order,
-    once they are done; the worker's loop does so to overlap a batch's wait for the
-    broker with the next batch (``streams.ack_chain``)."""
+async def busy_batches(stream: Any, max_batch: int, linger_s: float) -> AsyncIterator[list[Any]]:
+    """Yield lists of Faust events; see the module docstring for when a batch closes."""
     if max_batch < 1:
         raise ValueError("max_batch must be >= 1")
     buffer: list[Any] = []
@@ -82,9 +75,8 @@ async def busy_batches(
             full.clear()
             room.set()
             yield batch
-            if ack:
-                for event in batch:
-                    await stream.ack(event)
+            for event in batch:
+                await stream.ack(event)
     finally:
         stream.enable_acks = acks_were
         stream._processors.remove(collect)

@@ -1,9 +1,8 @@
 """What the worker does with one batch of raw Kafka messages (no Faust imports here).
 
 decode → dead letters for bad input → score (engine) → publish every decision to
-``scores`` and alerts to ``alerts`` (``publish``) → wait for acks (``finish``) → refresh
-the embedding cache (in the background, after the batch is done). The worker scores the
-next batch while one batch waits for its acks (``streams.ack_chain``).
+``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache (in
+the background, after the batch is done).
 
 Failure policy: a ``RiskstreamError`` (infrastructure that failed after its retries:
 Redis, the broker) propagates, and the caller stops the worker without acking the batch.
@@ -78,19 +77,6 @@ def dead_letter(msg: RawMessage, error: str) -> bytes:
     return record.model_dump_json().encode()
 
 
-@dataclass
-class PublishedBatch:
-    """A batch whose decisions are with the producer, not yet acknowledged by the broker."""
-
-    decisions: list[Decision]
-    pending: Any  # what the cache refresh needs (``scoring.cache_refresh``), or None
-    tracker: DeliveryTracker
-    traced: list[TracedDecision]
-    started_ns: int
-    decoded_ns: int
-    scored_ns: int
-
-
 class BatchPipeline:
     """Decode, score, publish; one instance per worker."""
 
@@ -112,15 +98,6 @@ class BatchPipeline:
         self._refreshing: asyncio.Task[int] | None = None
 
     async def process(self, messages: list[RawMessage]) -> list[Decision]:
-        """Score and publish the batch, then wait for the broker's acks (``finish``)."""
-        return await self.finish(await self.publish(messages))
-
-    async def publish(self, messages: list[RawMessage]) -> PublishedBatch:
-        """Decode, score and hand every decision to the producer; do not wait for acks.
-
-        The worker's loop scores the next batch while this one's acks come back
-        (``streams.ack_chain``); nothing may be acked to Kafka before ``finish`` returns.
-        """
         tracker = self.publisher.tracker()  # this batch's deliveries, judged on their own
         started_ns = time.time_ns()
         requests: list[ScoreRequest] = []
@@ -165,19 +142,6 @@ class BatchPipeline:
                 }
                 traced, headers = self._trace(decisions, incoming, started_ns)
             self.publish_decisions(decisions, tracker, headers)
-        return PublishedBatch(
-            decisions, pending, tracker, traced, started_ns, decoded_ns, scored_ns
-        )
-
-    async def finish(self, batch: PublishedBatch) -> list[Decision]:
-        """Wait for the batch's deliveries and threshold write; then its metrics and the
-        background cache refresh. Raises if a delivery failed (the batch must not be acked)."""
-        decisions, pending, tracker, traced = (
-            batch.decisions,
-            batch.pending,
-            batch.tracker,
-            batch.traced,
-        )
         t1 = time.perf_counter()
         published_ns = time.time_ns()
         if self._settle is not None:  # the batch's threshold write, made while publishing
@@ -190,8 +154,8 @@ class BatchPipeline:
         if traced:
             acked_ns = time.time_ns()
             ours = {
-                "decode": (batch.started_ns, batch.decoded_ns),
-                "publish": (batch.scored_ns, published_ns),
+                "decode": (started_ns, decoded_ns),
+                "publish": (scored_ns, published_ns),
                 "ack": (published_ns, acked_ns),
             }
             engine = {id(d.stages): d.stages for d in decisions if d.stages is not None}

@@ -1,14 +1,13 @@
 """The one producer: decisions, dead letters, labels, transactions (faster than Faust's
 send, DESIGN §9).
 
-``produce`` + ``poll(0)`` per message, then, per batch, a wait for its own delivery
-reports in a worker thread (it blocks) so the event loop keeps serving. Delivery is
-tracked **per batch**: every batch (a stream batch, one ``/v1/score`` request, one
-console label) has its own ``DeliveryTracker``, the delivery report of each message goes
-to the tracker it was sent with, and ``deliver`` judges only that tracker. A wait for
-one batch can therefore never take another batch's failures: the stream batch whose
-message failed is the one that is retried and, if its retries run out, left unacked for
-replay.
+``produce`` + ``poll(0)`` per message, then one flush per batch in a worker thread (it
+blocks) so the event loop keeps serving. Delivery is tracked **per batch**: every batch
+(a stream batch, one ``/v1/score`` request, one console label) has its own
+``DeliveryTracker``, the delivery report of each message goes to the tracker it was
+sent with, and ``deliver`` judges only that tracker. A flush running for one batch can
+therefore never take another batch's failures: the stream batch whose message failed is
+the one that is retried and, if its retries run out, left unacked for replay.
 
 A failed message (the broker rejected it, or it timed out after ``message.timeout.ms``)
 is produced again, up to ``retries`` times with a doubling backoff; only then does
@@ -156,17 +155,13 @@ class Publisher:
         producer = self._require()
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + (self._wait_s if timeout_s is None else timeout_s)
-        first = True
         while tracker.outstanding > 0:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            # poll serves the delivery reports of every batch's messages; this tracker is
-            # done when its own count reaches zero, whatever else is still queued. Not
-            # flush: it waits for the producer's whole queue, so with the next batch
-            # publishing meanwhile (streams.ack_chain) one batch's wait took in the next's.
-            await loop.run_in_executor(None, _send_and_poll, producer, min(left, 0.5), first)
-            first = False
+            # flush serves callbacks for every batch's messages; this tracker is done when
+            # its own count reaches zero, whatever else is still queued
+            await loop.run_in_executor(None, producer.flush, min(left, 0.5))
 
     async def deliver(self, tracker: DeliveryTracker, timeout_s: float | None = None) -> None:
         """Wait for this batch's messages; produce failed ones again; raise if any is lost."""
@@ -207,13 +202,3 @@ class Publisher:
             remaining = int(self._producer.flush(timeout_s))
             self._producer = None
         return remaining
-
-
-def _send_and_poll(producer: Producer, timeout_s: float, send_now: bool) -> None:
-    """Serve delivery reports for up to ``timeout_s`` (returns when some arrived).
-
-    ``send_now``: first send what is queued without waiting out ``linger.ms``, as a flush
-    would (``flush(0)`` wakes the sender and returns)."""
-    if send_now:
-        producer.flush(0)
-    producer.poll(timeout_s)
