@@ -9,11 +9,12 @@ So each script has a cross-slot variant (``cross_slot_source``): it declares onl
 first key, which routes the call, and receives the others in ``ARGV``; a preamble puts
 them back in ``KEYS``, so the script's body is the same on one node and on a cluster.
 
-Before the body writes anything, the preamble checks that the node serves every key (one
-``pcall`` per key). A stale slot map (resharding, a failover) therefore fails the whole
-call with ``TRYAGAIN`` before any write, so a script that is not idempotent (the entity
-counters) never runs twice for part of a call. Scripts that read every key before their
-first write (the card sequences) or only write values (thresholds) skip the check.
+A stale slot map (resharding, a failover) must fail a call before it writes anything, so
+that a script that is not idempotent (the entity counters) never runs twice for part of
+a call. The card-sequence and entity scripts read every key before their first write,
+so their own first access fails in time; the threshold scripts only read or set values.
+For a script that can promise neither, ``check_keys`` adds a preamble that checks every
+key first (one ``pcall`` per key) and answers ``TRYAGAIN``.
 
 A call that failed so, and a call to a node that did not answer, is sent again one item
 per call with the plain script through ``RedisCluster.execute_command``, which follows

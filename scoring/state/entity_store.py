@@ -65,12 +65,16 @@ local STATE = '<' .. string.rep('d', 3 + nc)
 local STATS = '<' .. string.rep('d', nc + 5)
 local counts, events = ARGV[4], ARGV[5]
 local out, pos = {}, 1
+-- every entity's state before any write: on a cluster a key this node does not serve
+-- fails the call here, before it has counted anything
+local blobs = {}
+for ent = 1, #KEYS do blobs[ent] = call('GET', KEYS[ent]) end
 for ent = 1, #KEYS do
   local h = KEYS[ent]
   local c, f, fa, g = h .. ':c', h .. ':f', h .. ':fa', h .. ':g'
   local count = unpack_s('<I4', counts, (ent - 1) * 4 + 1)
   -- the state: update time, cards in the set, labels held, the counters (doubles)
-  local blob = call('GET', h)
+  local blob = blobs[ent]
   local st = {0, 0, 0}
   for i = 1, nc do st[3 + i] = 0 end
   if blob then st = {unpack_s(STATE, blob)} end
@@ -307,7 +311,7 @@ class RedisEntityStore:
         self.cluster_mode = cluster_mode
         self.retry_attempts = retry_attempts
         self.retry_backoff_s = retry_backoff_s
-        self._observe = LuaScript(client, _OBSERVE_LUA)
+        self._observe = LuaScript(client, _OBSERVE_LUA, check_keys=False)  # reads first
         self._label = LuaScript(client, _LABEL_LUA)
 
     def key(self, kind: str, entity: int) -> str:
