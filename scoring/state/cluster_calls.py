@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
@@ -76,6 +77,15 @@ _CHECK_KEYS = """for i = 1, #KEYS do
   end
 end
 """
+
+
+def item_rows(idx: list[int], bounds: np.ndarray, item_of_row: np.ndarray) -> slice | np.ndarray:
+    """The rows of items ``idx`` (ascending) in an array where each item's rows are
+    contiguous (item ``i`` owns ``bounds[i]:bounds[i + 1]``): a slice when the items are
+    contiguous too (one Redis: all of them), else a mask (one node's share of a batch)."""
+    if idx[-1] - idx[0] == len(idx) - 1:
+        return slice(int(bounds[idx[0]]), int(bounds[idx[-1] + 1]))
+    return np.isin(item_of_row, idx)
 
 
 def cross_slot_source(source: str, check_keys: bool = True) -> str:

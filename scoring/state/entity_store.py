@@ -40,6 +40,7 @@ from features.entity_profile import (
     EntityProfiles,
     card_member,
 )
+from scoring.state.cluster_calls import item_rows
 from scoring.state.redis_retry import LuaScript, RedisClient
 
 _KIND_TAG = {"merchant": "m", "device": "d"}
@@ -342,13 +343,8 @@ class RedisEntityStore:
         bounds = np.r_[0, np.cumsum(plan.counts)]
         entity_of = np.repeat(np.arange(len(keys)), plan.counts)
 
-        def rows_of(idx: list[int]) -> slice | np.ndarray:
-            if idx[-1] - idx[0] == len(idx) - 1:  # contiguous entities: a slice
-                return slice(bounds[idx[0]], bounds[idx[-1] + 1])
-            return np.isin(entity_of, idx)
-
         def build(idx: list[int]) -> tuple[list[str], list[Any]]:
-            mine = rows_of(idx)
+            mine = item_rows(idx, bounds, entity_of)
             return [keys[i] for i in idx], [
                 *head,
                 counts[idx].tobytes(),
@@ -359,7 +355,7 @@ class RedisEntityStore:
             keys, build, self.cluster_mode, self.retry_attempts, self.retry_backoff_s
         )
         for idx, reply in replies:
-            mine = rows_of(idx)
+            mine = item_rows(idx, bounds, entity_of)
             values = np.frombuffer(reply, dtype="<f8").reshape(-1, N_STATS)
             out[plan.rows[mine], plan.kinds[mine]] = values
         return out

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from features.events import RECORD_DTYPE, RECORD_SIZE
+from scoring.state.cluster_calls import item_rows
 from scoring.state.redis_retry import (
     TRANSIENT,
     LuaScript,
@@ -245,11 +246,10 @@ class RedisSequenceStore:
         head = [cfg.window_ms, cfg.max_length, cfg.ttl_s, RECORD_SIZE]
         keys = [self.key(u) for u in users]
 
+        user_of_row = codes[order]
+
         def build(idx: list[int]) -> tuple[list[str], list[Any]]:
-            if idx[-1] - idx[0] == len(idx) - 1:  # contiguous users: a slice
-                part = flat[bounds[idx[0]] : bounds[idx[-1] + 1]]
-            else:  # one node's users of the batch, in order
-                part = flat[np.isin(codes[order], idx)]
+            part = flat[item_rows(idx, bounds, user_of_row)]
             summary = ",".join(map(str, counts[idx].tolist()))
             return [keys[i] for i in idx], [*head, summary, part.tobytes()]
 
