@@ -249,7 +249,8 @@ def _rebuilt_quality(
     rows = np.sort(np.concatenate([np.flatnonzero(y == 1), take]))
     w = weight[rows] * np.where(y[rows] == 0, neg.size / max(take.size, 1), 1.0)
     rebuilt: dict[str, list[np.ndarray]] = {}
-    # big batches: a rebuild is one step call per history position, whatever the batch
+    # big batches: a rebuild is one call per distinct window length (one step per
+    # position for an artifact without the rebuild graph), whatever the batch
     for s in range(0, rows.size, 4096):
         part = rows[s : s + 4096]
         fb = data.features(idx[part], model.artifact.spec)

@@ -23,7 +23,12 @@ import torch
 from features.entity_profile import N_ENTITY
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC, FeatureSpec
-from models.export_incremental import check_step_parity, export_step
+from models.export_incremental import (
+    check_rebuild_parity,
+    check_step_parity,
+    export_rebuild,
+    export_step,
+)
 from models.incremental_network import INCREMENTAL, WINDOW, IncrementalRiskModel
 from models.network import RiskModel
 from models.onnx_export import OPSET, onnx_export
@@ -220,10 +225,15 @@ def export_network(
     """Write and verify the network's graphs; returns the parity and the manifest's
     ``network`` block (the architecture is recorded there)."""
     if isinstance(model, IncrementalRiskModel):
+        export_rebuild(model, folder)  # first: see its docstring
         export_step(model, folder)
         export_head(model, folder)
         check_dynamic(folder, incremental=True)
-        parity = max(check_step_parity(model, folder), check_head_parity(model, folder))
+        parity = max(
+            check_step_parity(model, folder),
+            check_rebuild_parity(model, folder),
+            check_head_parity(model, folder),
+        )
         if parity > 1e-5:
             raise ExportError(f"ONNX Runtime differs from PyTorch by {parity:.2e} (> 1e-05)")
         block = {

@@ -1,4 +1,5 @@
-"""Export of the incremental encoder: one ``step`` graph (``encoder.onnx``) beside the head.
+"""Export of the incremental encoder: the ``step`` graph (``encoder.onnx``) beside the head,
+and the ``rebuild`` graph (``rebuild.onnx``).
 
 The step takes a card's last ``context`` events' step features (the new event last,
 ``ctx_pad`` True before the card's first event) and its LSTM state, and returns the
@@ -8,6 +9,12 @@ card with no events, which serving needs once). The context axis is fixed by the
 architecture; the batch axis is symbolic (checked). Parity is checked the way serving
 uses the graph: ONNX Runtime stepping through random card sequences event by event
 must equal PyTorch's whole-sequence forward.
+
+The rebuild graph takes a card's stored window (step features of equal-length windows,
+oldest first) and returns the state and embedding after it in one call. Without it a
+cache miss steps once per stored event: at batch 1, one ORT call per event of the
+window (docs/BENCHMARKS.md). Its sequence axis is symbolic; serving groups the rows it
+rebuilds by exact length, so it pads nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ from torch import nn
 from features.featurize import N_NUMERIC
 from models.incremental_network import IncrementalEncoder, IncrementalRiskModel
 from models.onnx_export import onnx_export
-from scoring.artifact import ENCODER_FILE
+from scoring.artifact import ENCODER_FILE, REBUILD_FILE
 
 STEP_INPUTS = ("ctx_num", "ctx_mcc", "ctx_channel", "ctx_pad", "state_h", "state_c")
 STEP_OUTPUTS = ("next_h", "next_c", "next_embedding", "history_embedding")
+REBUILD_INPUTS = ("hist_num", "hist_mcc", "hist_channel")
+REBUILD_OUTPUTS = ("next_h", "next_c", "next_embedding")
+#: the longest window the rebuild graph is exported for (windows hold ``max_history``)
+MAX_REBUILD_LENGTH = 4096
 
 
 class _Step(nn.Module):
@@ -45,6 +56,19 @@ class _Step(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         h, c, emb = self.encoder.step(ctx_num, ctx_mcc, ctx_channel, ctx_pad, state_h, state_c)
         return h, c, emb, torch.tanh(self.encoder.out(state_h))
+
+
+class _Rebuild(nn.Module):
+    """``IncrementalEncoder.final_state``: equal-length windows → the state after them."""
+
+    def __init__(self, encoder: IncrementalEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(
+        self, hist_num: torch.Tensor, hist_mcc: torch.Tensor, hist_channel: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.encoder.final_state(hist_num, hist_mcc, hist_channel)
 
 
 def example_step_inputs(
@@ -120,4 +144,55 @@ def check_step_parity(
         if t == 0:
             worst = max(worst, float(np.abs(before - empty).max()))
         worst = max(worst, float(np.abs(emb - ref[:, t]).max()))
+    return worst
+
+
+def _windows(
+    model: IncrementalRiskModel, b: int, t: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, t, N_NUMERIC, generator=g),
+        torch.randint(1, model.cfg.n_mcc, (b, t), generator=g),
+        torch.randint(1, 5, (b, t), generator=g),
+    )
+
+
+def export_rebuild(model: IncrementalRiskModel, folder: Path) -> None:
+    """Write the rebuild graph as ``rebuild.onnx`` (dynamic batch and length). Export it
+    before the step graph: exported after it, in the same process, the length axis came
+    out fixed at the example's length (torch 2.13); ``check_rebuild_parity`` catches it."""
+    model.eval()
+    batch = torch.export.Dim("batch", min=1, max=8192)
+    length = torch.export.Dim("length", min=2, max=MAX_REBUILD_LENGTH)
+    args = _windows(model, 3, 9, seed=1)
+    onnx_export(
+        _Rebuild(model.encoder),
+        args,
+        folder / REBUILD_FILE,
+        list(REBUILD_INPUTS),
+        list(REBUILD_OUTPUTS),
+        tuple({0: batch, 1: length} for _ in args),
+    )
+
+
+def check_rebuild_parity(model: IncrementalRiskModel, folder: Path, seed: int = 11) -> float:
+    """Max |ORT rebuild − torch sequence| over the state after windows of several lengths
+    (the embedding against ``sequence``'s last position, ``h``/``c`` against torch's own
+    ``final_state``), at batch sizes 1 and 5."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(folder / REBUILD_FILE), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i, (b, t) in enumerate([(1, 1), (5, 2), (1, 17), (5, 64)]):
+        num, mcc, chan = _windows(model, b, t, seed + i)
+        with torch.inference_mode():
+            ref_emb = model.encoder.sequence(num, mcc, chan)[:, -1].numpy()
+            ref_h, ref_c, _ = (z.numpy() for z in model.encoder.final_state(num, mcc, chan))
+        got = sess.run(
+            list(REBUILD_OUTPUTS),
+            dict(zip(REBUILD_INPUTS, (num.numpy(), mcc.numpy(), chan.numpy()), strict=True)),
+        )
+        for want, have in zip((ref_h, ref_c, ref_emb), got, strict=True):
+            worst = max(worst, float(np.abs(np.asarray(have) - want).max()))
     return worst

@@ -136,6 +136,20 @@ class IncrementalEncoder(nn.Module):
         y, _ = self.lstm(z)
         return torch.tanh(self.out(y))
 
+    def final_state(
+        self, num: torch.Tensor, mcc: torch.Tensor, channel: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The state ``(h, c)`` and embedding after the last event of equal-length
+        sequences from their first event: a whole rebuild in one call, the same function
+        as stepping through them (``models.export_incremental.check_rebuild_parity``)."""
+        x = self.tokens(num, mcc, channel)
+        b = x.shape[0]
+        x = torch.cat([self.start.expand(b, self.context - 1, -1), x], dim=1)
+        z = self.attend(x)[:, self.context - 1 :]
+        _, (h, c) = self.lstm(z)
+        h, c = h.squeeze(0), c.squeeze(0)
+        return h, c, torch.tanh(self.out(h))
+
     def step(
         self,
         ctx_num: torch.Tensor,

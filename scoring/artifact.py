@@ -25,6 +25,8 @@ MANIFEST_FILE = "model.json"
 FRAUD_CASES_FILE = "fraud_cases.npz"
 #: the tree part of the served decision (optional: older artifacts serve the network alone)
 TREE_FILE = "tree.onnx"
+#: the incremental model's whole-window rebuild (optional: older artifacts step instead)
+REBUILD_FILE = "rebuild.onnx"
 # shipped as package data of ``models`` (data only: no training code is imported)
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent.parent / "models" / "default_artifact"
 
@@ -68,6 +70,11 @@ class ModelArtifact:
     def tree_path(self) -> Path | None:
         """The tree graph, when the served decision uses one."""
         return self.file(TREE_FILE)
+
+    @property
+    def rebuild_path(self) -> Path | None:
+        """The incremental model's whole-window rebuild graph, when the artifact has one."""
+        return self.file(REBUILD_FILE)
 
     def part_threshold(self, part: str) -> float | None:
         """A part's own calibrated threshold (``transformer_lstm``, ``baseline``), if kept."""

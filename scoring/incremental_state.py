@@ -23,6 +23,8 @@ import numpy as np
 
 #: ``(ctx_num, ctx_mcc, ctx_channel, ctx_pad, h, c) -> (next_h, next_c, next_embedding)``
 StepFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: ``(hist_num, hist_mcc, hist_channel) -> (h, c, embedding)`` after equal-length windows
+WholeFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,41 @@ def rebuild(
         states[rows], emb[rows] = advance(
             step, layout, states[rows], hist_num[rows, p], hist_mcc[rows, p], hist_channel[rows, p]
         )
+    return states, emb
+
+
+def rebuild_whole(
+    whole: WholeFn,
+    layout: StateLayout,
+    empty_embedding: np.ndarray,
+    hist_num: np.ndarray,
+    hist_mcc: np.ndarray,
+    hist_channel: np.ndarray,
+    hist_len: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What ``rebuild`` returns, with the rebuild graph: one call per distinct window
+    length (rows grouped by exact length, so nothing is padded and the LSTM's final
+    state is each row's own). The kept context is the window's last events, padded
+    as an empty state is where the window is shorter."""
+    b = hist_len.size
+    states = layout.empty(b)
+    emb = np.repeat(empty_embedding.reshape(1, -1), b, axis=0).astype(np.float32)
+    k, f = layout.kept, layout.n_numeric
+    for n in np.unique(hist_len[hist_len > 0]).tolist():
+        rows = np.flatnonzero(hist_len == n)
+        num, mcc, channel = hist_num[rows, :n], hist_mcc[rows, :n], hist_channel[rows, :n]
+        h, c, emb[rows] = whole(num, mcc, channel)
+        m = len(rows)
+        ctx_num = np.zeros((m, k, f), np.float32)
+        ctx_mcc = np.zeros((m, k), np.int64)
+        ctx_channel = np.zeros((m, k), np.int64)
+        pad = np.ones((m, k), bool)
+        take = min(k, n)
+        ctx_num[:, k - take :] = num[:, n - take :]
+        ctx_mcc[:, k - take :] = mcc[:, n - take :]
+        ctx_channel[:, k - take :] = channel[:, n - take :]
+        pad[:, k - take :] = False
+        states[rows] = layout.pack(h, c, ctx_num, ctx_mcc, ctx_channel, pad)
     return states, emb
 
 

@@ -22,7 +22,7 @@ from features.featurize import N_NUMERIC, FeatureBatch
 from features.tree_inputs import tree_inputs, tree_width
 from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
-from scoring.incremental_state import StateLayout, rebuild
+from scoring.incremental_state import StateLayout, rebuild, rebuild_whole
 from scoring.metrics import NONFINITE_FALLBACKS
 from scoring.served_decision import Combination, tree_logit
 
@@ -52,6 +52,13 @@ STEP_INPUTS = {
     "state_c": ("tensor(float)", 2),
 }
 STEP_OUTPUTS = ["next_h", "next_c", "next_embedding", "history_embedding"]
+#: its whole-window rebuild graph (optional)
+REBUILD_INPUTS = {
+    "hist_num": ("tensor(float)", 3),
+    "hist_mcc": ("tensor(int64)", 2),
+    "hist_channel": ("tensor(int64)", 2),
+}
+REBUILD_OUTPUTS = ["next_h", "next_c", "next_embedding"]
 #: the head of an artifact trained with merchant/device profiles has this input too
 ENTITY_INPUT = {"cur_entity": ("tensor(float)", 2)}
 #: the tree part of the served decision (``features.tree_inputs``)
@@ -89,6 +96,9 @@ class OnnxRiskModel:
     #: the tree part, when the artifact has one (always on ORT's CPU provider: the
     #: ai.onnx.ml tree operators have no GPU kernels)
     tree: ort.InferenceSession | None = field(default=None, init=False)
+    #: the incremental model's rebuild graph, when the artifact has one (a miss is then
+    #: one call per distinct window length instead of one per stored event)
+    rebuild_graph: ort.InferenceSession | None = field(default=None, init=False)
     #: the spec's normalisation statistics as arrays (the tree's inputs undo it)
     _spec_stats: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0), np.zeros(0)), init=False, repr=False
@@ -139,6 +149,11 @@ class OnnxRiskModel:
         )
         if self.artifact.incremental:
             self._check(self.encoder, STEP_INPUTS, STEP_OUTPUTS, "step")
+            if self.artifact.rebuild_path is not None:
+                self.rebuild_graph = ort.InferenceSession(
+                    str(self.artifact.rebuild_path), opts, providers=wanted
+                )
+                self._check(self.rebuild_graph, REBUILD_INPUTS, REBUILD_OUTPUTS, "rebuild")
         else:
             self._check(self.encoder, ENCODER_INPUTS, ["history_embedding"], "encoder")
         head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
@@ -244,6 +259,39 @@ class OnnxRiskModel:
         h, c, emb, _ = self.encoder.run(STEP_OUTPUTS, feeds)
         return np.asarray(h), np.asarray(c), np.asarray(emb, dtype=np.float32)
 
+    def whole(
+        self, hist_num: np.ndarray, hist_mcc: np.ndarray, hist_channel: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The state and embedding after equal-length windows, in one call of the rebuild
+        graph (artifacts that have one)."""
+        if self.rebuild_graph is None:
+            raise ModelLoadError(f"model {self.version} has no rebuild graph")
+        feeds = {
+            "hist_num": np.ascontiguousarray(hist_num, dtype=np.float32),
+            "hist_mcc": np.ascontiguousarray(hist_mcc, dtype=np.int64),
+            "hist_channel": np.ascontiguousarray(hist_channel, dtype=np.int64),
+        }
+        h, c, emb = self.rebuild_graph.run(REBUILD_OUTPUTS, feeds)
+        return np.asarray(h), np.asarray(c), np.asarray(emb, dtype=np.float32)
+
+    def rebuild_states(
+        self,
+        hist_num: np.ndarray,
+        hist_mcc: np.ndarray,
+        hist_channel: np.ndarray,
+        hist_len: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """States and embeddings rebuilt from windows (step features, right-padded): by
+        the rebuild graph where the artifact has one, else one step per position."""
+        if self.empty_history_embedding is None:
+            raise ModelLoadError("model not loaded")
+        history = (hist_num, hist_mcc, hist_channel, hist_len)
+        if self.rebuild_graph is not None:
+            return rebuild_whole(
+                self.whole, self.state_layout, self.empty_history_embedding, *history
+            )
+        return rebuild(self.step, self.state_layout, self.empty_history_embedding, *history)
+
     def _step_outputs(self, states: np.ndarray, b: int) -> list[np.ndarray]:
         """All step outputs for ``states`` and a zero event (load and warm-up)."""
         lay = self.state_layout
@@ -266,6 +314,13 @@ class OnnxRiskModel:
         if self.artifact.incremental:
             for n in (1, b, 64):
                 self._step_outputs(self.state_layout.empty(n), n)
+                if self.rebuild_graph is not None:
+                    lay = self.state_layout
+                    self.whole(
+                        np.zeros((n, lay.context, N_NUMERIC), np.float32),
+                        np.ones((n, lay.context), np.int64),
+                        np.ones((n, lay.context), np.int64),
+                    )
             self.score(_synthetic_batch(np.arange(b, dtype=np.int64) % 3, 2, entity))
             return
         for t in self.artifact.spec.buckets:
@@ -277,16 +332,8 @@ class OnnxRiskModel:
         if self.encoder is None:
             raise ModelLoadError("model not loaded")
         if self.artifact.incremental:
-            if self.empty_history_embedding is None:
-                raise ModelLoadError("model not loaded")
-            return rebuild(
-                self.step,
-                self.state_layout,
-                self.empty_history_embedding,
-                batch.hist_num,
-                batch.hist_mcc,
-                batch.hist_channel,
-                batch.hist_len,
+            return self.rebuild_states(
+                batch.hist_num, batch.hist_mcc, batch.hist_channel, batch.hist_len
             )[1]
         feeds = {
             "hist_num": batch.hist_num,

@@ -34,7 +34,7 @@ from scoring.bundle import ModelBundle
 from scoring.embedding_cache import history_versions, next_versions
 from scoring.entity_reasons import explain_entities
 from scoring.errors import ModelLoadError
-from scoring.incremental_state import advance, rebuild
+from scoring.incremental_state import advance
 from scoring.length_groups import length_groups
 from scoring.metrics import MODEL_LATENCY_MS
 from scoring.onnx_model import OnnxRiskModel
@@ -137,7 +137,7 @@ def incremental_embeddings(
     A row's state is, in order of preference: the cache's for the row's exact history;
     for a card's second and later events in the batch, its previous (stored) row's state
     advanced by that row's event, when that is exactly this row's history; a new card's
-    empty state; else rebuilt from the window (``scoring.incremental_state.rebuild``).
+    empty state; else rebuilt from the window (``OnnxRiskModel.rebuild_states``).
     Rows are resolved in order of their depth in the batch, so a chain never waits.
     """
     model = bundle.model
@@ -184,14 +184,8 @@ def incremental_embeddings(
         cold = at[~done[at]]
         if cold.size:  # a miss: the history's features, for these rows only
             hist = featurize_windows(win.take(cold), spec)
-            states[cold], emb[cold] = rebuild(
-                model.step,
-                lay,
-                empty,
-                hist.hist_num,
-                hist.hist_mcc,
-                hist.hist_channel,
-                hist.hist_len,
+            states[cold], emb[cold] = model.rebuild_states(
+                hist.hist_num, hist.hist_mcc, hist.hist_channel, hist.hist_len
             )
             done[cold] = True
     pending = None

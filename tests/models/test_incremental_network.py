@@ -4,6 +4,8 @@ number of events whatever the history length."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +14,14 @@ import torch
 
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureSpec
 from models.export import write_artifact
-from models.export_incremental import STEP_INPUTS, check_step_parity
+from models.export_incremental import STEP_INPUTS, check_rebuild_parity, check_step_parity
 from models.incremental_network import (
     IncrementalConfig,
     IncrementalRiskModel,
     LocalAttentionLayer,
 )
 from models.network import NetworkConfig
-from scoring.artifact import load_artifact
+from scoring.artifact import MANIFEST_FILE, REBUILD_FILE, load_artifact
 from scoring.incremental_state import advance, rebuild, replay
 from scoring.onnx_model import OnnxRiskModel
 
@@ -158,3 +160,49 @@ def test_rebuild_replay_and_advance_agree_in_onnx(exported) -> None:
     np.testing.assert_allclose(before[21:], ref[1, :12], atol=1e-5)
     flat_after = np.concatenate([ref[0], ref[1, :13]])
     np.testing.assert_allclose(after, flat_after[::2], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_rebuild_graph_gives_the_state_stepping_gives(exported) -> None:
+    """A miss rebuilt by the rebuild graph (one call per window length) must leave the
+    same state, context and embedding as stepping through the window, for windows
+    shorter and longer than the step's context, and for empty ones."""
+    model, folder = exported
+    artifact = load_artifact(folder)
+    assert artifact.rebuild_path is not None
+    assert check_rebuild_parity(model, folder) < 1e-5
+    onnx = OnnxRiskModel(artifact).load()
+    assert onnx.rebuild_graph is not None
+    lay, empty = onnx.state_layout, onnx.empty_history_embedding
+    assert empty is not None
+    num, mcc, chan = _sequences(5, 24, seed=9)
+    n, m, c = num.numpy(), mcc.numpy(), chan.numpy()
+    lengths = np.array([24, 3, 0, lay.kept, 3])
+    stepped = rebuild(onnx.step, lay, empty, n, m, c, lengths)
+    whole = onnx.rebuild_states(n, m, c, lengths)
+    np.testing.assert_allclose(whole[1], stepped[1], atol=1e-5)
+    np.testing.assert_allclose(whole[0], stepped[0], atol=1e-5)
+    # the rebuilt state steps on like the live one
+    _, emb2 = advance(onnx.step, lay, whole[0][:1], n[0, :1], m[0, :1], c[0, :1])
+    _, ref2 = advance(onnx.step, lay, stepped[0][:1], n[0, :1], m[0, :1], c[0, :1])
+    np.testing.assert_allclose(emb2, ref2, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_an_artifact_without_the_rebuild_graph_still_serves(exported, tmp_path: Path) -> None:
+    """Artifacts exported before the rebuild graph existed rebuild by stepping."""
+    model, folder = exported
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    (old / REBUILD_FILE).unlink()
+    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    del manifest["files"][REBUILD_FILE]
+    (old / MANIFEST_FILE).write_text(json.dumps(manifest))
+    onnx = OnnxRiskModel(load_artifact(old)).load()
+    assert onnx.rebuild_graph is None
+    num, mcc, chan = _sequences(2, 20, seed=5)
+    with torch.inference_mode():
+        ref = model.encoder.sequence(num, mcc, chan).numpy()
+    _, emb = onnx.rebuild_states(num.numpy(), mcc.numpy(), chan.numpy(), np.array([20, 13]))
+    np.testing.assert_allclose(emb[0], ref[0, 19], atol=1e-5)
+    np.testing.assert_allclose(emb[1], ref[1, 12], atol=1e-5)

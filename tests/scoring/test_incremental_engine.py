@@ -35,11 +35,12 @@ def stream() -> list[Transaction]:
 
 
 class _Counting:
-    """Wraps the model's step and counts the rows it advanced."""
+    """Wraps the model's step and rebuild graph and counts the events they advanced
+    (a rebuild of a window of n events counts n per row) and their calls."""
 
     def __init__(self, model: OnnxRiskModel) -> None:
-        self.model, self.rows, self.calls = model, 0, 0
-        self._step = model.step
+        self.model, self.rows, self.calls, self.rebuilds = model, 0, 0, 0
+        self._step, self._whole = model.step, model.whole
 
     def __enter__(self) -> _Counting:
         def counted(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,11 +48,19 @@ class _Counting:
             self.calls += 1
             return self._step(*args)
 
+        def counted_whole(*args: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            self.rows += int(args[1].size)
+            self.calls += 1
+            self.rebuilds += 1
+            return self._whole(*args)
+
         self.model.step = counted  # type: ignore[method-assign]
+        self.model.whole = counted_whole  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.model.step = self._step  # type: ignore[method-assign]
+        self.model.whole = self._whole  # type: ignore[method-assign]
 
 
 def _engine(model: OnnxRiskModel, capacity: int | None = 1000) -> ScoringEngine:
@@ -154,6 +163,7 @@ async def test_a_failure_caching_next_states_costs_a_rebuild_not_the_batch(
         await engine.score([ScoreRequest(txs[5])])
         await engine.states_stored()
     assert count.rows > 2  # a rebuild over the stored window, then the next-state step
+    assert count.rebuilds == 1  # the window rebuilt in one call of the rebuild graph
 
 
 @pytest.fixture(scope="module")
