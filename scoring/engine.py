@@ -173,6 +173,13 @@ class ScoringEngine:
         if roles.shadow is not None:
             readers.append(roles.shadow.thresholds.read(users))
         reading = asyncio.ensure_future(_timed(asyncio.gather(*readers)))
+        # a batch of dry runs writes no profile, so it need not wait for the card read
+        # to know which events are new: its profile read goes out beside it
+        profiles = None
+        if self.entities is not None and not wet.any():
+            profiles = asyncio.ensure_future(
+                self.entities.observe(records, hash_ids(users), np.zeros(len(users), bool))
+            )
         s0 = time.time_ns()
         try:
             if wet.all():
@@ -184,9 +191,11 @@ class ScoringEngine:
                         [u for u, w in zip(users, wet, strict=True) if w], records[wet]
                     )
         except BaseException:
-            reading.cancel()
-            with contextlib.suppress(BaseException):
-                await reading
+            for pending in (reading, profiles):
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
             raise
         s1 = time.time_ns()
         dry = ~wet
@@ -196,9 +205,12 @@ class ScoringEngine:
                 self._off_loop(_score_groups, plan, prior, users, records, dry, None), reading
             )
         else:
-            entity_stats, (reads, s3) = await asyncio.gather(
-                self._observe_entities(self.entities, prior, users, records, dry), reading
+            observed = (
+                profiles
+                if profiles is not None
+                else self._observe_entities(self.entities, prior, users, records, dry)
             )
+            entity_stats, (reads, s3) = await asyncio.gather(observed, reading)
             groups, failed = await self._off_loop(
                 _score_groups, plan, prior, users, records, dry, entity_stats
             )

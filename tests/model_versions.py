@@ -3,6 +3,11 @@
 Only ``model.json`` changes (it is not among the hashed files), so the copy is a valid,
 verified artifact; a different global threshold makes its decisions differ. ``with_tree``
 also swaps in a tree part whose training reference the test holds.
+
+``WINDOW_ARTIFACT`` is the window-architecture model that was packaged before the
+incremental one (trained, with its tree and cases): the tests of what only the window
+model does (its encoder's inputs, the cache refresh after publishing) use it, and it
+keeps that architecture's artifacts served.
 """
 
 from __future__ import annotations
@@ -17,11 +22,19 @@ import numpy as np
 from scoring.artifact import DEFAULT_ARTIFACT
 from scoring.served_decision import Combination
 
+WINDOW_ARTIFACT = Path(__file__).resolve().parent / "fixtures" / "window_artifact"
 
-def make_version(folder: Path, version: str, global_threshold: float | None = None) -> Path:
-    """A copy of the packaged artifact named ``version`` (optionally another threshold)."""
+
+def make_version(
+    folder: Path,
+    version: str,
+    global_threshold: float | None = None,
+    source: Path = DEFAULT_ARTIFACT,
+) -> Path:
+    """A copy of the packaged artifact (or ``source``) named ``version`` (optionally
+    another threshold)."""
     out = folder / version
-    shutil.copytree(DEFAULT_ARTIFACT, out)
+    shutil.copytree(source, out)
     manifest_path = out / "model.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["model_version"] = version

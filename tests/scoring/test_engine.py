@@ -1,7 +1,12 @@
-"""Scoring engine: cached scoring equals full recomputation; thresholds; reasons; swaps."""
+"""Scoring engine: cached scoring equals full recomputation; thresholds; reasons; swaps.
+
+On the window model (``tests.model_versions.WINDOW_ARTIFACT``): its cache refresh after
+publishing is what the first tests check; ``test_incremental_engine`` has the
+incremental model's."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import numpy as np
@@ -20,12 +25,13 @@ from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import InMemorySequenceStore
 from scoring.thresholds import InMemoryThresholdPolicy, ThresholdConfig, ThresholdPolicy
 from streams.decision_codec import alert_json, alert_record, score_json, score_record
+from tests.model_versions import WINDOW_ARTIFACT
 from tests.service_helpers import score_in_batches, transactions
 
 
 @pytest.fixture(scope="module")
 def model() -> OnnxRiskModel:
-    return OnnxRiskModel(load_artifact()).load()
+    return OnnxRiskModel(load_artifact(WINDOW_ARTIFACT)).load()
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +161,12 @@ async def test_dry_run_does_not_record_the_event(model, stream) -> None:
 async def test_hot_swap_between_batches(model, stream) -> None:
     engine = _engine(model, True)
     try:
-        other = OnnxRiskModel(load_artifact()).load()
+        other = OnnxRiskModel(load_artifact(WINDOW_ARTIFACT)).load()
         engine.swap(ModelBundle(other, None, None))
         decisions, _ = await engine.score([ScoreRequest(t) for t in stream[:5]])
         assert len(decisions) == 5 and engine.bundle.model is other
         with pytest.raises(RuntimeError, match=r"load model .* before swapping"):
-            engine.swap(ModelBundle(OnnxRiskModel(load_artifact()), None, None))
+            engine.swap(ModelBundle(OnnxRiskModel(load_artifact(WINDOW_ARTIFACT)), None, None))
     finally:
         engine.close()
 
@@ -198,7 +204,7 @@ async def test_feedback_moves_threshold_and_grows_case_memory(model, stream) -> 
 async def test_shadow_model_is_recorded_but_never_decides(model, stream) -> None:
     every = InMemoryThresholdPolicy(0.0, ThresholdConfig(lower=0.0, upper=1.0))
     engine = _engine(model, False, every)
-    shadow = OnnxRiskModel(load_artifact()).load()
+    shadow = OnnxRiskModel(load_artifact(WINDOW_ARTIFACT)).load()
     engine.set_roles(
         ServingRoles(
             engine.roles.primary, shadow=engine.serving_model(ModelBundle(shadow, None, None))
@@ -258,6 +264,44 @@ async def test_entity_profiles_learn_each_event_once_and_never_from_dry_runs(
         assert not np.array_equal(await look(), seen)
     finally:
         engine.close()
+
+
+async def test_a_dry_batch_reads_its_profiles_beside_the_card_read(
+    model: OnnxRiskModel, stream: list[Transaction]
+) -> None:
+    """A batch of dry runs writes no profile, so its profile read must not wait for the
+    card read (one round trip, not two, for ``POST /v1/score`` dry runs). The card store
+    here answers only once the profile read has started: on the sequential path the batch
+    would never finish. A batch that is not dry keeps the order (it needs the card read
+    to know which events are new), so it is not given this store."""
+    from scoring.state.entity_store import InMemoryEntityStore
+
+    started = asyncio.Event()
+
+    class Profiles(InMemoryEntityStore):
+        async def observe(self, records: np.ndarray, cards: np.ndarray, write: np.ndarray):
+            started.set()
+            return await super().observe(records, cards, write)
+
+    class Cards(InMemorySequenceStore):
+        async def read_batch(self, users: list[str]):
+            await started.wait()
+            return await super().read_batch(users)
+
+    entities = Profiles()
+    engine = ScoringEngine(
+        ModelBundle(model, None, None),
+        Cards(),
+        InMemoryThresholdPolicy(model.artifact.global_threshold),
+        entities=entities,
+    )
+    try:
+        decisions, _ = await asyncio.wait_for(
+            engine.score([ScoreRequest(t, dry_run=True) for t in stream[:20]]), 30
+        )
+    finally:
+        engine.close()
+    assert len(decisions) == 20 and all(d.entity is not None for d in decisions)
 
 
 def test_new_events_are_those_the_card_store_appended() -> None:
