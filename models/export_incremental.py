@@ -179,7 +179,9 @@ def export_rebuild(model: IncrementalRiskModel, folder: Path) -> None:
 def check_rebuild_parity(model: IncrementalRiskModel, folder: Path, seed: int = 11) -> float:
     """Max |ORT rebuild − torch sequence| over the state after windows of several lengths
     (the embedding against ``sequence``'s last position, ``h``/``c`` against torch's own
-    ``final_state``), at batch sizes 1 and 5."""
+    ``final_state``), at batch sizes 1 and 5. The LSTM's cell state is unbounded, so its
+    error is taken relative to its size where that exceeds 1 (``h`` and the embedding are
+    bounded by tanh)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(folder / REBUILD_FILE), providers=["CPUExecutionProvider"])
@@ -193,6 +195,9 @@ def check_rebuild_parity(model: IncrementalRiskModel, folder: Path, seed: int = 
             list(REBUILD_OUTPUTS),
             dict(zip(REBUILD_INPUTS, (num.numpy(), mcc.numpy(), chan.numpy()), strict=True)),
         )
-        for want, have in zip((ref_h, ref_c, ref_emb), got, strict=True):
-            worst = max(worst, float(np.abs(np.asarray(have) - want).max()))
+        for name, want, have in zip(("h", "c", "emb"), (ref_h, ref_c, ref_emb), got, strict=True):
+            diff = np.abs(np.asarray(have) - want)
+            if name == "c":  # the cell state is unbounded: its error scales with it
+                diff = diff / np.maximum(np.abs(want), 1.0)
+            worst = max(worst, float(diff.max()))
     return worst
