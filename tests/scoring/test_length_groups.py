@@ -11,6 +11,7 @@ from scoring.artifact import load_artifact
 from scoring.length_groups import CALL_COST, ROW_COST, length_groups
 from scoring.onnx_model import N_NUMERIC, OnnxRiskModel
 from scoring.scorer import encode_bucketed
+from tests.model_versions import WINDOW_ARTIFACT
 
 
 def _cost(groups: list[tuple[int, np.ndarray]]) -> float:
@@ -44,7 +45,7 @@ def test_degenerate_inputs() -> None:
 
 
 def test_encoding_does_not_depend_on_the_grouping() -> None:
-    model = OnnxRiskModel(load_artifact()).load()
+    model = OnnxRiskModel(load_artifact(WINDOW_ARTIFACT)).load()  # the window encoder's
     rng = np.random.default_rng(5)
     b, t = 40, 64
     hist_len = np.concatenate([[0, 1, 2, 63, 64], rng.integers(0, 65, b - 5)])
