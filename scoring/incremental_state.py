@@ -108,6 +108,14 @@ def advance(
     return nxt, emb
 
 
+def _empty_rows(
+    layout: StateLayout, empty_embedding: np.ndarray, b: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The states and embeddings of ``b`` cards with no events (a rebuild's start)."""
+    emb = np.repeat(empty_embedding.reshape(1, -1), b, axis=0).astype(np.float32)
+    return layout.empty(b), emb
+
+
 def rebuild(
     step: StepFn,
     layout: StateLayout,
@@ -119,9 +127,7 @@ def rebuild(
 ) -> tuple[np.ndarray, np.ndarray]:
     """States and embeddings after each row's history (step features [B, T, F]), from
     zero: one batched step per position, over the rows that still have events."""
-    b = hist_len.size
-    states = layout.empty(b)
-    emb = np.repeat(empty_embedding.reshape(1, -1), b, axis=0).astype(np.float32)
+    states, emb = _empty_rows(layout, empty_embedding, hist_len.size)
     for p in range(int(hist_len.max(initial=0))):
         rows = np.flatnonzero(hist_len > p)
         states[rows], emb[rows] = advance(
@@ -143,9 +149,7 @@ def rebuild_whole(
     length (rows grouped by exact length, so nothing is padded and the LSTM's final
     state is each row's own). The kept context is the window's last events, padded
     as an empty state is where the window is shorter."""
-    b = hist_len.size
-    states = layout.empty(b)
-    emb = np.repeat(empty_embedding.reshape(1, -1), b, axis=0).astype(np.float32)
+    states, emb = _empty_rows(layout, empty_embedding, hist_len.size)
     k, f = layout.kept, layout.n_numeric
     for n in np.unique(hist_len[hist_len > 0]).tolist():
         rows = np.flatnonzero(hist_len == n)

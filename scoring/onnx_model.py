@@ -312,10 +312,10 @@ class OnnxRiskModel:
         b = self.config.warmup_batch
         entity = self.artifact.spec.entity
         if self.artifact.incremental:
+            lay = self.state_layout
             for n in (1, b, 64):
-                self._step_outputs(self.state_layout.empty(n), n)
+                self._step_outputs(lay.empty(n), n)
                 if self.rebuild_graph is not None:
-                    lay = self.state_layout
                     self.whole(
                         np.zeros((n, lay.context, N_NUMERIC), np.float32),
                         np.ones((n, lay.context), np.int64),
