@@ -40,6 +40,7 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, replicate, report
+from benchmarks.worker_metrics import phase_split, scrape
 from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
 from streams.devtools.embedded_cluster import start_cluster
 from streams.devtools.local_worker import start_worker
@@ -169,8 +170,10 @@ def _worker_latency(
         _count_until(scores, len(warm), 120, key="transaction_id")
         time.sleep(1)
         meter = CpuMeter({"broker": stack.kafka.pid, "worker": worker.proc.pid})
+        before = scrape(worker.port)
         figures: dict[str, Any] = {**_paced(bs, topics.transactions, scores, paced, rate)}
         figures["cpu_ms_per_event"] = meter.per_event_ms(len(paced))
+        figures["worker_split"] = phase_split(before, scrape(worker.port))
         worker.stop()
         scores.close()
     return figures
