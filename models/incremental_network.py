@@ -67,34 +67,48 @@ class LocalAttentionLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
 
     def forward(self, x: torch.Tensor, dense: bool = False) -> torch.Tensor:
-        """``dense``: one masked T×T attention (for a short context: the step graph);
+        """``dense``: one masked T×T attention (``last`` over every position);
         otherwise ``band`` shifted slices, O(T · band) memory (long training sequences).
         Same function either way (``tests/models/test_incremental_network.py``)."""
         b, t, d = x.shape
+        if dense:
+            return self.last(x, t)
         h, dh, w = self.heads, d // self.heads, self.band
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        if dense:
-            qh, kh, vh = (z.reshape(b, t, h, dh).transpose(1, 2) for z in (q, k, v))
-            i = torch.arange(t, device=x.device)
-            gap = i.view(t, 1) - i.view(1, t)  # query minus key position
-            att = (qh @ kh.transpose(-1, -2)) / math.sqrt(dh)
-            att = att.masked_fill((gap < 0) | (gap >= w), float("-inf")).softmax(dim=-1)
-            mixed = (att @ vh).transpose(1, 2).reshape(b, t, d)
-        else:
-            # left-pad by band-1 so position i sees keys i-band+1 … i; the pads are
-            # masked (the diagonal never is, so no row is empty)
-            kp = torch.cat([k.new_zeros(b, w - 1, d), k], dim=1)
-            vp = torch.cat([v.new_zeros(b, w - 1, d), v], dim=1)
-            keys = torch.stack([kp[:, j : j + t] for j in range(w)], dim=2)  # [B, T, W, d]
-            vals = torch.stack([vp[:, j : j + t] for j in range(w)], dim=2)
-            qh = q.reshape(b, t, 1, h, dh)
-            att = (qh * keys.reshape(b, t, w, h, dh)).sum(-1) / math.sqrt(dh)  # [B, T, W, H]
-            pos = torch.arange(t, device=x.device).view(1, t, 1, 1)
-            slot = torch.arange(w, device=x.device).view(1, 1, w, 1)
-            att = att.masked_fill(pos + slot < w - 1, float("-inf")).softmax(dim=2)
-            mixed = (att.unsqueeze(-1) * vals.reshape(b, t, w, h, dh)).sum(2).reshape(b, t, d)
+        # left-pad by band-1 so position i sees keys i-band+1 … i; the pads are
+        # masked (the diagonal never is, so no row is empty)
+        kp = torch.cat([k.new_zeros(b, w - 1, d), k], dim=1)
+        vp = torch.cat([v.new_zeros(b, w - 1, d), v], dim=1)
+        keys = torch.stack([kp[:, j : j + t] for j in range(w)], dim=2)  # [B, T, W, d]
+        vals = torch.stack([vp[:, j : j + t] for j in range(w)], dim=2)
+        qh = q.reshape(b, t, 1, h, dh)
+        att = (qh * keys.reshape(b, t, w, h, dh)).sum(-1) / math.sqrt(dh)  # [B, T, W, H]
+        pos = torch.arange(t, device=x.device).view(1, t, 1, 1)
+        slot = torch.arange(w, device=x.device).view(1, 1, w, 1)
+        att = att.masked_fill(pos + slot < w - 1, float("-inf")).softmax(dim=2)
+        mixed = (att.unsqueeze(-1) * vals.reshape(b, t, w, h, dh)).sum(2).reshape(b, t, d)
         x = x + self.proj(mixed)
         return x + self.ff(self.norm2(x))
+
+    def last(self, x: torch.Tensor, keep: int) -> torch.Tensor:
+        """The outputs of the last ``keep`` positions only, with one masked attention of
+        their queries over every position's keys. The step reads one output, so its
+        last layer needs one query and each layer below ``band - 1`` more: the queries,
+        projection and feed-forward of the other positions were computed for nothing
+        (about half of the step's arithmetic with two layers)."""
+        b, t, d = x.shape
+        h, dh, w = self.heads, d // self.heads, self.band
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        qh = q[:, t - keep :].reshape(b, keep, h, dh).transpose(1, 2)
+        kh, vh = (z.reshape(b, t, h, dh).transpose(1, 2) for z in (k, v))
+        gap = torch.arange(t - keep, t, device=x.device).view(keep, 1) - torch.arange(
+            t, device=x.device
+        ).view(1, t)  # query minus key position
+        att = (qh @ kh.transpose(-1, -2)) / math.sqrt(dh)
+        att = att.masked_fill((gap < 0) | (gap >= w), float("-inf")).softmax(dim=-1)
+        mixed = (att @ vh).transpose(1, 2).reshape(b, keep, d)
+        y = x[:, t - keep :] + self.proj(mixed)
+        return y + self.ff(self.norm2(y))
 
 
 class IncrementalEncoder(nn.Module):
@@ -121,6 +135,14 @@ class IncrementalEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, dense)
         return x
+
+    def attend_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``attend(x)[:, -1:]``, computing at each layer only the positions the last
+        output depends on (``LocalAttentionLayer.last``)."""
+        layers: list[LocalAttentionLayer] = list(self.layers)  # type: ignore[arg-type]
+        for i, layer in enumerate(layers):
+            x = layer.last(x, (len(layers) - 1 - i) * (layer.band - 1) + 1)
+        return x[:, -1:]
 
     def empty_embedding(self) -> torch.Tensor:
         """The embedding of a card with no events: zero LSTM state."""
@@ -163,7 +185,7 @@ class IncrementalEncoder(nn.Module):
         True before the card's first event) and its state → new state and embedding."""
         x = self.tokens(ctx_num, ctx_mcc, ctx_channel)
         x = torch.where(ctx_pad.unsqueeze(-1), self.start.expand_as(x), x)
-        z = self.attend(x, dense=True)[:, -1:]
+        z = self.attend_last(x)
         _, (h2, c2) = self.lstm(z, (h.unsqueeze(0), c.unsqueeze(0)))
         h2, c2 = h2.squeeze(0), c2.squeeze(0)
         return h2, c2, torch.tanh(self.out(h2))

@@ -49,6 +49,26 @@ def test_local_attention_dense_and_sliced_paths_agree() -> None:
         assert torch.allclose(layer(x, dense=True), layer(x, dense=False), atol=1e-6)
 
 
+@pytest.mark.parametrize("keep", [1, 4, 11])
+def test_a_layers_last_positions_alone_equal_the_whole_layers(keep: int) -> None:
+    torch.manual_seed(0)
+    layer = LocalAttentionLayer(16, 4, 32, band=5).eval()
+    x = torch.randn(3, 11, 16)
+    with torch.inference_mode():
+        assert torch.allclose(layer.last(x, keep), layer(x)[:, -keep:], atol=1e-6)
+
+
+@pytest.mark.parametrize(("band", "layers"), [(4, 2), (8, 3), (3, 1)])
+def test_the_steps_trimmed_attention_equals_the_whole_contexts(band: int, layers: int) -> None:
+    """The step computes only what its one output depends on; the output is the same."""
+    model = _model(band, layers)
+    num, mcc, chan = _sequences(4, model.encoder.context)
+    with torch.inference_mode():
+        x = model.encoder.tokens(num, mcc, chan)
+        whole = model.encoder.attend(x)[:, -1:]
+        assert torch.allclose(model.encoder.attend_last(x), whole, atol=1e-6)
+
+
 def test_an_event_depends_on_its_last_context_events_only() -> None:
     """Changing an event older than the context changes no later attention output."""
     model = _model(band=3, layers=2)  # context 5
