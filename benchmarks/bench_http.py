@@ -34,14 +34,21 @@ from streams.kafka.publisher import Publisher
 from streams.settings import Settings
 
 
-def _post(conn: http.client.HTTPConnection, body: bytes) -> float:
+def _post(
+    conn: http.client.HTTPConnection, body: bytes, server: list[float] | None = None
+) -> float:
+    """Round-trip ms of one request; ``server`` gets the worker's own ``latency_ms``
+    (from the parsed request to its decision: the HTTP layer is the difference)."""
     t0 = time.perf_counter()
     conn.request("POST", "/v1/score", body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
-    resp.read()
+    data = resp.read()
+    ms = (time.perf_counter() - t0) * 1000
     if resp.status != 200:
         raise RuntimeError(f"/v1/score answered {resp.status}")
-    return (time.perf_counter() - t0) * 1000
+    if server is not None:
+        server.append(max(d["latency_ms"] for d in json.loads(data)["decisions"]))
+    return ms
 
 
 def _metric(port: int, name: str) -> dict[str, float]:
@@ -135,7 +142,8 @@ def _one_side(
             for b in bodies[:50]:
                 _post(conn, b)  # warm-up: connection, code paths
             counts0 = _cache_counts(worker.port)
-            seq = [_post(conn, bodies[i % len(bodies)]) for i in range(requests)]
+            engine: list[float] = []
+            seq = [_post(conn, bodies[i % len(bodies)], engine) for i in range(requests)]
             seq_hits = _hit_rate(counts0, _cache_counts(worker.port))
             conn.close()
             lat: list[float] = []
@@ -179,7 +187,11 @@ def _one_side(
         finally:
             worker.stop()
     out: dict[str, Any] = {
-        "sequential": {**_pct(seq), "cache_hit_rate": seq_hits},
+        "sequential": {
+            **_pct(seq),
+            "cache_hit_rate": seq_hits,
+            "in_worker": {k: v for k, v in _pct(engine).items() if k != "n"},
+        },
         "concurrent_8": {**_pct(lat), "achieved_rate": round(achieved)},
     }
     if wet is not None:
