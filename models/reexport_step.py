@@ -53,6 +53,7 @@ from scoring.artifact import (
     HEAD_FILE,
     MANIFEST_FILE,
     TREE_FILE,
+    ArtifactError,
     load_artifact,
     write_manifest,
 )
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         version = reexport(args.source, args.out)
-    except (ReexportError, OSError, ValueError) as exc:
+    except (ReexportError, ArtifactError, OSError, ValueError) as exc:
         print(f"reexport_step: {exc}", file=sys.stderr)
         return 2
     print(f"{args.out}: model {version}, step graph re-exported")

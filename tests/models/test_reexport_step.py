@@ -112,8 +112,14 @@ def test_the_new_step_graph_computes_what_the_old_one_did(dense, tmp_path: Path)
     assert (out / ENCODER_FILE).read_bytes() != (folder / ENCODER_FILE).read_bytes()
 
 
-def test_a_window_artifact_gets_one_line(tmp_path: Path, capsys) -> None:
-    assert main([str(WINDOW_ARTIFACT), str(tmp_path / "out")]) == 2
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [(WINDOW_ARTIFACT, "not an incremental artifact"), (Path("/nonexistent"), "not a model")],
+)
+def test_an_artifact_it_cannot_handle_gets_one_line(
+    source: Path, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(source), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("reexport_step: ") and "not an incremental artifact" in err
+    assert err.startswith("reexport_step: ") and says in err
     assert "\n" not in err and not (tmp_path / "out").exists()
