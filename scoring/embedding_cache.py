@@ -11,7 +11,8 @@ is never used: a miss costs one encoder run, a wrong hit would cost a wrong deci
 Snapshots are tied to the model version: another model's embeddings are discarded.
 
 For the incremental model each entry also holds the card's state (LSTM ``h``/``c`` and
-its last events' step features, ``scoring.incremental_state``): a side array
+its last events' step features, ``scoring.incremental_state``), versioned by the card's
+last events only (``tail_versions``): a side array
 allocated on the first put that carries one (``np.zeros``: pages are touched only as
 cards are stored), so the embedding the head needs and the state the next event
 advances from are one lookup, under one version.
@@ -63,6 +64,38 @@ def next_versions(win: Windows, spec: FeatureSpec) -> np.ndarray:
         moved = windows_including_current(win.take(slid), spec)
         versions[slid] = history_versions(moved)
     return versions
+
+
+def tail_versions(records: np.ndarray, end: np.ndarray, kept: int) -> np.ndarray:
+    """A 64-bit id of the last ``min(kept, end)`` events before position ``end`` of each
+    row (their transaction ids, in order, and how many); 0 where ``end`` is 0.
+
+    The version of an incremental state. The state after a card's last event is what
+    its next event advances from, whatever older events the window has since dropped
+    by time: it depends on the events before it only through the LSTM, and on its last
+    ``kept`` events through the context the step reads. So the id covers exactly those.
+    A late event among them changes it (the card rebuilds); an old event leaving the
+    30-day window does not (``history_versions`` would change, and a card with more
+    history than the window would rebuild every few events).
+    """
+    b = end.size
+    rows = np.arange(b)
+    take = np.minimum(end, kept).astype(np.int64)
+    v = take.astype(np.uint64) * _P1
+    tx = records["tx"]
+    with np.errstate(over="ignore"):
+        for j in range(kept):  # oldest kept first; rows with fewer skip the first ones
+            pos = end - kept + j
+            has = pos >= end - take
+            t = tx[rows, np.maximum(pos, 0)]
+            v = np.where(has, (v * _P2) ^ (t * _P3), v)
+    return np.where(end > 0, v | np.uint64(1), np.uint64(0))
+
+
+def next_tail_versions(win: Windows, spec: FeatureSpec, kept: int) -> np.ndarray:
+    """``tail_versions`` of each row's history *after* its current event (what the
+    card's next event will see, unless a late event or a long gap changes it)."""
+    return tail_versions(win.records, win.hist_len + 1, min(kept, spec.max_history))
 
 
 class FaissEmbeddingCache:

@@ -31,7 +31,11 @@ from features.featurize import (
     windows_including_current,
 )
 from scoring.bundle import ModelBundle
-from scoring.embedding_cache import history_versions, next_versions
+from scoring.embedding_cache import (
+    history_versions,
+    next_tail_versions,
+    tail_versions,
+)
 from scoring.entity_reasons import explain_entities
 from scoring.errors import ModelLoadError
 from scoring.incremental_state import advance
@@ -84,11 +88,12 @@ def score_batch(
     t1 = time.perf_counter()
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
-    versions = history_versions(win)
     states = pending = None
     if model.artifact.incremental:
+        versions = tail_versions(win.records, win.hist_len, model.state_layout.kept)
         emb, states, pending = incremental_embeddings(bundle, users, win, fb, versions, dry)
     else:
+        versions = history_versions(win)
         if bundle.cache is not None:
             hit, emb = bundle.cache.get(users, versions)
         else:
@@ -170,7 +175,7 @@ def incremental_embeddings(
     need = np.union1d(stored, prev[prev >= 0])
     after = np.zeros(n, dtype=np.uint64)
     if need.size:
-        after[need] = next_versions(win.take(need), spec)
+        after[need] = next_tail_versions(win.take(need), spec, lay.kept)
     for d in range(int(depth.max(initial=0)) + 1):
         at = np.flatnonzero((depth == d) & ~done)
         chain = at[(prev[at] >= 0)]

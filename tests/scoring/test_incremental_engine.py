@@ -122,6 +122,48 @@ async def test_a_warm_card_costs_one_step_row_per_event_whatever_its_history(
     assert max(lengths) > 3 * model.artifact.context
 
 
+async def test_a_card_older_than_its_window_keeps_its_live_state(model, engines) -> None:
+    """A bank's cards have more history than the 30-day window: every few events the
+    oldest falls out by time. The state after the card's last event is still the one its
+    next event advances from (its context, the last events, did not change), so it
+    costs one step, not a rebuild from the window."""
+    engine = _engine(model)
+    engines.append(engine)
+    txs = transactions(users=4, days=75, seed=14)
+    span = txs[-1].timestamp - txs[0].timestamp
+    assert span.days > 2 * model.artifact.spec.window_ms / 86_400_000  # windows slide
+    await score_in_batches(engine, txs[:-40], 1)
+    with _Counting(model) as count:
+        await score_in_batches(engine, txs[-40:], 1)
+    assert count.rebuilds == 0
+    assert (count.rows, count.calls) == (40, 40)
+
+
+async def test_a_late_event_among_the_last_ones_rebuilds_the_state(model, engines) -> None:
+    """An event that arrives after later ones changes the next event's context: the
+    cached state no longer describes it, so the card rebuilds, and scores as a card
+    with no cache would."""
+    from scoring.decision import ScoreRequest
+
+    cached, plain = _engine(model), _engine(model, capacity=None)
+    engines += [cached, plain]
+    everyone = transactions(users=3, days=20, seed=15)
+    txs = [t for t in everyone if t.user_id == everyone[0].user_id][:30]
+    assert len(txs) == 30
+    late, rest = txs[20], txs[:20] + txs[21:]
+    scores = {}
+    for name, engine in (("cached", cached), ("plain", plain)):
+        await score_in_batches(engine, rest[:-1], 1)
+        await score_in_batches(engine, [late], 1)
+        with _Counting(model) as count:
+            (d,), _ = await engine.score([ScoreRequest(rest[-1])])
+            await engine.states_stored()
+        scores[name] = d.score
+        if name == "cached":
+            assert count.rebuilds == 1
+    np.testing.assert_allclose(scores["cached"], scores["plain"], atol=1e-5)
+
+
 async def test_the_next_batch_finds_the_state_without_waiting_for_a_refresh(model, engines) -> None:
     """The worker refreshes the cache after publishing, while the next batch is already
     being scored: a card whose events come fast must still find its state (a miss would
