@@ -44,6 +44,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC
 from models.export_incremental import STEP_INPUTS, STEP_OUTPUTS, check_step_parity, export_step
 from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
@@ -64,7 +65,7 @@ RECOVERY_TOLERANCE = 1e-5
 _ONNX_GATES = (0, 3, 1, 2)
 
 
-class ReexportError(Exception):
+class ReexportError(RiskstreamError):
     """The artifact cannot be re-exported (said in one line)."""
 
 
