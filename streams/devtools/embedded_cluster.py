@@ -45,9 +45,25 @@ def _ports_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low(default: int = 32_768) -> int:
+    """The first port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def _pick_port() -> int:
+    """A free client port whose cluster-bus port is free too, both below the kernel's
+    ephemeral range. A killed node is restarted on its own port, and meanwhile clients
+    keep reconnecting to it: a connection to a port of the ephemeral range that nothing
+    listens on can take that very port as its source and connect to itself (TCP
+    simultaneous open), and the restarted node then fails to bind ("Address already in
+    use"; seen in CI)."""
+    top = _ephemeral_low() - 10_000 - 1  # the bus port (+10,000) stays below it as well
+    low, high = (10_000, top) if top > 12_000 else (20_000, 55_000)
     for _ in range(200):
-        port = random.randint(20_000, 55_000)
+        port = random.randint(low, high)
         if _ports_free(port):
             return port
     raise EmbeddedStackError("no free port pair (client + cluster bus) on 127.0.0.1")
