@@ -281,6 +281,14 @@ def export_tree_part(tree: TreePart, entity: bool, folder: Path, atol: float = 1
     return worst
 
 
+def version_of_graphs(folder: Path, created: datetime) -> str:
+    """An artifact's version id: its date and a digest of its graphs (encoder, head and
+    tree where there is one), so the same graphs always get the same id."""
+    graphs = [g for g in (ENCODER_FILE, HEAD_FILE, TREE_FILE) if (folder / g).exists()]
+    digest = hashlib.sha256(b"".join((folder / g).read_bytes() for g in graphs)).hexdigest()
+    return f"tl-{created:%Y%m%d}-{digest[:10]}"
+
+
 def write_artifact(
     model: RiskModel | IncrementalRiskModel,
     spec: FeatureSpec,
@@ -322,13 +330,11 @@ def write_artifact(
                 }
             }
             thresholds |= {k: float(v) for k, v in tree.thresholds.items()}
-        graphs = [ENCODER_FILE, HEAD_FILE, *([TREE_FILE] if tree is not None else [])]
-        digest = hashlib.sha256(b"".join((tmp / g).read_bytes() for g in graphs)).hexdigest()[:10]
         created = datetime.now(UTC)
         write_manifest(
             tmp,
             {
-                "model_version": f"tl-{created:%Y%m%d}-{digest}",
+                "model_version": version_of_graphs(tmp, created),
                 "created_at": created.isoformat(),
                 "opset": OPSET,
                 "feature_spec": spec.to_json(),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import shutil
 import sys
@@ -46,14 +45,13 @@ from onnx import numpy_helper
 
 from features.errors import RiskstreamError
 from features.featurize import N_NUMERIC
+from models.export import version_of_graphs
 from models.export_incremental import STEP_INPUTS, STEP_OUTPUTS, check_step_parity, export_step
 from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
 from models.network import NetworkConfig
 from scoring.artifact import (
     ENCODER_FILE,
-    HEAD_FILE,
     MANIFEST_FILE,
-    TREE_FILE,
     ArtifactError,
     load_artifact,
     write_manifest,
@@ -212,10 +210,8 @@ def reexport(source: Path, out: Path) -> str:
         shutil.rmtree(tmp)
         raise ReexportError(f"the re-exported step fails its parity check ({parity:.2e})")
     manifest = json.loads((source / MANIFEST_FILE).read_text())
-    graphs = [g for g in (ENCODER_FILE, HEAD_FILE, TREE_FILE) if (tmp / g).exists()]
-    digest = hashlib.sha256(b"".join((tmp / g).read_bytes() for g in graphs)).hexdigest()[:10]
     created = datetime.now(UTC)
-    version = f"tl-{created:%Y%m%d}-{digest}"
+    version = version_of_graphs(tmp, created)
     manifest.pop("files", None)
     manifest.pop("format", None)
     manifest |= {
