@@ -83,7 +83,11 @@ def test_healthz_answers_while_shutdown_waits_on_the_broker(tmp_path) -> None:
         wenv = WorkerEnv(own, tmp_path, f"h{uuid.uuid4().hex[:8]}")
         own.create_topics(list(wenv.topics.values()), partitions=2)
         worker = wenv.start()
-        events = events_for(n_users=40, days=6, seed=43)
+        # Enough input that the worker is still mid-stream when the broker freezes: with a
+        # few hundred events it could finish them all first (CI did), and an idle worker
+        # has no batch in flight and nothing to flush, so its stop rightly does not wait.
+        events = events_for(n_users=700, days=11, seed=43)
+        assert len(events) >= 20_000
         wenv.produce(events)
         wenv.read("scores", expected=200, key_of=tx_id_of, timeout_s=60)
         os.kill(own.kafka.pid, signal.SIGSTOP)
