@@ -174,5 +174,13 @@ def events_for(n_users: int = 40, days: int = 10, seed: int = 4) -> list[tuple[s
     return out
 
 
+def steady_stream(seed: int) -> list[tuple[str, bytes]]:
+    """≥ 20,000 simulated events (700 card holders, 11 days; labels kept aside): the size
+    the fault, cluster and soak tests run at, enough to keep a worker busy for seconds."""
+    events = events_for(n_users=700, days=11, seed=seed)
+    assert len(events) >= 20_000
+    return events
+
+
 def tx_id_of(m: Any) -> str:
     return json.loads(m.value())["transaction_id"]

@@ -27,7 +27,7 @@ from benchmarks.soak import alert_agreement
 from features.events import id_hash
 from scoring.state.sequence_store import decode_records
 from streams.devtools.embedded import running_stack
-from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
+from tests.worker_helpers import WorkerEnv, steady_stream, tx_id_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,7 +47,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_stream_http_labels_delivery_failures_and_a_redis_blip_at_once(tmp_path: Path) -> None:
-    events = events_for(n_users=700, days=11, seed=51)
+    events = steady_stream(51)
     assert len(events) >= 20_000
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     templates = [json.loads(v) for _, v in events[:400]]

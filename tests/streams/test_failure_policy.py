@@ -16,7 +16,7 @@ import pytest
 
 from scoring.artifact import load_artifact
 from streams.devtools.embedded import free_port
-from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
+from tests.worker_helpers import WorkerEnv, events_for, steady_stream, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,8 +86,7 @@ def test_healthz_answers_while_shutdown_waits_on_the_broker(tmp_path) -> None:
         # Enough input that the worker is still mid-stream when the broker freezes: with a
         # few hundred events it could finish them all first (CI did), and an idle worker
         # has no batch in flight and nothing to flush, so its stop rightly does not wait.
-        events = events_for(n_users=700, days=11, seed=43)
-        assert len(events) >= 20_000
+        events = steady_stream(43)
         wenv.produce(events)
         wenv.read("scores", expected=200, key_of=tx_id_of, timeout_s=60)
         os.kill(own.kafka.pid, signal.SIGSTOP)

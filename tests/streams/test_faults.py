@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
+from tests.worker_helpers import WorkerEnv, steady_stream, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,15 +58,8 @@ def _sequences_holding_an_event_twice(redis_url: str, pattern: str) -> int:
         client.close()
 
 
-def _steady_stream(seed: int) -> list[tuple[str, bytes]]:
-    """≥ 20,000 simulated events (labels kept aside), the size each fault runs at."""
-    events = events_for(n_users=700, days=11, seed=seed)
-    assert len(events) >= 20_000
-    return events
-
-
 def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> None:
-    events = _steady_stream(31)
+    events = steady_stream(31)
     ids = _ids(events)
     worker = wenv.start()
     try:
@@ -98,7 +91,7 @@ def test_redis_outage_retries_readyz_red_then_green(wenv: WorkerEnv, stack) -> N
 
 
 def test_rebalance_two_workers_one_stops(wenv: WorkerEnv, stack) -> None:
-    events = _steady_stream(32)
+    events = steady_stream(32)
     ids = _ids(events)
     first = wenv.start()
     second = wenv.start()
@@ -141,7 +134,7 @@ def test_broker_stop_and_restart_worker_reconnects_and_resumes(tmp_path) -> None
     with running_stack() as own:
         wenv = WorkerEnv(own, tmp_path, f"b{uuid.uuid4().hex[:8]}")
         own.create_topics(list(wenv.topics.values()), partitions=2)
-        events = _steady_stream(33)
+        events = steady_stream(33)
         half = len(events) // 2
         first, second = events[:half], events[half:]
         worker = wenv.start()

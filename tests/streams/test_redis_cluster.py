@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from streams.devtools.embedded_cluster import EmbeddedRedisCluster, start_cluster
-from tests.worker_helpers import Worker, WorkerEnv, events_for, tx_id_of
+from tests.worker_helpers import Worker, WorkerEnv, events_for, steady_stream, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,7 +49,7 @@ def _keys_per_master(cluster: EmbeddedRedisCluster, prefix: str) -> list[int]:
 def test_a_master_killed_mid_stream_loses_nothing(
     wenv: WorkerEnv, fresh_cluster: EmbeddedRedisCluster
 ) -> None:
-    events = events_for(n_users=700, days=11, seed=41)
+    events = steady_stream(41)
     assert len(events) >= 20_000
     ids = _ids(events)
     worker = wenv.start(extra_env=_cluster_env(fresh_cluster))
@@ -163,7 +163,7 @@ def test_three_workers_twelve_partitions_on_the_cluster(
     time scored the card: two at once would have missed each other's appends)."""
     env = WorkerEnv(stack, tmp_path, f"mw{uuid.uuid4().hex[:8]}")
     stack.create_topics(list(env.topics.values()), partitions=12)
-    events = events_for(n_users=700, days=11, seed=47)
+    events = steady_stream(47)
     assert len(events) >= 20_000
     ids = _ids(events)
     extra = {**_cluster_env(redis_cluster), "RISKSTREAM_TOPICS__PARTITIONS": "12"}

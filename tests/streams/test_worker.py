@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.worker_helpers import WorkerEnv, events_for, tx_id_of
+from tests.worker_helpers import WorkerEnv, events_for, steady_stream, tx_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def test_n_in_n_out_dead_letters_and_replay(wenv: WorkerEnv, stack) -> None:
 
 
 def test_sigkill_mid_stream_loses_nothing(wenv: WorkerEnv, stack) -> None:
-    events = events_for(n_users=700, days=11, seed=8)  # a steady stream of ≥ 20,000
+    events = steady_stream(8)
     assert len(events) >= 20_000
     ids = {json.loads(v)["transaction_id"] for _, v in events}
     worker = wenv.start()
