@@ -17,8 +17,8 @@ from features.events import records_from_table, sort_key
 from features.featurize import (
     FeatureSpec,
     featurize_windows,
-    windows_for_batch,
 )
+from features.serving_windows import windows_for_batch
 from scoring.state.sequence_store import RedisSequenceStore
 from streams.devtools.embedded import running_stack
 from streams.devtools.simulator import SimulatorConfig, simulate

@@ -31,6 +31,18 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 RECORD_SIZE = RECORD_DTYPE.itemsize
+_OPAQUE = np.dtype(f"V{RECORD_SIZE}")
+
+
+def opaque(records: np.ndarray) -> np.ndarray:
+    """``records`` (RECORD_DTYPE) viewed as opaque items of the same size, same shape.
+
+    For gathers and scatters of whole records: numpy copies a structured item field by
+    field and an opaque one in one piece (figures in docs/BENCHMARKS.md).
+    """
+    return records.view(_OPAQUE)
+
+
 _CHANNEL_INDEX = {name: i for i, name in enumerate(CHANNELS)}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from features.contracts import CHANNELS
 from features.entity_profile import ENTITY_FEATURES, N_ENTITY
-from features.events import RECORD_DTYPE
+from features.events import RECORD_DTYPE, opaque
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "log_amount",
@@ -156,7 +156,7 @@ class Windows:
 
     def take(self, idx: np.ndarray) -> Windows:
         """Rows ``idx``."""
-        return Windows(self.records[idx], self.hist_len[idx])
+        return Windows(opaque(self.records)[idx].view(RECORD_DTYPE), self.hist_len[idx])
 
 
 @dataclass
@@ -222,87 +222,7 @@ def windows_from_sorted(
     pos = start[:, None] + np.arange(width)[None, :]
     valid = np.arange(width)[None, :] <= hist_len[:, None]
     out = np.zeros((start.size, width), dtype=RECORD_DTYPE)
-    out[valid] = records[pos[valid]]
-    return Windows(out, hist_len)
-
-
-def windows_for_batch(
-    prior: dict[str, np.ndarray], user_ids: list[str], records: np.ndarray, spec: FeatureSpec
-) -> Windows:
-    """Serving path: windows for a batch, from the store's prior sequences plus the batch.
-
-    Builds one array of everything known (stored events ∪ this batch), deduplicated on
-    (user, transaction) with the stored copy winning (as the store does), sorted by
-    (user, ts, tx) — the training layout — and then reuses ``windows_from_sorted``. So a
-    user's several events in one batch see each other in time order, a replayed event
-    never sees itself, and training and serving share the window code itself.
-    """
-    users = list(dict.fromkeys(user_ids))
-    code = {u: i for i, u in enumerate(users)}
-    parts = [prior.get(u, records[:0]) for u in users]
-    n_prior = sum(p.size for p in parts)
-    n = records.size
-    # one bytes join instead of np.concatenate: concatenating hundreds of structured
-    # arrays promotes their dtypes field by field and cost more than the rest of this
-    all_rec = np.frombuffer(
-        b"".join([*(p.tobytes() for p in parts), records.tobytes()]), dtype=RECORD_DTYPE
-    )
-    all_code = np.concatenate(
-        [
-            np.repeat(np.arange(len(users)), [p.size for p in parts]),
-            np.fromiter((code[u] for u in user_ids), np.int64, n),
-        ]
-    )
-    is_batch = np.arange(all_rec.size) >= n_prior
-    # 1) dedup on (user, tx): the first occurrence (stored, then earliest in batch) wins
-    by_id = np.lexsort((np.arange(all_rec.size), all_rec["tx"], all_code))
-    code_s, tx_s = all_code[by_id], all_rec["tx"][by_id]
-    same = np.zeros(by_id.size, dtype=bool)
-    same[1:] = (code_s[1:] == code_s[:-1]) & (tx_s[1:] == tx_s[:-1])
-    run_start = np.maximum.accumulate(np.where(~same, np.arange(by_id.size), 0))
-    rep = np.empty(all_rec.size, dtype=np.int64)
-    rep[by_id] = by_id[run_start]  # each row → the row that represents its (user, tx)
-    kept = np.sort(by_id[~same])
-    # 2) the survivors in the training layout, sorted by (user, ts, tx)
-    order = kept[np.lexsort((all_rec["tx"][kept], all_rec["ts"][kept], all_code[kept]))]
-    position = np.empty(all_rec.size, dtype=np.int64)
-    position[order] = np.arange(order.size)
-    index = position[rep[is_batch]]
-    return windows_from_sorted(all_rec[order], all_code[order], index, spec)
-
-
-def windows_for_batch_isolated(
-    prior: dict[str, np.ndarray],
-    user_ids: list[str],
-    records: np.ndarray,
-    isolated: np.ndarray,
-    spec: FeatureSpec,
-) -> Windows:
-    """``windows_for_batch`` where the rows flagged in ``isolated`` are seen by no other row.
-
-    For dry runs: a dry-run transaction must change nothing another decision sees, so it
-    never enters another row's window; it sees the stored history and the batch's other,
-    non-isolated events of its card (as it would if it were real), never another dry run.
-    """
-    if not isolated.any():
-        return windows_for_batch(prior, user_ids, records, spec)
-    wet = np.flatnonzero(~isolated)
-    parts: list[tuple[np.ndarray, Windows]] = []
-    if wet.size:
-        parts.append(
-            (wet, windows_for_batch(prior, [user_ids[i] for i in wet], records[wet], spec))
-        )
-    for i in np.flatnonzero(isolated):
-        user = user_ids[i]
-        rows = np.array([*(j for j in wet if user_ids[j] == user), i], dtype=np.int64)
-        w = windows_for_batch(prior, [user] * rows.size, records[rows], spec)
-        parts.append((np.array([i]), Windows(w.records[-1:], w.hist_len[-1:])))
-    width = max(w.records.shape[1] for _, w in parts)
-    out = np.zeros((len(user_ids), width), dtype=RECORD_DTYPE)
-    hist_len = np.zeros(len(user_ids), dtype=np.int64)
-    for rows, w in parts:
-        out[rows, : w.records.shape[1]] = w.records
-        hist_len[rows] = w.hist_len
+    opaque(out)[valid] = opaque(records)[pos[valid]]
     return Windows(out, hist_len)
 
 

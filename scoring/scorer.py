@@ -27,9 +27,9 @@ from features.featurize import (
     Windows,
     featurize_windows,
     normalize_entity,
-    windows_for_batch_isolated,
     windows_including_current,
 )
+from features.serving_windows import windows_for_batch_isolated
 from scoring.bundle import ModelBundle
 from scoring.embedding_cache import (
     history_versions,

@@ -12,9 +12,9 @@ from features.featurize import (
     featurize_windows,
     fit_spec,
     step_features,
-    windows_for_batch,
     windows_from_sorted,
 )
+from features.serving_windows import windows_for_batch
 from scoring.state.sequence_config import SequenceStoreConfig
 from scoring.state.sequence_store import RedisSequenceStore
 from streams.devtools.simulator import SimulatorConfig, simulate
