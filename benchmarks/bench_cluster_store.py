@@ -30,7 +30,7 @@ from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_config import SequenceStoreConfig
 from scoring.state.sequence_store import RedisSequenceStore
 from streams.devtools.embedded import _start_redis
-from streams.devtools.embedded_cluster import start_cluster
+from streams.devtools.embedded_cluster import PRODUCTION_NODE_TIMEOUT_MS, start_cluster
 
 T0 = 1_767_225_600_000
 
@@ -96,7 +96,7 @@ def main() -> None:
     replica = _start_redis(Path(tempfile.mkdtemp(prefix="bench-cluster-r-")))
     try:
         replicate(primary.port, replica.port)
-        with start_cluster(3) as emb:
+        with start_cluster(3, node_timeout_ms=PRODUCTION_NODE_TIMEOUT_MS) as emb:
             handles = {"single_pid": single.pid, "cluster": emb, "replicated": (primary, replica)}
             rounds = [
                 asyncio.run(_round(args, n, single.port, handles)) for n in range(args.rounds)

@@ -42,7 +42,7 @@ from confluent_kafka import Consumer
 from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, replicate, report
 from benchmarks.worker_metrics import phase_split, scrape
 from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
-from streams.devtools.embedded_cluster import start_cluster
+from streams.devtools.embedded_cluster import PRODUCTION_NODE_TIMEOUT_MS, start_cluster
 from streams.devtools.local_worker import start_worker
 from streams.devtools.otlp_receiver import OtlpReceiver
 from streams.devtools.simulator import SimulatorConfig, simulate
@@ -249,6 +249,13 @@ def main() -> None:
         "masters (one replica each), in the same rounds (0: skip).",
     )
     ap.add_argument(
+        "--cluster-node-timeout-ms",
+        type=int,
+        default=PRODUCTION_NODE_TIMEOUT_MS,
+        help="The cluster nodes' cluster-node-timeout: valkey's default, as in production "
+        "(the tests' embedded cluster uses 1 s for fast failover; its pings cost idle CPU).",
+    )
+    ap.add_argument(
         "--otlp-receiver",
         action="store_true",
         help="Run an OTLP receiver here and point the worker's tracing at it (with "
@@ -293,7 +300,14 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         scored.append(_worker_throughput(bulk, worker_env))
         if args.redis_cluster:  # the same worker, state on a cluster, same round
             replicated.append(_worker_throughput(bulk, worker_env, replica=True))
-            clustered.append(_worker_throughput(bulk, worker_env, args.redis_cluster))
+            clustered.append(
+                _worker_throughput(
+                    bulk,
+                    worker_env,
+                    args.redis_cluster,
+                    node_timeout_ms=args.cluster_node_timeout_ms,
+                )
+            )
     # (3) fixed-rate latency and (4) the broker path alone, each on a fresh stack
     latency: dict[str, list[dict[str, Any]]] = {}
     floor: dict[str, list[dict[str, float]]] = {}
@@ -310,7 +324,11 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
                 {
                     "redis_cluster_masters": args.redis_cluster,
                     **_steady_phase(
-                        worker_env, args.steady_users, args.steady_days, args.redis_cluster
+                        worker_env,
+                        args.steady_users,
+                        args.steady_days,
+                        args.redis_cluster,
+                        args.cluster_node_timeout_ms,
                     ),
                 }
             )
@@ -345,6 +363,7 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         kafka_two_hop_floor_latency=_medians(floor),
         spans_received=None if receiver is None else len(receiver.spans()),
         redis_cluster=_cluster_figures(scored, replicated, clustered, args.redis_cluster),
+        cluster_node_timeout_ms=args.cluster_node_timeout_ms if args.redis_cluster else None,
         steady_state=steady or None,
     )
 
@@ -354,6 +373,7 @@ def _worker_throughput(
     worker_env: dict[str, str],
     cluster_masters: int = 0,
     replica: bool = False,
+    node_timeout_ms: int = PRODUCTION_NODE_TIMEOUT_MS,
 ) -> tuple[float, Any]:
     """The worker's rate with events produced as fast as possible, until all are scored.
 
@@ -372,7 +392,9 @@ def _worker_throughput(
             replicate(stack.redis.port, follower.port)
             redis_pids["redis_replica_0"] = follower.pid
         if cluster_masters:
-            cluster = servers.enter_context(start_cluster(cluster_masters))
+            cluster = servers.enter_context(
+                start_cluster(cluster_masters, node_timeout_ms=node_timeout_ms)
+            )
             env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
             redis_pids = {f"redis_master_{i}": n.pid for i, n in enumerate(cluster.masters)}
             redis_pids |= {f"redis_replica_{i}": n.pid for i, n in enumerate(cluster.replicas)}
@@ -395,7 +417,11 @@ def _worker_throughput(
 
 
 def _steady_phase(
-    worker_env: dict[str, str], users: int, days: int, cluster_masters: int = 0
+    worker_env: dict[str, str],
+    users: int,
+    days: int,
+    cluster_masters: int = 0,
+    node_timeout_ms: int = PRODUCTION_NODE_TIMEOUT_MS,
 ) -> dict[str, Any]:
     """Card holders with weeks of history: every event of ``users`` × ``days`` streamed
     oldest first, as fast as possible; the rate of the first and the last quarter of the
@@ -408,7 +434,9 @@ def _steady_phase(
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
         env = dict(worker_env)
         if cluster_masters:
-            cluster = servers.enter_context(start_cluster(cluster_masters))
+            cluster = servers.enter_context(
+                start_cluster(cluster_masters, node_timeout_ms=node_timeout_ms)
+            )
             env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), env)
         worker.wait_ready()
