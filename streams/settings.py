@@ -146,7 +146,14 @@ class BatchSettings(BaseModel):
 
     model_config = _FROZEN
 
-    max_batch: int = Field(256, ge=1, le=4096, description="Events per batch at most.")
+    max_batch: int = Field(
+        512,
+        ge=1,
+        le=4096,
+        description="Events per batch at most. Batches fill only under a backlog; larger ones "
+        "spread each batch's fixed costs over more events, and make each Redis script call "
+        "(and so other clients' wait behind it) longer.",
+    )
     max_wait_ms: float = Field(
         10.0,
         ge=0,
