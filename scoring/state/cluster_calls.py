@@ -180,8 +180,14 @@ async def _one_by_one(
     One after another, not at once: every few ``MOVED`` replies redis-py closes all of
     the client's connections to reload the slot map, and a call in flight on one of them
     would be retried after it had run (a test with a stale map caught it).
+
+    The first item that still fails ends the round: it and the items after it stay owed,
+    for the caller's retry after its backoff. redis-py has already followed redirections
+    and retried that item, so what is left is a node down or a failover under way, and
+    the next items would fail the same way, each after its own connection attempts: with
+    a whole shard down, a batch took time in proportion to its size to give up.
     """
-    for i in items:
+    for n, i in enumerate(items):
         keys, args = build([i])
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
@@ -191,7 +197,7 @@ async def _one_by_one(
                 await client.script_load(script.source)
                 reply = await client.execute_command(*command)
         except REROUTE as exc:
-            out.pending.append(i)
+            out.pending.extend(items[n:])
             out.error = out.error or exc
-            continue
+            return
         out.replies.append(([i], reply))

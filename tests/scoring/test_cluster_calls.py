@@ -134,3 +134,52 @@ async def test_a_stale_slot_map_is_rerouted_and_no_update_runs_twice(
         for u in prior_ref:
             assert prior[u].tobytes() == prior_ref[u].tobytes(), (step, u)
     assert stale > 20  # the map really was wrong for many calls
+
+
+async def test_a_dead_shard_ends_the_round_at_its_first_item(unique_name: Any) -> None:
+    """With a shard's master and replica down, a batch's items for it are not resent one
+    by one to the end: the first that fails leaves the rest owed for the caller's retry.
+    Before, every item was tried in turn, each after its own connection attempts, so a
+    batch of 512 took longer to give up than the orchestrator waits (CI: exit -9, not 70).
+    """
+    import hashlib
+
+    from scoring.state.cluster_calls import ScriptPair, cross_slot_source, per_node
+    from streams.devtools.embedded_cluster import start_cluster
+
+    source = "return #KEYS"
+    cross = cross_slot_source(source, check_keys=False)
+    pair = ScriptPair(
+        hashlib.sha1(source.encode()).hexdigest(),
+        source,
+        hashlib.sha1(cross.encode()).hexdigest(),
+        cross,
+    )
+    with start_cluster(3) as cluster:
+        c = RedisCluster.from_url(cluster.url, socket_connect_timeout=0.5)
+        await c.initialize()
+        try:
+            routing = [f"{unique_name('dead')}:{{u{i}}}" for i in range(120)]
+            dead = cluster.masters[2]
+            on_dead = [
+                i
+                for i, k in enumerate(routing)
+                if cluster.master_of_slot(key_slot(k.encode())) == dead
+            ]
+            assert len(on_dead) > 10
+            cluster.kill(cluster.replicas[2])
+            cluster.kill(dead)
+            built: list[list[int]] = []
+
+            def build(idx: list[int]) -> tuple[list[str], list[Any]]:
+                built.append(idx)
+                return [routing[i] for i in idx], []
+
+            outcome = await per_node(c, pair, routing, list(range(len(routing))), build)
+            singles = [b for b in built if len(b) == 1]
+            assert len(singles) == 1  # one item tried alone, not all of them
+            assert sorted(outcome.pending) == on_dead
+            answered = sorted(i for idx, _ in outcome.replies for i in idx)
+            assert answered == [i for i in range(len(routing)) if i not in on_dead]
+        finally:
+            await c.aclose()
