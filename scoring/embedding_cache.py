@@ -79,16 +79,21 @@ def tail_versions(records: np.ndarray, end: np.ndarray, kept: int) -> np.ndarray
     history than the window would rebuild every few events).
     """
     b = end.size
-    rows = np.arange(b)
-    take = np.minimum(end, kept).astype(np.int64)
+    end = end.astype(np.int64, copy=False)
+    take = np.minimum(end, kept)
     v = take.astype(np.uint64) * _P1
-    tx = records["tx"]
+    # the kept positions of every row at once (oldest first), then one fold per position;
+    # a row with fewer than ``kept`` events skips the first positions, and from
+    # ``kept - min(take)`` on every row takes part, so no mask is needed there
+    pos = end[:, None] - kept + np.arange(kept)[None, :]
     with np.errstate(over="ignore"):
-        for j in range(kept):  # oldest kept first; rows with fewer skip the first ones
-            pos = end - kept + j
-            has = pos >= end - take
-            t = tx[rows, np.maximum(pos, 0)]
-            v = np.where(has, (v * _P2) ^ (t * _P3), v)
+        t = records["tx"][np.arange(b)[:, None], np.maximum(pos, 0)] * _P3
+        full = kept - int(take.min(initial=kept))
+        for j in range(kept):
+            if j < full:
+                v = np.where(pos[:, j] >= end - take, (v * _P2) ^ t[:, j], v)
+            else:
+                v = (v * _P2) ^ t[:, j]
     return np.where(end > 0, v | np.uint64(1), np.uint64(0))
 
 
