@@ -42,7 +42,11 @@ from confluent_kafka import Consumer
 from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, replicate, report
 from benchmarks.worker_metrics import phase_split, scrape
 from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
-from streams.devtools.embedded_cluster import PRODUCTION_NODE_TIMEOUT_MS, start_cluster
+from streams.devtools.embedded_cluster import (
+    PRODUCTION_NODE_TIMEOUT_MS,
+    EmbeddedRedisCluster,
+    start_cluster,
+)
 from streams.devtools.local_worker import start_worker
 from streams.devtools.otlp_receiver import OtlpReceiver
 from streams.devtools.simulator import SimulatorConfig, simulate
@@ -368,6 +372,16 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
     )
 
 
+def _state_on_cluster(
+    servers: contextlib.ExitStack, env: dict[str, str], masters: int, node_timeout_ms: int
+) -> EmbeddedRedisCluster:
+    """Start an embedded cluster for the phase (stopped with ``servers``) and point the
+    worker's ``env`` at it."""
+    cluster = servers.enter_context(start_cluster(masters, node_timeout_ms=node_timeout_ms))
+    env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
+    return cluster
+
+
 def _worker_throughput(
     bulk: list[tuple[str, bytes]],
     worker_env: dict[str, str],
@@ -392,10 +406,7 @@ def _worker_throughput(
             replicate(stack.redis.port, follower.port)
             redis_pids["redis_replica_0"] = follower.pid
         if cluster_masters:
-            cluster = servers.enter_context(
-                start_cluster(cluster_masters, node_timeout_ms=node_timeout_ms)
-            )
-            env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
+            cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
             redis_pids = {f"redis_master_{i}": n.pid for i, n in enumerate(cluster.masters)}
             redis_pids |= {f"redis_replica_{i}": n.pid for i, n in enumerate(cluster.replicas)}
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), env)
@@ -434,10 +445,7 @@ def _steady_phase(
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
         env = dict(worker_env)
         if cluster_masters:
-            cluster = servers.enter_context(
-                start_cluster(cluster_masters, node_timeout_ms=node_timeout_ms)
-            )
-            env |= {"RISKSTREAM_REDIS__URL": cluster.url, "RISKSTREAM_REDIS__CLUSTER": "true"}
+            _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)

@@ -69,6 +69,8 @@ def appended_windows(
     row_card = np.fromiter((code[u] for u in user_ids), dtype=np.int64, count=n)
     parts = [prior.get(u, _NONE) for u in cards]
     stored_len = np.fromiter((p.size for p in parts), dtype=np.int64, count=len(cards))
+    stored_end = np.cumsum(stored_len)
+    stored_off = stored_end - stored_len  # each card's first stored record
     stored = np.frombuffer(b"".join([p.tobytes() for p in parts]), dtype=RECORD_DTYPE)
     stored_card = np.repeat(np.arange(len(cards)), stored_len)
     ts, tx = records["ts"], records["tx"]
@@ -85,14 +87,15 @@ def appended_windows(
     first_of_card = np.ones(n, dtype=bool)
     first_of_card[1:] = ~same
     if stored.size:
-        ok[stored_card[1:][(stored_card[1:] == stored_card[:-1]) & ~_rising(s_ts, s_tx)]] = False
+        rising = _after(s_ts[1:], s_tx[1:], s_ts[:-1], s_tx[:-1])
+        ok[stored_card[1:][(stored_card[1:] == stored_card[:-1]) & ~rising]] = False
         # the card's earliest batch event is later than its last stored one
         fc, fts, ftx = oc[first_of_card], ots[first_of_card], otx[first_of_card]
-        last = np.maximum(np.cumsum(stored_len) - 1, 0)[fc]
-        later = (fts > s_ts[last]) | ((fts == s_ts[last]) & (ftx > s_tx[last]))
+        last = np.maximum(stored_end - 1, 0)[fc]
+        later = _after(fts, ftx, s_ts[last], s_tx[last])
         ok[fc[(stored_len[fc] > 0) & ~later]] = False
         # no batch id among the card's stored ones (a replay, at whatever time)
-        ok[_stored_ids(row_card, tx, stored_len, s_tx)] = False
+        ok[_stored_ids(row_card, tx, stored_len, stored_off, s_tx)] = False
     # the layout of the qualifying cards: each card's stored events, then its batch ones
     keep_card = ok[stored_card]
     batch_len = np.bincount(row_card, minlength=len(cards))
@@ -101,7 +104,6 @@ def appended_windows(
     rank = np.arange(n) - np.flatnonzero(first_of_card)[np.cumsum(first_of_card) - 1]
     layout = np.zeros(int(span.sum()), dtype=RECORD_DTYPE)
     layout_card = np.repeat(np.arange(len(cards)), span)
-    stored_off = np.cumsum(stored_len) - stored_len  # each card's first stored record
     s_pos = card_off[stored_card] + np.arange(stored.size) - stored_off[stored_card]
     opaque(layout)[s_pos[keep_card]] = opaque(stored)[keep_card]
     b_ok = ok[oc]
@@ -113,13 +115,19 @@ def appended_windows(
     return rows, windows_from_sorted(layout, layout_card, index[rows], spec)
 
 
-def _rising(ts: np.ndarray, tx: np.ndarray) -> np.ndarray:
-    """Whether each element is strictly after the one before it in (ts, tx) order."""
-    return (ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (tx[1:] > tx[:-1]))
+def _after(
+    ts: np.ndarray, tx: np.ndarray, other_ts: np.ndarray, other_tx: np.ndarray
+) -> np.ndarray:
+    """Whether each (ts, tx) is strictly after the other's, in the store's order."""
+    return (ts > other_ts) | ((ts == other_ts) & (tx > other_tx))
 
 
 def _stored_ids(
-    row_card: np.ndarray, tx: np.ndarray, stored_len: np.ndarray, s_tx: np.ndarray
+    row_card: np.ndarray,
+    tx: np.ndarray,
+    stored_len: np.ndarray,
+    stored_off: np.ndarray,
+    s_tx: np.ndarray,
 ) -> np.ndarray:
     """The cards of the batch rows whose id is among their card's stored ids."""
     per_row = stored_len[row_card]
@@ -127,7 +135,7 @@ def _stored_ids(
     if total == 0:
         return np.zeros(0, dtype=np.int64)
     row = np.repeat(np.arange(row_card.size), per_row)
-    first = (np.cumsum(stored_len) - stored_len)[row_card]
+    first = stored_off[row_card]
     at = np.arange(total) + np.repeat(first - (np.cumsum(per_row) - per_row), per_row)
     return row_card[row[s_tx[at] == tx[row]]]
 

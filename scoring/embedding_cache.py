@@ -83,17 +83,16 @@ def tail_versions(records: np.ndarray, end: np.ndarray, kept: int) -> np.ndarray
     take = np.minimum(end, kept)
     v = take.astype(np.uint64) * _P1
     # the kept positions of every row at once (oldest first), then one fold per position;
-    # a row with fewer than ``kept`` events skips the first positions, and from
-    # ``kept - min(take)`` on every row takes part, so no mask is needed there
+    # a row with fewer than ``kept`` events skips its first ``kept - take`` positions,
+    # and from the largest such skip on every row takes part, so no mask is needed there
     pos = end[:, None] - kept + np.arange(kept)[None, :]
+    skip = kept - take
+    masked = int(skip.max(initial=0))
     with np.errstate(over="ignore"):
         t = records["tx"][np.arange(b)[:, None], np.maximum(pos, 0)] * _P3
-        full = kept - int(take.min(initial=kept))
         for j in range(kept):
-            if j < full:
-                v = np.where(pos[:, j] >= end - take, (v * _P2) ^ t[:, j], v)
-            else:
-                v = (v * _P2) ^ t[:, j]
+            folded = (v * _P2) ^ t[:, j]
+            v = np.where(j >= skip, folded, v) if j < masked else folded
     return np.where(end > 0, v | np.uint64(1), np.uint64(0))
 
 
