@@ -135,6 +135,8 @@ def test_http_score_readyz_and_bad_requests(wenv: WorkerEnv) -> None:
         with urllib.request.urlopen(metrics, timeout=5) as r:
             text = r.read().decode()
         assert "riskstream_events_total" in text and "riskstream_model_info" in text
+        frozen = [ln for ln in text.splitlines() if ln.startswith("riskstream_gc_frozen_objects ")]
+        assert frozen and float(frozen[0].split()[1]) > 10_000, frozen
     finally:
         worker.stop()
 
