@@ -1,9 +1,10 @@
 """The Faust app: agents and HTTP views wired to a ``WorkerService``. Thin by design.
 
 * ``transactions`` agent: ``busy_batches(stream, max_batch, linger)`` (streams.batching)
-  yields raw events; they are acked (so Faust may commit their offsets) only after the
-  loop body returns, i.e. after every decision of the batch was acknowledged by the
-  broker: at-least-once.
+  yields raw events; each batch is scored and published, and its events are acked (so
+  Faust may commit their offsets) only after every decision of the batch, and of the
+  batches before it, was acknowledged by the broker (``streams.delivery_chain``, which
+  awaits those acks while the next batch is scored): at-least-once.
 * No exception escapes an agent loop (an escaped exception kills the actor while the
   worker looks alive — faust-streaming #175). A poison event is dead-lettered by the
   pipeline and the batch carries on. Infrastructure failures that survived the retries,
@@ -28,6 +29,7 @@ from faust.types import StreamT
 from features.contracts import DecodeError, decode_feedback
 from features.errors import RiskstreamError
 from streams.batching import busy_batches
+from streams.delivery_chain import DeliveryChain
 from streams.faust_settings import faust_settings
 from streams.faust_tuning import apply_eager_delivery, apply_fetch_wait
 from streams.heap import freeze_startup_heap
@@ -74,7 +76,8 @@ def create_app(
     async def score_transactions(stream: StreamT[Any]) -> None:
         linger = settings.batch.max_wait_ms / 1000.0
         rt = await svc.started()  # events stay unacked until the worker is ready
-        async for events in busy_batches(stream, settings.batch.max_batch, linger):
+        chain = DeliveryChain(stream.ack, lambda step: _completed(step, svc))
+        async for events in busy_batches(stream, settings.batch.max_batch, linger, ack=False):
             now = time.monotonic()
             batch = [
                 RawMessage(
@@ -88,10 +91,15 @@ def create_app(
                 for e in events
             ]
             # shielded: a SIGTERM mid-batch lets the batch finish before the service stops
-            task = asyncio.ensure_future(rt.pipeline.process(batch))
+            task = asyncio.ensure_future(rt.pipeline.start(batch))
             svc.track(task)
             if not await _completed(asyncio.shield(task), svc):
                 await _parked()  # never returns: the failed batch is never acked
+            # its acks are awaited (and its events then acked) while the next is scored
+            if not await chain.add(events, rt.pipeline.finish(task.result())):
+                await _parked()  # the batch before failed: nothing more is acked
+            assert chain.last is not None
+            svc.track(chain.last)
 
     hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
 

@@ -26,8 +26,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 
-async def busy_batches(stream: Any, max_batch: int, linger_s: float) -> AsyncIterator[list[Any]]:
-    """Yield lists of Faust events; see the module docstring for when a batch closes."""
+async def busy_batches(
+    stream: Any, max_batch: int, linger_s: float, *, ack: bool = True
+) -> AsyncIterator[list[Any]]:
+    """Yield lists of Faust events; see the module docstring for when a batch closes.
+
+    ``ack=False``: the caller acks each batch's events itself (``stream.ack``), e.g.
+    after the loop body has moved on (``streams.delivery_chain``)."""
     if max_batch < 1:
         raise ValueError("max_batch must be >= 1")
     buffer: list[Any] = []
@@ -75,8 +80,9 @@ async def busy_batches(stream: Any, max_batch: int, linger_s: float) -> AsyncIte
             full.clear()
             room.set()
             yield batch
-            for event in batch:
-                await stream.ack(event)
+            if ack:
+                for event in batch:
+                    await stream.ack(event)
     finally:
         stream.enable_acks = acks_were
         stream._processors.remove(collect)

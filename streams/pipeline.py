@@ -1,17 +1,18 @@
 """What the worker does with one batch of raw Kafka messages (no Faust imports here).
 
 decode → dead letters for bad input → score (engine) → publish every decision to
-``scores`` and alerts to ``alerts`` → wait for acks → refresh the embedding cache (in
-the background, after the batch is done).
+``scores`` and alerts to ``alerts`` (``start``) → wait for acks → refresh the embedding
+cache (``finish``; the refresh runs in the background). The worker runs ``start`` of the
+next batch while ``finish`` of this one waits for the broker.
 
 Failure policy: a ``RiskstreamError`` (infrastructure that failed after its retries:
 Redis, the broker) propagates, and the caller stops the worker without acking the batch.
 Any other exception while scoring is a defect triggered by some input: the batch is
 scored again event by event, the event(s) that still fail go to the dead-letter topic
 with a one-line reason and their source offsets, and the rest of the batch carries on.
-The caller acks the batch to Kafka only when ``process`` returns, so a crash anywhere
-replays the batch; idempotent store writes and deterministic alert ids make the replay
-harmless.
+The caller acks the batch to Kafka only when ``finish`` (or ``process``) returns, so a
+crash anywhere replays the batch; idempotent store writes and deterministic alert ids
+make the replay harmless.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ def dead_letter(msg: RawMessage, error: str) -> bytes:
     return record.model_dump_json().encode()
 
 
+@dataclass(frozen=True)
+class PublishedBatch:
+    """A batch scored and queued for the broker, its acks not yet awaited."""
+
+    tracker: DeliveryTracker
+    decisions: list[Decision]
+    refresh: Any  # the cache refresh the engine asked for (None: nothing to refresh)
+    traced: list[TracedDecision]
+    started_ns: int
+    decoded_ns: int
+    scored_ns: int
+    published_ns: int
+
+
 class BatchPipeline:
     """Decode, score, publish; one instance per worker."""
 
@@ -98,6 +113,15 @@ class BatchPipeline:
         self._refreshing: asyncio.Task[int] | None = None
 
     async def process(self, messages: list[RawMessage]) -> list[Decision]:
+        """Score and publish a batch, then wait for its acks (``start`` then ``finish``)."""
+        return await self.finish(await self.start(messages))
+
+    async def start(self, messages: list[RawMessage]) -> PublishedBatch:
+        """Decode, dead-letter bad input, score, and queue every decision on its topic.
+
+        Returns before the broker acknowledged anything: the worker scores the next
+        batch while ``finish`` waits for this one's acks (``streams.delivery_chain``).
+        """
         tracker = self.publisher.tracker()  # this batch's deliveries, judged on their own
         started_ns = time.time_ns()
         requests: list[ScoreRequest] = []
@@ -142,8 +166,15 @@ class BatchPipeline:
                 }
                 traced, headers = self._trace(decisions, incoming, started_ns)
             self.publish_decisions(decisions, tracker, headers)
+        return PublishedBatch(
+            tracker, decisions, pending, traced, started_ns, decoded_ns, scored_ns, time.time_ns()
+        )
+
+    async def finish(self, batch: PublishedBatch) -> list[Decision]:
+        """Wait for the batch's acks (and its threshold write); then its metrics, traces
+        and cache refresh. Raises when a message stayed unacknowledged after retries."""
+        decisions, tracker = batch.decisions, batch.tracker
         t1 = time.perf_counter()
-        published_ns = time.time_ns()
         if self._settle is not None:  # the batch's threshold write, made while publishing
             await asyncio.gather(self.publisher.deliver(tracker), self._settle())
         else:
@@ -151,12 +182,13 @@ class BatchPipeline:
         STAGE_MS.labels("publish").observe((time.perf_counter() - t1) * 1000)
         now_mono, now_wall = time.monotonic(), time.time()
         exemplars: dict[str, str] = {}
+        traced = batch.traced
         if traced:
             acked_ns = time.time_ns()
             ours = {
-                "decode": (started_ns, decoded_ns),
-                "publish": (scored_ns, published_ns),
-                "ack": (published_ns, acked_ns),
+                "decode": (batch.started_ns, batch.decoded_ns),
+                "publish": (batch.scored_ns, batch.published_ns),
+                "ack": (batch.published_ns, acked_ns),
             }
             engine = {id(d.stages): d.stages for d in decisions if d.stages is not None}
             assert self.tracing is not None
@@ -174,14 +206,14 @@ class BatchPipeline:
                 INGEST_TO_PUBLISH_MS.observe(ingest, exemplar={"trace_id": trace_id})
                 EVENT_TO_PUBLISH_MS.observe(event, exemplar={"trace_id": trace_id})
         EVENTS.labels("scored").inc(len(decisions))
-        if pending is not None and self._refresh is not None:
+        if batch.refresh is not None and self._refresh is not None:
             # The refresh (an encoder run per scored user, so their next event finds a
             # fresh cache entry) runs in the background: the next batch can be fetched
             # and scored meanwhile. Refreshes stay in order: each waits for the previous,
             # so a user's newer embedding is never overwritten by an older one, and a
             # batch whose users' refresh is still running just misses the cache.
             previous = self._refreshing
-            self._refreshing = asyncio.ensure_future(self._refresh_after(previous, pending))
+            self._refreshing = asyncio.ensure_future(self._refresh_after(previous, batch.refresh))
         return decisions
 
     def _trace(

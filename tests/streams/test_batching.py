@@ -102,3 +102,18 @@ async def test_a_batch_never_exceeds_max_batch_and_nothing_is_lost() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         asyncio.run(anext(busy_batches(FakeStream(), 0, 0.01)))
+
+
+async def test_with_ack_false_the_caller_acks() -> None:
+    stream = FakeStream()
+    for i in range(3):
+        stream.incoming.put_nowait(i)
+    got: list[int] = []
+    async for batch in busy_batches(stream, max_batch=10, linger_s=0.01, ack=False):
+        got.extend(batch)
+        if len(got) == 3:
+            break
+        await asyncio.sleep(0.02)  # the next batch: the body of this one has returned
+    assert stream._drainer is not None
+    stream._drainer.cancel()
+    assert got == [0, 1, 2] and stream.acked == []
