@@ -65,8 +65,12 @@ class ScoringEngine:
         similar_k: int = 3,
         reasons_top: int = 3,
         entities: EntityStore | None = None,
+        inline_max_batch: int = 4,
     ) -> None:
+        """``inline_max_batch``: batches of at most this many events run the model on
+        the event loop itself (``_on_model``); 0: always on the model thread."""
         self.store = store
+        self.inline_max_batch = inline_max_batch
         self.entities = entities
         self._policies = thresholds  # ``for_version`` gives each further version its own
         self.roles = ServingRoles(
@@ -155,9 +159,29 @@ class ScoringEngine:
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def _on_model(
+        self, events: int, fn: Callable[..., T], *args: Any, reads_states: bool = True
+    ) -> T:
+        """Run a batch's model work: on the model thread, or, for a small batch, on the
+        event loop.
+
+        A hand-off to the thread and back costs two wake-ups; for one or a few events
+        that is a large share of the answer's time (docs/BENCHMARKS.md) and the work it
+        moves off the loop is short. Work that ``reads_states`` runs on the loop only
+        when the last batch's next-state caching is done, so a batch never reads a
+        card's state before the batch ahead of it stored it: with a job queued, it
+        queues behind it on the thread.
+        """
+        states = self._states
+        stored = not reads_states or states is None or states.done()
+        if events <= self.inline_max_batch and stored:
+            return fn(*args)
+        return await self._off_loop(fn, *args)
+
     async def score(self, requests: list[ScoreRequest]) -> tuple[list[Decision], RefreshWork]:
         """Score a batch; also returns what the cache refresh needs after publishing."""
         roles = self.roles  # hot swap: this batch stays on these versions
+        n = len(requests)
         txs = [r.tx for r in requests]
         users = [t.user_id for t in txs]
         records = records_from_transactions(txs)
@@ -202,7 +226,8 @@ class ScoringEngine:
         entity_stats = None
         if self.entities is None:
             (groups, failed), (reads, s3) = await asyncio.gather(
-                self._off_loop(_score_groups, plan, prior, users, records, dry, None), reading
+                self._on_model(n, _score_groups, plan, prior, users, records, dry, None),
+                reading,
             )
         else:
             observed = (
@@ -211,13 +236,14 @@ class ScoringEngine:
                 else self._observe_entities(self.entities, prior, users, records, dry)
             )
             entity_stats, (reads, s3) = await asyncio.gather(observed, reading)
-            groups, failed = await self._off_loop(
-                _score_groups, plan, prior, users, records, dry, entity_stats
+            groups, failed = await self._on_model(
+                n, _score_groups, plan, prior, users, records, dry, entity_stats
             )
         self._queue_states(groups)
         stats_of = {role: st for (role, _, _), st in zip(plan, reads, strict=False)}
         if failed is not None:  # the canary failed: its rows are decided by the primary
-            fallback = await self._off_loop(
+            fallback = await self._on_model(
+                n,
                 _score_groups,
                 [(PRIMARY, roles.primary, failed)],
                 prior,
@@ -231,7 +257,6 @@ class ScoringEngine:
             groups += fallback[0]
             roles.counters.count(CANARY, failed.size, 0, failed.size)
             stats_of[CANARY] = await roles.primary.thresholds.read([users[i] for i in failed])
-        n = len(requests)
         probs, bars = np.zeros(n), np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         version = [""] * n
@@ -248,8 +273,15 @@ class ScoringEngine:
         reasons: dict[int, list[Reason]] = {}
         similar: dict[int, list[SimilarCase]] = {}
         if (probs >= bars).any():  # no alert, nothing to explain: no thread hop either
-            reasons, similar = await self._off_loop(
-                _explain_groups, groups, probs, bars, self.reasons_top, self.similar_k
+            reasons, similar = await self._on_model(
+                n,
+                _explain_groups,
+                groups,
+                probs,
+                bars,
+                self.reasons_top,
+                self.similar_k,
+                reads_states=False,  # the head and the case memory (own lock) only
             )
         first = groups[0].scored
         stages = {
@@ -344,8 +376,15 @@ class ScoringEngine:
         """The shadow's scores, or None when it failed (counted; it never fails a batch)."""
         t0 = time.perf_counter()
         try:
-            out = await self._off_loop(
-                score_alone, shadow.bundle.model, prior, users, records, dry, entity_stats
+            out = await self._on_model(
+                len(users),
+                score_alone,
+                shadow.bundle.model,
+                prior,
+                users,
+                records,
+                dry,
+                entity_stats,
             )
         except Exception:
             log.exception("shadow model %s failed on a batch", shadow.version)

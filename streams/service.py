@@ -204,7 +204,14 @@ class WorkerService:
                 retry_attempts=s.redis.retry_attempts,
                 retry_backoff_s=s.redis.retry_backoff_s,
             )
-        engine = ScoringEngine(bundle, store, thresholds, shadow, entities=entities)
+        engine = ScoringEngine(
+            bundle,
+            store,
+            thresholds,
+            shadow,
+            entities=entities,
+            inline_max_batch=s.model.inline_max_batch,
+        )
         follower = RegistryFollower(
             registry, engine, self.load_version, s.model.watch_interval_s, s.model.canary_guard
         )

@@ -265,3 +265,72 @@ def test_the_cache_snapshot_keeps_states(model, tmp_path: Path) -> None:
     hit, _, got = warm.get_states(["a", "b"], np.array([3, 5], np.uint64), lay.width)
     assert hit.all()
     np.testing.assert_array_equal(got, states)
+
+
+def _recording_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads ``_score_groups`` runs on, in call order."""
+    import threading
+
+    import scoring.engine
+
+    names: list[str] = []
+    original = scoring.engine._score_groups
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        names.append(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring.engine, "_score_groups", recorded)
+    return names
+
+
+async def test_small_batches_run_the_model_on_the_event_loop_larger_ones_on_its_thread(
+    model, engines, monkeypatch
+) -> None:
+    import threading
+
+    from scoring.decision import ScoreRequest
+
+    engine = _engine(model)
+    engine.inline_max_batch = 2
+    engines.append(engine)
+    threads = _recording_threads(monkeypatch)
+    txs = transactions(users=3, days=5, seed=16)
+    for size in (1, 2, 3):
+        await engine.score([ScoreRequest(t, dry_run=True) for t in txs[:size]])
+        await engine.states_stored()
+    loop_thread = threading.current_thread().name
+    assert threads[:2] == [loop_thread, loop_thread]
+    assert threads[2].startswith("riskstream-model")
+
+
+async def test_a_small_batch_queues_behind_the_state_caching_of_the_batch_before(
+    model, engines, monkeypatch
+) -> None:
+    """Run on the loop while the thread still stores the last batch's next states, a
+    card's next event would miss its state and rebuild it from the window."""
+    import time
+
+    import scoring.engine
+    from scoring.decision import ScoreRequest
+
+    engine = _engine(model)
+    engine.inline_max_batch = 4
+    engines.append(engine)
+    card = transactions(users=1, days=20, seed=17)
+    await score_in_batches(engine, card[:-2], 1)
+    await engine.states_stored()
+    original = scoring.engine.store_next_states
+
+    def slow(pending: object) -> int:
+        time.sleep(0.2)
+        return original(pending)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring.engine, "store_next_states", slow)
+    threads = _recording_threads(monkeypatch)
+    with _Counting(model) as count:
+        await engine.score([ScoreRequest(card[-2])])  # on the loop; its states job is slow
+        await engine.score([ScoreRequest(card[-1])])  # must wait behind that job
+        await engine.states_stored()
+    assert count.rebuilds == 0, "the second event did not find the state the first stored"
+    assert threads[1].startswith("riskstream-model")
