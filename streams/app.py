@@ -100,6 +100,9 @@ def create_app(
                 await _parked()  # the batch before failed: nothing more is acked
             assert chain.last is not None
             svc.track(chain.last)
+            # a full batch means a backlog: overlap; otherwise wait for the acks here
+            if len(events) < settings.batch.max_batch and not await chain.wait():
+                await _parked()  # its delivery failed: nothing more is acked
 
     hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
 

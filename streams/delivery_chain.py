@@ -1,11 +1,14 @@
 """Ack each stream batch once the broker acknowledged its decisions, in batch order,
 while the next batch is scored.
 
-Waiting for the acks is a few milliseconds per batch in which the worker has nothing to
-compute. Events that arrive meanwhile used to wait for it before they could be scored;
-now batch N+1 is scored and published while batch N's deliveries are awaited. At most
-one batch waits for its acks at a time (``add`` first waits for the one before), so the
-extra memory is one batch and the events are still acked in the order consumed.
+Under a backlog, waiting for a batch's acks is a few milliseconds per batch in which the
+worker computes nothing while the next batch is already there: then batch N+1 is scored
+and published while batch N's deliveries are awaited. At most one batch waits for its
+acks at a time (``add`` first waits for the one before), so the extra memory is one batch
+and the events are still acked in the order consumed. Without a backlog the caller waits
+(``wait``) before taking the next batch: on a shared host the ack wait is the broker's
+CPU time, and overlapping it made the answers slower at a moderate rate
+(docs/DESIGN-DECISIONS.md, Streaming).
 
 At-least-once is kept: a batch's events are acked (Faust may then commit their offsets)
 only after every decision of that batch and of every batch before it was delivered. A
@@ -45,6 +48,11 @@ class DeliveryChain:
             return False
         self.last = asyncio.ensure_future(self._ack_when(delivered, events))
         return True
+
+    async def wait(self) -> bool:
+        """Until the last batch added is acked; False if it (or one before it) failed."""
+        last = self.last
+        return True if last is None else await asyncio.shield(last)
 
     async def _ack_when(self, delivered: Awaitable[Any], events: Sequence[Any]) -> bool:
         if not await self._completed(delivered):

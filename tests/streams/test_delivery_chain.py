@@ -65,3 +65,19 @@ async def test_a_failed_delivery_acks_nothing_from_that_batch_on() -> None:
     assert not await asyncio.wait_for(chain.add([4], later), 1)
     assert acks.acked == [1] and acks.failures == 1
     assert later.cr_frame is None, "the dropped batch's delivery coroutine was left unclosed"
+
+
+async def test_wait_returns_once_the_last_batch_is_acked_and_reports_a_failure() -> None:
+    acks = _Acks()
+    chain = DeliveryChain(acks.ack, acks.completed)
+    assert await chain.wait()  # nothing added yet
+    done, bad = asyncio.Event(), asyncio.Event()
+    assert await chain.add([1], _delivery(done))
+    waiting = asyncio.ensure_future(chain.wait())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    done.set()
+    assert await asyncio.wait_for(waiting, 1) and acks.acked == [1]
+    assert await chain.add([2], _delivery(bad, fail=True))
+    bad.set()
+    assert not await asyncio.wait_for(chain.wait(), 1) and acks.acked == [1]
