@@ -38,6 +38,8 @@ def describe_entity(kind: str, stats: np.ndarray) -> str:
         return f"about {v['new_cards_7d']:.0f} cards new to this merchant in the last 7 days"
     if v["tx_30d"] < 0.5:
         return f"no activity {where} in the last 30 days"
+    if v["tx_24h"] < 0.5:  # "about 0 transactions" read as a bug in the demo's alerts
+        return f"no activity {where} in the last 24 h (about {v['tx_30d']:.0f} in 30 days)"
     return f"about {v['tx_24h']:.0f} transactions and {cards:.0f} cards {where} in the last 24 h"
 
 

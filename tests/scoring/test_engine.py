@@ -339,6 +339,14 @@ def test_describe_entity_says_what_an_analyst_needs() -> None:
     assert (
         describe_entity("merchant", stats()) == "no activity at this merchant in the last 30 days"
     )
+    assert (
+        describe_entity("merchant", stats(tx_24h=0.3, cards_24h=0.3, tx_30d=6.6))
+        == "no activity at this merchant in the last 24 h (about 7 in 30 days)"
+    )
+    assert (
+        describe_entity("merchant", stats(tx_24h=6, cards_24h=5, tx_30d=40))
+        == "about 6 transactions and 5 cards at this merchant in the last 24 h"
+    )
 
 
 def test_entity_reasons_are_occlusion_of_a_profile_in_words() -> None:
