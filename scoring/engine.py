@@ -65,7 +65,7 @@ class ScoringEngine:
         similar_k: int = 3,
         reasons_top: int = 3,
         entities: EntityStore | None = None,
-        inline_max_batch: int = 4,
+        inline_max_batch: int = 32,
     ) -> None:
         """``inline_max_batch``: batches of at most this many events run the model on
         the event loop itself (``_on_model``); 0: always on the model thread."""
@@ -165,9 +165,10 @@ class ScoringEngine:
         """Run a batch's model work: on the model thread, or, for a small batch, on the
         event loop.
 
-        A hand-off to the thread and back costs two wake-ups; for one or a few events
-        that is a large share of the answer's time (docs/BENCHMARKS.md) and the work it
-        moves off the loop is short. Work that ``reads_states`` runs on the loop only
+        A hand-off to the thread and back costs two wake-ups, and while the thread runs
+        Python the loop waits for the interpreter lock anyway; for a small batch that is
+        a large share of its time (docs/BENCHMARKS.md) and the work it moves off the loop
+        is short. Work that ``reads_states`` runs on the loop only
         when the last batch's next-state caching is done, so a batch never reads a
         card's state before the batch ahead of it stored it: with a job queued, it
         queues behind it on the thread.

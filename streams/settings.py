@@ -229,13 +229,13 @@ class ModelSettings(BaseModel):
         200_000, ge=0, description="Users in the embedding cache; 0 disables it."
     )
     inline_max_batch: int = Field(
-        4,
+        32,
         ge=0,
         le=4096,
         description="Batches of at most this many events run the model on the event loop "
-        "when the model thread is idle: for a single POST /v1/score the hand-off to the "
-        "thread and back cost more than the work it moved (docs/BENCHMARKS.md). 0: always "
-        "the model thread.",
+        "when the model thread is idle: for small batches the hand-off to the thread and "
+        "back, and the two threads taking turns at the interpreter lock, cost more than the "
+        "thread saves (docs/BENCHMARKS.md). 0: always the model thread.",
     )
 
 
