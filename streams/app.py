@@ -76,7 +76,7 @@ def create_app(
     async def score_transactions(stream: StreamT[Any]) -> None:
         linger = settings.batch.max_wait_ms / 1000.0
         rt = await svc.started()  # events stay unacked until the worker is ready
-        chain = DeliveryChain(stream.ack, lambda step: _completed(step, svc))
+        chain = DeliveryChain(stream.ack, lambda step: _completed(step, svc), svc.track)
         async for events in busy_batches(stream, settings.batch.max_batch, linger, ack=False):
             now = time.monotonic()
             batch = [
@@ -95,14 +95,11 @@ def create_app(
             svc.track(task)
             if not await _completed(asyncio.shield(task), svc):
                 await _parked()  # never returns: the failed batch is never acked
-            # its acks are awaited (and its events then acked) while the next is scored
-            if not await chain.add(events, rt.pipeline.finish(task.result())):
-                await _parked()  # the batch before failed: nothing more is acked
-            assert chain.last is not None
-            svc.track(chain.last)
-            # a full batch means a backlog: overlap; otherwise wait for the acks here
-            if len(events) < settings.batch.max_batch and not await chain.wait():
-                await _parked()  # its delivery failed: nothing more is acked
+            # its events are acked once its decisions are delivered; a full batch means a
+            # backlog, so the next batch is scored meanwhile; otherwise wait for the acks
+            backlog = len(events) >= settings.batch.max_batch
+            if not await chain.add(events, rt.pipeline.finish(task.result()), wait=not backlog):
+                await _parked()  # a delivery failed: nothing more is acked
 
     hash_key = settings.log_hash_key.get_secret_value() if settings.log_hash_key else None
 

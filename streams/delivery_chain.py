@@ -30,24 +30,32 @@ class DeliveryChain:
         self,
         ack: Callable[[Any], Awaitable[Any]],
         completed: Callable[[Awaitable[Any]], Awaitable[bool]],
+        track: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> None:
         """``ack`` acks one event; ``completed`` awaits a step and says whether it
-        succeeded (on a failure it has already started stopping the worker)."""
+        succeeded (on a failure it has already started stopping the worker); ``track``
+        is given each batch's ack task (a stopping worker lets it finish)."""
         self._ack = ack
         self._completed = completed
+        self._track = track
         self.last: asyncio.Task[bool] | None = None
 
-    async def add(self, events: Sequence[Any], delivered: Awaitable[Any]) -> bool:
+    async def add(
+        self, events: Sequence[Any], delivered: Awaitable[Any], wait: bool = False
+    ) -> bool:
         """Ack ``events`` once ``delivered`` is done, after the batch before them.
 
         Waits for the batch before to finish first; False if it failed (the worker is
-        stopping: nothing more may be acked, and ``delivered`` is not awaited)."""
+        stopping: nothing more may be acked, and ``delivered`` is not awaited).
+        ``wait``: also wait for this batch's acks (no backlog: nothing to overlap)."""
         previous = self.last
         if previous is not None and not await asyncio.shield(previous):
             _close(delivered)
             return False
         self.last = asyncio.ensure_future(self._ack_when(delivered, events))
-        return True
+        if self._track is not None:
+            self._track(self.last)
+        return await self.wait() if wait else True
 
     async def wait(self) -> bool:
         """Until the last batch added is acked; False if it (or one before it) failed."""
