@@ -399,20 +399,22 @@ def _worker_throughput(
     topics = Settings().topics
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
-        env, redis_pids = dict(worker_env), {"redis_master_0": stack.redis.pid}
+        env, redis_ports = dict(worker_env), {"redis_master_0": stack.redis.port}
         if replica:
             follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
             servers.callback(follower.stop)
             replicate(stack.redis.port, follower.port)
-            redis_pids["redis_replica_0"] = follower.pid
+            redis_ports["redis_replica_0"] = follower.port
         if cluster_masters:
             cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
-            redis_pids = {f"redis_master_{i}": n.pid for i, n in enumerate(cluster.masters)}
-            redis_pids |= {f"redis_replica_{i}": n.pid for i, n in enumerate(cluster.replicas)}
+            redis_ports = {f"redis_master_{i}": n.port for i, n in enumerate(cluster.masters)}
+            redis_ports |= {f"redis_replica_{i}": n.port for i, n in enumerate(cluster.replicas)}
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
-        meter = CpuMeter({"broker": stack.kafka.pid, **redis_pids, "worker": worker.proc.pid})
+        meter = CpuMeter(
+            {"broker": stack.kafka.pid, "worker": worker.proc.pid}, redis_ports=redis_ports
+        )
         t0 = time.monotonic()
         _produce(stack.bootstrap_servers, topics.transactions, bulk)
         last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
@@ -420,8 +422,8 @@ def _worker_throughput(
         cpu = meter.per_event_ms(len(bulk))
         masters = sum(v for k, v in cpu.items() if k.startswith("redis_master_"))
         replicas = sum(v for k, v in cpu.items() if k.startswith("redis_replica_"))
-        cpu["redis_masters"] = round(masters, 3)
-        cpu["redis"] = round(masters + replicas, 3)
+        cpu["redis_masters"] = round(masters, 4)
+        cpu["redis"] = round(masters + replicas, 4)
         worker.stop()
         scores.close()
     return rate, cpu
@@ -544,6 +546,11 @@ def _cluster_figures(
         "ratio_redis_cpu_cluster_masters_over_replicated_master": ratio(
             med(clustered, "redis_masters"), med(replicated, "redis_masters")
         ),
+        # side by side in each round: the host's drift between rounds cancels
+        "ratio_cluster_masters_over_replicated_master_per_round": [
+            ratio(c["redis_masters"], r["redis_masters"])
+            for (_, c), (_, r) in zip(clustered, replicated, strict=True)
+        ],
         "ratio_events_per_s_cluster_over_single": ratio(
             float(np.median([r for r, _ in clustered])), float(np.median([r for r, _ in single]))
         ),
