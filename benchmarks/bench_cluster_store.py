@@ -24,7 +24,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from benchmarks.common import cpu_seconds, replicate, report
+from benchmarks.common import redis_cpu_seconds, replicate, report
 from features.events import RECORD_DTYPE
 from scoring.state.redis_retry import RedisClient
 from scoring.state.sequence_config import SequenceStoreConfig
@@ -59,28 +59,28 @@ async def _round(
     events = args.batches * args.batch
     out: dict[str, float] = {}
     client: RedisClient = aioredis.Redis(port=single_port)
-    single_pid = cluster["single_pid"]
-    server0 = cpu_seconds(single_pid)
+    single_at = cluster["single_port"]
+    server0 = redis_cpu_seconds(single_at)
     used = await _drive(client, False, f"s{n}:", args.batches, args.batch)
     out["single_client_us"] = used / events * 1e6
-    out["single_redis_us"] = (cpu_seconds(single_pid) - server0) / events * 1e6
+    out["single_redis_us"] = (redis_cpu_seconds(single_at) - server0) / events * 1e6
     await client.aclose()
     primary, replica = cluster["replicated"]
     client = aioredis.Redis(port=primary.port)
-    p0, q0 = cpu_seconds(primary.pid), cpu_seconds(replica.pid)
+    p0, q0 = redis_cpu_seconds(primary.port), redis_cpu_seconds(replica.port)
     used = await _drive(client, False, f"r{n}:", args.batches, args.batch)
     out["replicated_client_us"] = used / events * 1e6
-    out["replicated_master_us"] = (cpu_seconds(primary.pid) - p0) / events * 1e6
-    out["replicated_replica_us"] = (cpu_seconds(replica.pid) - q0) / events * 1e6
+    out["replicated_master_us"] = (redis_cpu_seconds(primary.port) - p0) / events * 1e6
+    out["replicated_replica_us"] = (redis_cpu_seconds(replica.port) - q0) / events * 1e6
     await client.aclose()
     emb = cluster["cluster"]
-    masters, replicas = [m.pid for m in emb.masters], [r.pid for r in emb.replicas]
-    m0, r0 = sum(map(cpu_seconds, masters)), sum(map(cpu_seconds, replicas))
+    masters, replicas = [m.port for m in emb.masters], [r.port for r in emb.replicas]
+    m0, r0 = sum(map(redis_cpu_seconds, masters)), sum(map(redis_cpu_seconds, replicas))
     client = RedisCluster.from_url(emb.url)
     used = await _drive(client, True, f"c{n}:", args.batches, args.batch)
     out["cluster_client_us"] = used / events * 1e6
-    out["cluster_masters_us"] = (sum(map(cpu_seconds, masters)) - m0) / events * 1e6
-    out["cluster_replicas_us"] = (sum(map(cpu_seconds, replicas)) - r0) / events * 1e6
+    out["cluster_masters_us"] = (sum(map(redis_cpu_seconds, masters)) - m0) / events * 1e6
+    out["cluster_replicas_us"] = (sum(map(redis_cpu_seconds, replicas)) - r0) / events * 1e6
     await client.aclose()
     return {k: round(v, 1) for k, v in out.items()}
 
@@ -97,7 +97,7 @@ def main() -> None:
     try:
         replicate(primary.port, replica.port)
         with start_cluster(3, node_timeout_ms=PRODUCTION_NODE_TIMEOUT_MS) as emb:
-            handles = {"single_pid": single.pid, "cluster": emb, "replicated": (primary, replica)}
+            handles = {"single_port": single.port, "cluster": emb, "replicated": (primary, replica)}
             rounds = [
                 asyncio.run(_round(args, n, single.port, handles)) for n in range(args.rounds)
             ]

@@ -3,8 +3,9 @@
 Streams simulated transactions (oldest first, batches as the worker sends them) through
 ``RedisEntityStore.observe`` and reports, from Redis' own ``INFO``:
 
-* Redis server µs per event (``commandstats`` of the observe script) and the client-side
-  events/s of the round trips;
+* Redis server µs per event (``commandstats`` of the observe script, and the server's CPU
+  from ``INFO cpu``), the commands the script ran per event, and the client-side events/s
+  of the round trips;
 * memory per merchant and per device with their real, bounded state, extrapolated to
   1M entities (``used_memory`` before and after, divided by the entities created).
 
@@ -32,6 +33,7 @@ async def _bench(url: str, rec: np.ndarray, cards: np.ndarray, batch: int) -> di
     await client.flushall()
     await client.config_resetstat()
     mem0 = int((await client.info("memory"))["used_memory"])
+    cpu0 = await client.info("cpu")
     store = RedisEntityStore(client, "bench:")
     write = np.ones(batch, dtype=bool)
     t = 0.0
@@ -41,7 +43,14 @@ async def _bench(url: str, rec: np.ndarray, cards: np.ndarray, batch: int) -> di
         await store.observe(part, cards[s : s + batch], write[: part.size])
         t += time.perf_counter() - t0
     mem1 = int((await client.info("memory"))["used_memory"])
+    cpu1 = await client.info("cpu")
     stats = await client.info("commandstats")
+    cpu_s = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+    calls = {
+        name.removeprefix("cmdstat_"): int(v["calls"])
+        for name, v in stats.items()
+        if name != "cmdstat_evalsha" and int(v["calls"]) >= rec.size // 100
+    }
     script = stats.get("cmdstat_evalsha", {})
     merchants = int(np.unique(rec["merchant"][rec["merchant"] != 0]).size)
     devices = int(np.unique(rec["device"][rec["device"] != 0]).size)
@@ -62,6 +71,10 @@ async def _bench(url: str, rec: np.ndarray, cards: np.ndarray, batch: int) -> di
         "devices": devices,
         "client_events_per_s": round(rec.size / t),
         "redis_us_per_event": round(float(script.get("usec", 0)) / rec.size, 2),
+        # the server process' CPU, everything included (the script, I/O, the event loop)
+        "redis_cpu_us_per_event": round(cpu_s * 1e6 / rec.size, 2),
+        # the commands the scripts ran, per event
+        "commands_per_event": {k: round(v / rec.size, 2) for k, v in sorted(calls.items())},
         "used_memory_delta_mb": round((mem1 - mem0) / 2**20, 1),
         "bytes_per_merchant": round(mem_merchant / max(merchants, 1)),
         "bytes_per_device": round(mem_device / max(devices, 1)),

@@ -5,8 +5,9 @@ data. ``RedisEntityStore`` keeps up to five keys per entity, all under the entit
 (``{m:<hash>}`` / ``{d:<hash>}``) so they share a Redis Cluster slot; a script is given the
 base key and derives the others (same slot):
 
-* ``…`` a string: the update time, the card count, the labels held and the decayed
-  counters, as little-endian doubles (``struct``: nothing rounds through text);
+* ``…`` a string: the update time, the card count, the labels held, the decayed
+  counters and when the card set's TTL runs out, as little-endian doubles (``struct``:
+  nothing rounds through text);
 * ``…:c`` a sorted set: card → last visit (capped);
 * ``…:f`` / ``…:fa`` confirmed frauds (sorted by the time they became known) and their
   amounts; ``…:g`` confirmed legit. Only entities with labels have these, and only they
@@ -20,7 +21,8 @@ than the script itself.
 Idempotence comes from the card store: the engine asks only for events that were new
 there to be written, so a replayed event reads and changes nothing. A label is one call
 per entity; the first label of a transaction wins, a correction (fraud → legit) moves it.
-Every key expires after ``ttl_s`` without a write.
+Every key expires after ``ttl_s`` without a write, the card set up to an eighth of that
+later (its TTL is refreshed every few days, not every batch: ``_STATE_LUA``).
 """
 
 from __future__ import annotations
@@ -47,11 +49,50 @@ _KIND_TAG = {"merchant": "m", "device": "d"}
 #: one event as the observe script reads it (25 bytes, packed): time, card, amount, write
 EVENT_DTYPE = np.dtype([("t", "<f8"), ("card", ">u8"), ("amount", "<f8"), ("write", "u1")])
 
+#: the state string: update time, cards in the set, labels held, the counters, and when
+#: (server seconds) the card set's TTL runs out (written at the end, so the header keeps its
+#: byte offsets; a state written before that field existed reads it as 0)
+_N_STATE = 3 + len(COUNTERS) + 1
+
+# Shared by both scripts. ``read_state``: a state string (or nil) as a table of _N_STATE
+# numbers. ``keep_cards``: the card set outlives the state. Its TTL is set ``ttl`` + an
+# eighth ahead, and refreshed only when a write of the state (which sets the state's TTL to
+# ``ttl``) would otherwise outlive it: an EXPIRE every few days per entity instead of one
+# per batch (docs/BENCHMARKS.md). A state that has expired may leave its card set behind
+# for up to that eighth: a new state starts by deleting it.
+_STATE_LUA = f"""
+local NSTATE = {_N_STATE}
+local STATE = '<' .. string.rep('d', NSTATE)
+local OLD_LEN = 8 * (NSTATE - 1)
+local function read_state(blob)
+  local st = {{}}
+  if not blob then
+    for i = 1, NSTATE do st[i] = 0 end
+  elseif #blob == OLD_LEN then
+    st = {{struct.unpack(string.sub(STATE, 1, NSTATE), blob)}}
+    st[NSTATE] = 0
+  else
+    st = {{struct.unpack(STATE, blob)}}
+  end
+  st[NSTATE + 1] = nil  -- struct.unpack's last value is the next position
+  return st
+end
+local NOW = tonumber(redis.call('TIME')[1])
+local function keep_cards(c, st, ttl)
+  if st[NSTATE] < NOW + ttl then
+    local ahead = ttl + math.floor(ttl / 8)
+    -- no card set yet (a label before any event): nothing is known to hold a TTL
+    st[NSTATE] = redis.call('EXPIRE', c, ahead) == 1 and NOW + ahead or 0
+  end
+end
+"""
+
 # KEYS: one base key per entity. ARGV: ttl_s, card cap, card slack, per-entity event counts
 # (uint32 each), the events (EVENT_DTYPE, each entity's in (ts, tx) order).
 # Returns one binary string: N_STATS doubles per event, in argument order.
 _OBSERVE_LUA = (
-    """
+    _STATE_LUA
+    + """
 local ttl, cap, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local taus = {"""
     + ", ".join(str(tau) for _, tau in COUNTERS)
@@ -62,7 +103,6 @@ local DAY, WEEK, MONTH = """
     + """
 local exp, max, call, pack, unpack_s = math.exp, math.max, redis.call, struct.pack,
   struct.unpack
-local STATE = '<' .. string.rep('d', 3 + nc)
 local STATS = '<' .. string.rep('d', nc + 5)
 local counts, events = ARGV[4], ARGV[5]
 local out, pos = {}, 1
@@ -76,9 +116,8 @@ for ent = 1, #KEYS do
   local count = unpack_s('<I4', counts, (ent - 1) * 4 + 1)
   -- the state: update time, cards in the set, labels held, the counters (doubles)
   local blob = blobs[ent]
-  local st = {0, 0, 0}
-  for i = 1, nc do st[3 + i] = 0 end
-  if blob then st = {unpack_s(STATE, blob)} end
+  local st = read_state(blob)
+  if not blob then call('DEL', c) end  -- a card set its expired state left behind
   local updated, ncards, labelled = st[1], st[2], st[3] > 0
   local counters = {}
   for i = 1, nc do counters[i] = st[3 + i] end
@@ -127,8 +166,10 @@ for ent = 1, #KEYS do
     end
   end
   if dirty then
-    call('SET', h, pack(STATE, updated, ncards, st[3], unpack(counters)), 'EX', ttl)
-    call('EXPIRE', c, ttl)
+    keep_cards(c, st, ttl)
+    st[1], st[2] = updated, ncards
+    for i = 1, nc do st[3 + i] = counters[i] end
+    call('SET', h, pack(STATE, unpack(st)), 'EX', ttl)
     if labelled then
       call('EXPIRE', f, ttl)
       call('EXPIRE', fa, ttl)
@@ -143,7 +184,8 @@ return table.concat(out)
 # KEYS: the entity's base key. ARGV: tx member, known ms, fraud 0/1, amount, ttl, label cap.
 # Returns 1 when the label changed something, 0 for a repeat.
 _LABEL_LUA = (
-    """
+    _STATE_LUA
+    + """
 local h = KEYS[1]
 local c, f, fa, g = h .. ':c', h .. ':f', h .. ':fa', h .. ':g'
 local tx, known_s, fraud, amount, ttl, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4],
@@ -152,12 +194,6 @@ local known = tonumber(known_s)
 local MONTH = """
     + str(LABEL_WINDOW_MS)
     + """
-local STATE = '<' .. string.rep('d', """
-    + str(3 + len(COUNTERS))
-    + """)
-local ZERO = struct.pack(STATE, """
-    + ", ".join(["0"] * (3 + len(COUNTERS)))
-    + """)
 local function trim(z, amounts)
   local old = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. string.format('%.17g', known - MONTH))
   local n = redis.call('ZCARD', z) - #old
@@ -185,11 +221,12 @@ end
 -- the state's "labels held" (a double at byte 17) tells observe whether to look
 local held = redis.call('ZCARD', f) + redis.call('ZCARD', g)
 local blob = redis.call('GET', h)
-local st = {struct.unpack(STATE, blob or ZERO)}
+local st = read_state(blob)
+if not blob then redis.call('DEL', c) end  -- a card set its expired state left behind
 st[3] = held
-st[#st] = nil  -- struct.unpack's last value is the next position
-redis.call('SET', h, struct.pack(STATE, unpack(st)))
-for _, k in ipairs({h, c, f, fa, g}) do redis.call('EXPIRE', k, ttl) end
+keep_cards(c, st, ttl)
+redis.call('SET', h, struct.pack(STATE, unpack(st)), 'EX', ttl)
+for _, k in ipairs({f, fa, g}) do redis.call('EXPIRE', k, ttl) end
 return 1
 """
 )

@@ -25,6 +25,7 @@ T0 = 1_767_225_600_000  # 2026-01-01
 S = {name: i for i, name in enumerate(STATS)}
 M = ENTITY_KINDS.index("merchant")
 D = ENTITY_KINDS.index("device")
+ONE = np.ones(1, dtype=bool)
 
 
 def batch(rows: list[tuple[int, int, float, int, int]]) -> np.ndarray:
@@ -171,6 +172,95 @@ async def test_state_is_bounded_per_entity(stack, unique_name) -> None:
         await store.observe(recs, np.arange(1, 101, dtype=np.uint64), np.ones(100, bool))
         keys = store.keys("merchant", 7)
         assert await client.zcard(keys[1]) <= 15
-        assert 0 < await client.ttl(keys[0]) <= 60 and 0 < await client.ttl(keys[1]) <= 60
+        # the state lives ttl_s; the card set an eighth longer (its TTL runs ahead)
+        assert 0 < await client.ttl(keys[0]) <= 60 and 60 <= await client.ttl(keys[1]) <= 67
+    finally:
+        await client.aclose()
+
+
+async def _c_until(client: aioredis.Redis, key: str, value: float) -> None:
+    """Overwrite the state's last field (when the card set's TTL runs out), keeping its TTL."""
+    blob = await client.get(key)
+    await client.set(key, blob[:-8] + np.float64(value).astype("<f8").tobytes(), keepttl=True)
+
+
+async def test_the_card_set_ttl_is_refreshed_only_when_the_state_would_outlive_it(
+    stack, unique_name
+) -> None:
+    """One EXPIRE every few days per entity, not one per batch: a later write leaves the
+    card set's TTL alone while it still outlasts the state's, and refreshes it once it
+    would not."""
+    config = EntityProfileConfig(ttl_s=800)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        store = RedisEntityStore(client, unique_name("e") + ":", config)
+        h, c = store.keys("merchant", 7)[:2]
+        await store.observe(batch([(1, T0, 5.0, 7, 0)]), np.array([1], np.uint64), ONE)
+        first = await client.pttl(c)
+        assert 800_000 < first <= 900_000  # ttl + an eighth
+        await client.expire(c, 850)  # as if some time had passed since
+        await store.observe(batch([(2, T0 + 1, 5.0, 7, 0)]), np.array([2], np.uint64), ONE)
+        assert 800_000 < await client.pttl(c) <= 850_000  # not refreshed: still outlasts h
+        assert 790_000 < await client.pttl(h) <= 800_000  # the state's own TTL was
+        await _c_until(client, h, 0.0)  # as if the card set's TTL ran out before the state's
+        await store.observe(batch([(3, T0 + 2, 5.0, 7, 0)]), np.array([3], np.uint64), ONE)
+        assert await client.pttl(c) > 850_000  # refreshed
+    finally:
+        await client.aclose()
+
+
+async def test_a_card_set_left_behind_by_an_expired_state_is_not_read(stack, unique_name) -> None:
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        store = RedisEntityStore(client, unique_name("e") + ":")
+        h, c = store.keys("merchant", 7)[:2]
+        cards = np.array([1, 2, 3], np.uint64)
+        await store.observe(batch([(i, T0 + i, 5.0, 7, 0) for i in (1, 2, 3)]), cards, ONE[[0] * 3])
+        await client.delete(h)  # the state expired; its card set (TTL ahead) has not yet
+        stats = await store.observe(batch([(9, T0 + DAY_MS, 5.0, 7, 0)]), cards[:1], ONE)
+        assert stats[0, M, S["card_new"]] == 1.0  # a new profile: card 1 is new to it
+        assert stats[0, M, S["tx_24h"]] == 0.0
+        assert await client.zcard(c) == 1  # only the new visit
+    finally:
+        await client.aclose()
+
+
+async def test_a_state_written_before_its_ttl_field_reads_the_same(stack, unique_name) -> None:
+    """States written before the card set's TTL was kept in them (one double shorter) read
+    as they did, and the next write gives them the field and the card set its TTL."""
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        new, old = (RedisEntityStore(client, unique_name("e") + ":") for _ in range(2))
+        first = batch([(i, T0 + i * HOUR_MS, 5.0 * i, 7, 0) for i in (1, 2, 3)])
+        cards = np.array([1, 2, 3], np.uint64)
+        for store in (new, old):
+            await store.observe(first, cards, ONE[[0] * 3])
+        h, c = old.keys("merchant", 7)[:2]
+        blob = await client.get(h)
+        await client.set(h, blob[:-8], keepttl=True)  # the former layout
+        await client.persist(c)
+        later = batch([(4, T0 + 5 * HOUR_MS, 7.0, 7, 0)])
+        stats = [await s.observe(later, cards[1:2], ONE) for s in (new, old)]
+        np.testing.assert_array_equal(stats[0], stats[1])
+        assert stats[1][0, M, S["tx_24h"]] > 0  # the old state's counters were read
+        assert len(await client.get(h)) == len(blob)
+        assert await client.ttl(c) > 0
+    finally:
+        await client.aclose()
+
+
+async def test_a_label_before_any_event_leaves_no_card_set_without_a_ttl(
+    stack, unique_name
+) -> None:
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        store = RedisEntityStore(client, unique_name("e") + ":")
+        h, c = store.keys("merchant", 9)[:2]
+        label = EntityLabel(merchant=9, device=0, tx=5, known_ms=T0, fraud=True, amount=9.0)
+        assert await store.label(label) == 1
+        assert await client.exists(c) == 0
+        await store.observe(batch([(6, T0 + 1, 5.0, 9, 0)]), np.array([1], np.uint64), ONE)
+        assert await client.ttl(c) > 0  # the first event's card set got its TTL
+        assert await client.ttl(h) > 0
     finally:
         await client.aclose()
