@@ -38,6 +38,9 @@ from features.featurize import (
 )
 from features.tree_inputs import HISTORY_COLUMNS, aggregates, history_columns
 
+#: where the tree's history columns sit among the numeric features
+_HISTORY_AT = np.array([NUMERIC_FEATURES.index(c) for c in HISTORY_COLUMNS])
+
 
 def _last_before(flag: np.ndarray, hist: np.ndarray) -> np.ndarray:
     """Each row's last history position where ``flag`` holds; -1 where none does."""
@@ -72,8 +75,7 @@ def history_aggregates(
     row_of = np.repeat(np.arange(b), m)
     cols[..., 2] = _first_seen(r["merchant"].ravel(), row_of).reshape(b, m)
     cols[..., 3] = _first_seen(r["device"].ravel(), row_of).reshape(b, m)
-    which = [NUMERIC_FEATURES.index(c) for c in HISTORY_COLUMNS]
-    mean, std = np.asarray(spec.mean)[which], np.asarray(spec.std)[which]
+    mean, std = spec.mean_array[_HISTORY_AT], spec.std_array[_HISTORY_AT]
     norm = ((cols - mean) / std).astype(np.float32)  # what the network's inputs hold
     raw = np.zeros((b, t, 4), dtype=np.float32)
     raw[:, :m] = norm
@@ -84,7 +86,7 @@ def history_aggregates(
     valid = np.zeros((b, t), dtype=bool)
     valid[:, :m] = hist
     return aggregates(
-        history_columns(raw, np.asarray(spec.mean), np.asarray(spec.std)),
+        history_columns(raw, spec.mean_array, spec.std_array),
         valid,
         chan,
         mcc,
@@ -109,8 +111,8 @@ def current_raw(win: Windows) -> np.ndarray:
     prev_sum = np.cumsum(la2d, axis=1)[rows, n] - la  # the training path's running sum
     f[:, 0] = la
     f[:, 1] = np.where(has_prev, la - prev_sum / np.maximum(n, 1), 0.0)
-    prev = recs[rows, np.maximum(n - 1, 0)]
-    dt = np.where(has_prev, (ts - prev["ts"]) / 1000.0, 0.0)
+    prev_ts = recs["ts"][rows, np.maximum(n - 1, 0)]
+    dt = np.where(has_prev, (ts - prev_ts) / 1000.0, 0.0)
     f[:, 2] = np.where(has_prev, np.log1p(np.maximum(dt, 0.0)), 0.0)
     f[:, 3] = has_prev
     hour = (ts % _DAY_MS) / _HOUR_MS
@@ -128,9 +130,8 @@ def current_raw(win: Windows) -> np.ndarray:
     pl = _last_before(~np.isnan(lat2d) & ~np.isnan(lon2d), hist)
     has_pl = located & (pl >= 0)
     plc = np.maximum(pl, 0)
-    with np.errstate(invalid="ignore"):
-        km = np.where(has_pl, _haversine_km(lat2d[rows, plc], lon2d[rows, plc], lat, lon), 0.0)
-    km = np.nan_to_num(km)
+    km = np.where(has_pl, _haversine_km(lat2d[rows, plc], lon2d[rows, plc], lat, lon), 0.0)
+    km[np.isnan(km)] = 0.0  # finite or NaN here: what nan_to_num did, at a tenth the cost
     hours = (ts - recs["ts"][rows, plc]) / _HOUR_MS
     f[:, 9] = np.log1p(km)
     f[:, 10] = np.where(has_pl, np.log1p(km / np.maximum(hours, 1 / 60)), 0.0)
@@ -174,7 +175,7 @@ def current_features(
         hist_channel=np.full((b, 0), PAD_ID, dtype=np.int64),
         hist_pad=np.zeros((b, 0), dtype=bool),
         hist_len=win.hist_len.astype(np.int64),
-        cur_num=((raw - np.asarray(spec.mean)) / np.asarray(spec.std)).astype(np.float32),
+        cur_num=((raw - spec.mean_array) / spec.std_array).astype(np.float32),
         cur_mcc=cur_mcc,
         cur_channel=cur["channel"].astype(np.int64) + 1,
         cur_raw=cur_raw,

@@ -69,12 +69,22 @@ class FeatureSpec:
     entity_mean: tuple[float, ...] = (0.0,) * N_ENTITY
     entity_std: tuple[float, ...] = (1.0,) * N_ENTITY
     _mcc_lut: np.ndarray = field(init=False, repr=False, compare=False)
+    #: the normalization statistics as read-only arrays, built once: serving featurizes a
+    #: request of one event, where converting the tuples on every call showed up
+    mean_array: np.ndarray = field(init=False, repr=False, compare=False)
+    std_array: np.ndarray = field(init=False, repr=False, compare=False)
+    entity_mean_array: np.ndarray = field(init=False, repr=False, compare=False)
+    entity_std_array: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lut = np.full(10_000, OOV_ID, dtype=np.int64)
         for i, code in enumerate(self.mcc_vocab):
             lut[code] = i + 2
         object.__setattr__(self, "_mcc_lut", lut)
+        for name in ("mean", "std", "entity_mean", "entity_std"):
+            values = np.array(getattr(self, name), dtype=np.float64)
+            values.setflags(write=False)
+            object.__setattr__(self, f"{name}_array", values)
         if len(self.mean) != N_NUMERIC or len(self.std) != N_NUMERIC:
             raise ValueError("normalization stats do not match the numeric features")
         if len(self.entity_mean) != N_ENTITY or len(self.entity_std) != N_ENTITY:
@@ -351,7 +361,7 @@ def featurize_windows(
     t = pad_to if pad_to is not None else spec.bucket(max_len)
     if t < max_len:
         raise ValueError(f"pad_to={t} is shorter than the longest history ({max_len})")
-    norm = ((flat - np.asarray(spec.mean)) / np.asarray(spec.std)).astype(np.float32)
+    norm = ((flat - spec.mean_array) / spec.std_array).astype(np.float32)
     cur_idx = np.cumsum(win.hist_len + 1) - 1
     is_hist = np.ones(flat.shape[0], dtype=bool)
     is_hist[cur_idx] = False
@@ -387,8 +397,7 @@ def featurize_windows(
 
 def normalize_entity(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Raw entity inputs → the head's normalized float32 inputs."""
-    mean, std = np.asarray(spec.entity_mean), np.asarray(spec.entity_std)
-    return ((raw - mean) / std).astype(np.float32)
+    return ((raw - spec.entity_mean_array) / spec.entity_std_array).astype(np.float32)
 
 
 def fit_spec(

@@ -200,7 +200,7 @@ def windows_for_batch_isolated(
     never enters another row's window; it sees the stored history and the batch's other,
     non-isolated events of its card (as it would if it were real), never another dry run.
     """
-    if not isolated.any():
+    if len(user_ids) == 1 or not isolated.any():  # alone in its batch: nothing to hide from
         return windows_for_batch(prior, user_ids, records, spec)
     wet = np.flatnonzero(~isolated)
     parts: list[tuple[np.ndarray, Windows]] = []

@@ -74,21 +74,18 @@ def aggregates(
     same_mcc = ((hist_mcc == cur_mcc[:, None]) & valid).sum(axis=1) / denom
     cur_la = cur_raw[:, 0].astype(np.float64)
     std = np.sqrt(var)
-    return np.stack(
-        [
-            np.log1p(n),
-            mean,
-            std,
-            np.where(n > 0, la_max, 0.0),
-            sums[:, 2] / denom,
-            sums[:, 3] / denom,
-            online,
-            sums[:, 1] / denom,
-            np.where(n > 1, (cur_la - mean) / np.maximum(std, 0.1), 0.0),
-            same_mcc,
-        ],
-        axis=1,
-    )
+    out = np.empty((n.size, len(AGGREGATES)))  # by column: cheaper than np.stack at batch 1
+    out[:, 0] = np.log1p(n)
+    out[:, 1] = mean
+    out[:, 2] = std
+    out[:, 3] = np.where(n > 0, la_max, 0.0)
+    out[:, 4] = sums[:, 2] / denom
+    out[:, 5] = sums[:, 3] / denom
+    out[:, 6] = online
+    out[:, 7] = sums[:, 1] / denom
+    out[:, 8] = np.where(n > 1, (cur_la - mean) / np.maximum(std, 0.1), 0.0)
+    out[:, 9] = same_mcc
+    return out
 
 
 def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:

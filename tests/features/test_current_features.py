@@ -4,6 +4,7 @@ featurization (the incremental serving path uses them; training uses the full on
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from features.current_features import current_features
 from features.events import RECORD_DTYPE, records_from_table
@@ -70,3 +71,16 @@ def test_current_features_handle_the_awkward_cases() -> None:
     codes = np.repeat(np.arange(b), width)
     spec = fit_spec(flat, codes, np.arange(flat.size), min_mcc_count=1, max_history=width)
     _assert_same(Windows(recs, hist_len), spec)
+
+
+def test_the_spec_normalization_arrays_are_its_values_and_read_only() -> None:
+    """Built once per spec and shared by every batch: a caller writing into one would
+    change every later batch's features."""
+    rs, codes = _simulated()
+    spec = fit_spec(rs, codes, np.arange(rs.size), max_history=64)
+    for name in ("mean", "std", "entity_mean", "entity_std"):
+        arr = getattr(spec, f"{name}_array")
+        assert arr.dtype == np.float64
+        assert arr.tolist() == list(getattr(spec, name))
+        with pytest.raises(ValueError):
+            arr[0] = 1.0
