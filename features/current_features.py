@@ -131,7 +131,7 @@ def current_raw(win: Windows) -> np.ndarray:
     has_pl = located & (pl >= 0)
     plc = np.maximum(pl, 0)
     km = np.where(has_pl, _haversine_km(lat2d[rows, plc], lon2d[rows, plc], lat, lon), 0.0)
-    km[np.isnan(km)] = 0.0  # finite or NaN here: what nan_to_num did, at a tenth the cost
+    km[np.isnan(km)] = 0.0  # finite or NaN here: nan_to_num's result, without its checks
     hours = (ts - recs["ts"][rows, plc]) / _HOUR_MS
     f[:, 9] = np.log1p(km)
     f[:, 10] = np.where(has_pl, np.log1p(km / np.maximum(hours, 1 / 60)), 0.0)
