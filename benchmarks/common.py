@@ -48,8 +48,8 @@ def cpu_seconds(pid: int) -> float:
 
 def redis_cpu_seconds(port: int) -> float:
     """User + system CPU a local Redis/valkey server has used so far, from its own
-    ``INFO cpu`` (microseconds). ``/proc`` counts in 10 ms ticks: a phase in which each
-    of three cluster masters uses ~100 ms read ±10 % per master that way."""
+    ``INFO cpu`` (microseconds). ``/proc`` counts in 10 ms ticks, too coarse for a server
+    that does a short phase's work in a few such ticks (docs/BENCHMARKS.md)."""
     with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as client:
         cpu = client.info("cpu")
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
