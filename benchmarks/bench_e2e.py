@@ -9,6 +9,11 @@ stock Faust (the yardstick) and with the worker's consumer tuning (streams/faust
 are scored; (3) produce → decision-on-``scores`` latency at a fixed rate, after a warm-up
 of ``--warmup`` events (card holders with history, a warm cache); (4) the same two Kafka
 hops through a plain confluent-kafka relay at the same rates: the broker's floor.
+With ``--steady-users``, (5) card holders with weeks of history, streamed oldest first.
+With ``--redis-cluster N``, phases (2) and (5) also run with the state on an embedded
+cluster of N masters and on one Redis feeding a replica (the like-for-like control), and
+report each side's Redis CPU per event (for (5), over the second half, when the keys
+exist).
 
 Every phase, and every rate, gets a fresh embedded stack. Tansu's memory storage costs
 more per message the more messages it holds (measured: 0.76 → 2.0 ms of broker CPU per
@@ -39,9 +44,16 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
-from benchmarks.common import CpuMeter, assigned_reader, cpu_seconds, replicate, report
+from benchmarks.common import (
+    CpuMeter,
+    assigned_reader,
+    cpu_seconds,
+    redis_cpu_seconds,
+    replicate,
+    report,
+)
 from benchmarks.worker_metrics import phase_split, scrape
-from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
+from streams.devtools.embedded import ChildServer, EmbeddedStack, _start_redis, running_stack
 from streams.devtools.embedded_cluster import (
     PRODUCTION_NODE_TIMEOUT_MS,
     EmbeddedRedisCluster,
@@ -321,21 +333,25 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
             latency.setdefault(key, []).append(_worker_latency(warm, paced, rate, worker_env))
             floor.setdefault(key, []).append(_kafka_floor(len(warm), rate, len(paced)))
     steady: list[dict[str, Any]] = []
-    for _ in range(args.rounds if args.steady_users else 0):  # single, then cluster
+    steady_ratio: list[float] = []
+    for _ in range(args.rounds if args.steady_users else 0):  # single, replicated, cluster
         steady.append(_steady_phase(worker_env, args.steady_users, args.steady_days))
         if args.redis_cluster:
-            steady.append(
-                {
-                    "redis_cluster_masters": args.redis_cluster,
-                    **_steady_phase(
-                        worker_env,
-                        args.steady_users,
-                        args.steady_days,
-                        args.redis_cluster,
-                        args.cluster_node_timeout_ms,
-                    ),
-                }
+            control = _steady_phase(worker_env, args.steady_users, args.steady_days, replica=True)
+            on_cluster = _steady_phase(
+                worker_env,
+                args.steady_users,
+                args.steady_days,
+                args.redis_cluster,
+                args.cluster_node_timeout_ms,
             )
+            steady += [
+                {"redis_replica": True, **control},
+                {"redis_cluster_masters": args.redis_cluster, **on_cluster},
+            ]
+            key = "redis_masters_us_per_event_second_half"
+            if control[key] and on_cluster[key]:
+                steady_ratio.append(round(on_cluster[key] / control[key], 2))
     rates_of = {
         "trivial": [r for r, _ in trivial],
         "tuned": [r for r, _ in tuned],
@@ -369,7 +385,17 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         redis_cluster=_cluster_figures(scored, replicated, clustered, args.redis_cluster),
         cluster_node_timeout_ms=args.cluster_node_timeout_ms if args.redis_cluster else None,
         steady_state=steady or None,
+        # the cluster's masters ÷ the replicated master, Redis CPU per event in steady state
+        steady_redis_cpu_cluster_masters_over_replicated_master_per_round=steady_ratio or None,
     )
+
+
+def _replica_of(servers: contextlib.ExitStack, stack: EmbeddedStack) -> ChildServer:
+    """A valkey replicating the stack's Redis (stopped with ``servers``), in sync."""
+    follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
+    servers.callback(follower.stop)
+    replicate(stack.redis.port, follower.port)
+    return follower
 
 
 def _state_on_cluster(
@@ -401,10 +427,7 @@ def _worker_throughput(
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
         env, redis_ports = dict(worker_env), {"redis_master_0": stack.redis.port}
         if replica:
-            follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
-            servers.callback(follower.stop)
-            replicate(stack.redis.port, follower.port)
-            redis_ports["redis_replica_0"] = follower.port
+            redis_ports["redis_replica_0"] = _replica_of(servers, stack).port
         if cluster_masters:
             cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
             redis_ports = {f"redis_master_{i}": n.port for i, n in enumerate(cluster.masters)}
@@ -435,19 +458,25 @@ def _steady_phase(
     days: int,
     cluster_masters: int = 0,
     node_timeout_ms: int = PRODUCTION_NODE_TIMEOUT_MS,
+    replica: bool = False,
 ) -> dict[str, Any]:
     """Card holders with weeks of history: every event of ``users`` × ``days`` streamed
     oldest first, as fast as possible; the rate of the first and the last quarter of the
-    decisions (by arrival), with the mean history length each quarter was scored with.
-    ``cluster_masters``: state on an embedded Redis Cluster instead of one Redis."""
+    decisions (by arrival), with the mean history length each quarter was scored with, and
+    the Redis masters' CPU per event over the second half (keys and histories exist).
+    ``cluster_masters``: state on an embedded Redis Cluster instead of one Redis;
+    ``replica``: the one Redis feeds a replica (the like-for-like control)."""
     topics = Settings().topics
     table = simulate(SimulatorConfig(users=users, days=days, seed=23))
     rows = list(rows_as_json(table.sort_by("timestamp"), with_labels=False))
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
-        env = dict(worker_env)
+        env, masters = dict(worker_env), [stack.redis.port]
+        if replica:
+            _replica_of(servers, stack)
         if cluster_masters:
-            _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
+            cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
+            masters = [n.port for n in cluster.masters]
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
@@ -461,6 +490,7 @@ def _steady_phase(
         # the worker's CPU over time, so each quarter gets its CPU per event: on a host
         # that drifts, a rate alone says little
         cpu_at: list[tuple[float, float]] = [(time.monotonic(), cpu_seconds(worker.proc.pid))]
+        redis_half: tuple[int, float] | None = None
         deadline = time.monotonic() + 900
         while len(raw) < len(rows) and time.monotonic() < deadline:
             for m in ready_messages(scores, 1000, 0.05):
@@ -468,7 +498,10 @@ def _steady_phase(
                     raw.append((time.monotonic(), m.value() or b"{}"))
             if time.monotonic() - cpu_at[-1][0] > 0.25:
                 cpu_at.append((time.monotonic(), cpu_seconds(worker.proc.pid)))
+            if redis_half is None and len(raw) >= len(rows) // 2:
+                redis_half = (len(raw), sum(map(redis_cpu_seconds, masters)))
         cpu_at.append((time.monotonic(), cpu_seconds(worker.proc.pid)))
+        redis_end = (len(raw), sum(map(redis_cpu_seconds, masters)))
         producer.join()
         worker.stop()
         scores.close()
@@ -501,6 +534,11 @@ def _steady_phase(
         "first_quarter": first,
         "last_quarter": last,
         "ratio_last_over_first": round(last["events_per_s"] / max(first["events_per_s"], 1), 2),
+        "redis_masters_us_per_event_second_half": (
+            round((redis_end[1] - redis_half[1]) * 1e6 / max(redis_end[0] - redis_half[0], 1), 1)
+            if redis_half is not None
+            else None
+        ),
     }
 
 
