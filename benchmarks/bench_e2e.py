@@ -53,7 +53,7 @@ from benchmarks.common import (
     report,
 )
 from benchmarks.worker_metrics import phase_split, scrape
-from streams.devtools.embedded import ChildServer, EmbeddedStack, _start_redis, running_stack
+from streams.devtools.embedded import EmbeddedStack, _start_redis, running_stack
 from streams.devtools.embedded_cluster import (
     PRODUCTION_NODE_TIMEOUT_MS,
     EmbeddedRedisCluster,
@@ -390,12 +390,29 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
     )
 
 
-def _replica_of(servers: contextlib.ExitStack, stack: EmbeddedStack) -> ChildServer:
-    """A valkey replicating the stack's Redis (stopped with ``servers``), in sync."""
-    follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
-    servers.callback(follower.stop)
-    replicate(stack.redis.port, follower.port)
-    return follower
+def _state_servers(
+    servers: contextlib.ExitStack,
+    stack: EmbeddedStack,
+    env: dict[str, str],
+    replica: bool,
+    cluster_masters: int,
+    node_timeout_ms: int,
+) -> dict[str, int]:
+    """Where a phase keeps its state, by name → port (``redis_master_i``,
+    ``redis_replica_i``): the stack's Redis, fed to a replica when ``replica``, or an
+    embedded cluster of ``cluster_masters`` (``env`` then points the worker at it). Every
+    server added here stops with ``servers``."""
+    ports = {"redis_master_0": stack.redis.port}
+    if replica:
+        follower = _start_redis(Path(tempfile.mkdtemp(prefix="bench-e2e-replica-")))
+        servers.callback(follower.stop)
+        replicate(stack.redis.port, follower.port)
+        ports["redis_replica_0"] = follower.port
+    if cluster_masters:
+        cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
+        ports = {f"redis_master_{i}": n.port for i, n in enumerate(cluster.masters)}
+        ports |= {f"redis_replica_{i}": n.port for i, n in enumerate(cluster.replicas)}
+    return ports
 
 
 def _state_on_cluster(
@@ -425,13 +442,8 @@ def _worker_throughput(
     topics = Settings().topics
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
-        env, redis_ports = dict(worker_env), {"redis_master_0": stack.redis.port}
-        if replica:
-            redis_ports["redis_replica_0"] = _replica_of(servers, stack).port
-        if cluster_masters:
-            cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
-            redis_ports = {f"redis_master_{i}": n.port for i, n in enumerate(cluster.masters)}
-            redis_ports |= {f"redis_replica_{i}": n.port for i, n in enumerate(cluster.replicas)}
+        env = dict(worker_env)
+        redis_ports = _state_servers(servers, stack, env, replica, cluster_masters, node_timeout_ms)
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
@@ -471,12 +483,9 @@ def _steady_phase(
     rows = list(rows_as_json(table.sort_by("timestamp"), with_labels=False))
     with contextlib.ExitStack() as servers:
         stack = servers.enter_context(running_stack(topics.all(), topics.partitions))
-        env, masters = dict(worker_env), [stack.redis.port]
-        if replica:
-            _replica_of(servers, stack)
-        if cluster_masters:
-            cluster = _state_on_cluster(servers, env, cluster_masters, node_timeout_ms)
-            masters = [n.port for n in cluster.masters]
+        env = dict(worker_env)
+        ports = _state_servers(servers, stack, env, replica, cluster_masters, node_timeout_ms)
+        masters = [port for name, port in ports.items() if name.startswith("redis_master_")]
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-steady-")), env)
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)

@@ -54,19 +54,20 @@ EVENT_DTYPE = np.dtype([("t", "<f8"), ("card", ">u8"), ("amount", "<f8"), ("writ
 #: byte offsets; a state written before that field existed reads it as 0)
 _N_STATE = 3 + len(COUNTERS) + 1
 
-# Shared by both scripts. ``read_state``: a state string (or nil) as a table of _N_STATE
-# numbers. ``keep_cards``: the card set outlives the state. Its TTL is set ``ttl`` + an
-# eighth ahead, and refreshed only when a write of the state (which sets the state's TTL to
-# ``ttl``) would otherwise outlive it: an EXPIRE every few days per entity instead of one
-# per batch (docs/BENCHMARKS.md). A state that has expired may leave its card set behind
-# for up to that eighth: a new state starts by deleting it.
+# Shared by both scripts. ``keep_cards``: the card set outlives the state. Its TTL is set
+# ``ttl`` + an eighth ahead, and refreshed only when a write of the state (which sets the
+# state's TTL to ``ttl``) would otherwise outlive it: an EXPIRE every few days per entity
+# instead of one per batch (docs/BENCHMARKS.md). A state that has expired may leave its
+# card set behind for up to that eighth, so ``load_state`` (a state string, or nil, as a
+# table of _N_STATE numbers) deletes the card set when there is no state.
 _STATE_LUA = f"""
 local NSTATE = {_N_STATE}
 local STATE = '<' .. string.rep('d', NSTATE)
 local OLD_LEN = 8 * (NSTATE - 1)
-local function read_state(blob)
+local function load_state(blob, c)
   local st = {{}}
   if not blob then
+    redis.call('DEL', c)
     for i = 1, NSTATE do st[i] = 0 end
   elseif #blob == OLD_LEN then
     st = {{struct.unpack(string.sub(STATE, 1, NSTATE), blob)}}
@@ -116,8 +117,7 @@ for ent = 1, #KEYS do
   local count = unpack_s('<I4', counts, (ent - 1) * 4 + 1)
   -- the state: update time, cards in the set, labels held, the counters (doubles)
   local blob = blobs[ent]
-  local st = read_state(blob)
-  if not blob then call('DEL', c) end  -- a card set its expired state left behind
+  local st = load_state(blob, c)
   local updated, ncards, labelled = st[1], st[2], st[3] > 0
   local counters = {}
   for i = 1, nc do counters[i] = st[3 + i] end
@@ -221,8 +221,7 @@ end
 -- the state's "labels held" (a double at byte 17) tells observe whether to look
 local held = redis.call('ZCARD', f) + redis.call('ZCARD', g)
 local blob = redis.call('GET', h)
-local st = read_state(blob)
-if not blob then redis.call('DEL', c) end  -- a card set its expired state left behind
+local st = load_state(blob, c)
 st[3] = held
 keep_cards(c, st, ttl)
 redis.call('SET', h, struct.pack(STATE, unpack(st)), 'EX', ttl)
