@@ -25,6 +25,13 @@ with another. A pipeline of HMGET/HSET/EXPIRE per user spent more of
 the worker's event loop in redis-py's command packing and reply parsing than the
 sequence store did (profile in docs/BENCHMARKS.md); one call with all the users' keys
 avoids it. On a Redis Cluster it is one call per node (``LuaScript.run_grouped``).
+
+Statistics are kept only where they are used: when the policy in force for a version is
+global (``per_user`` false, which is what training learns when per-user bars do not pay),
+the Redis policy reads only the adjustment and writes nothing per event. Reading and
+rewriting statistics no threshold depends on was three commands per event and a script
+call per batch. An operator who later turns ``per_user`` on starts the statistics from
+zero, and the credibility weight ``w`` phases them in as they grow.
 """
 
 from __future__ import annotations
@@ -266,6 +273,15 @@ end
 return out
 """
 
+# KEYS: the users' adjustment hashes. Returns each one's adj (nil when missing).
+_READ_ADJ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, 'adj')
+end
+return out
+"""
+
 # KEYS: one hash per user; ARGV: TTL in seconds, the number of fields m, the m field
 # names, then m values per key. Only the named fields are written: a batch writes the
 # score statistics, feedback writes the adjustment, and neither overwrites the other's
@@ -307,6 +323,7 @@ class RedisThresholdPolicy(_Base):
         self.retry_attempts, self.retry_backoff_s = retry_attempts, retry_backoff_s
         self.cluster_mode = cluster_mode
         self._read_script = LuaScript(client, _READ_LUA, check_keys=False)  # reads only
+        self._read_adj_script = LuaScript(client, _READ_ADJ_LUA, check_keys=False)  # reads only
         self._write_script = LuaScript(client, _WRITE_LUA, check_keys=False)  # sets values
 
     def for_version(
@@ -335,6 +352,8 @@ class RedisThresholdPolicy(_Base):
         uniq = list(dict.fromkeys(users))
         if not uniq:
             return {}
+        if not self.config.per_user:  # a global policy keeps no statistics (module doc)
+            return await self._read_adjustments(uniq)
         routing = [self.key(u) for u in uniq]
 
         def build(idx: list[int]) -> tuple[list[str], tuple[()]]:
@@ -352,6 +371,22 @@ class RedisThresholdPolicy(_Base):
                 ]
         return {u: UserStats(*flat[m * i : m * (i + 1)]) for i, u in enumerate(uniq)}
 
+    async def _read_adjustments(self, uniq: list[str]) -> dict[str, UserStats]:
+        """Only the analyst adjustments of ``uniq`` (distinct users), as statistics."""
+        keys = [self.adjustment_key(u) for u in uniq]
+
+        def build(idx: list[int]) -> tuple[list[str], tuple[()]]:
+            return [keys[i] for i in idx], ()
+
+        replies = await self._read_adj_script.run_grouped(
+            keys, build, self.cluster_mode, self.retry_attempts, self.retry_backoff_s
+        )
+        out = {}
+        for idx, reply in replies:
+            for i, adj in zip(idx, reply, strict=True):
+                out[uniq[i]] = UserStats(adj=float(adj) if adj is not None else 0.0)
+        return out
+
     async def update(
         self,
         users: Sequence[str],
@@ -359,7 +394,10 @@ class RedisThresholdPolicy(_Base):
         thresholds: np.ndarray,
         stats: dict[str, UserStats] | None = None,
     ) -> None:
-        """Apply scores to ``stats`` (read again only if not given) and write them back."""
+        """Apply scores to ``stats`` (read again only if not given) and write them back;
+        nothing under a global policy, which keeps no statistics (module doc)."""
+        if not self.config.per_user:
+            return
         if stats is None:
             stats = await self.read(users)
         touched = self._apply(stats, users, scores, thresholds)

@@ -256,6 +256,42 @@ async def test_redis_thresholds_follow_the_in_memory_policy(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("cluster_mode", [False, True])
+async def test_a_global_policy_keeps_no_statistics_and_still_applies_feedback(
+    cluster_mode: bool, stack, unique_name
+) -> None:
+    """Under a global policy (what training learns when per-user bars do not pay) nothing
+    is written per event, and the analyst's adjustment still moves the card's bar."""
+    import redis.asyncio as aioredis
+
+    from scoring.thresholds import RedisThresholdPolicy
+
+    cfg = ThresholdConfig(key_prefix=unique_name("thg") + ":", per_user=False)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    policy = RedisThresholdPolicy(client, 0.2, cfg, cluster_mode=cluster_mode)
+    try:
+        users = ["a", "b", "a"]
+        for _ in range(3):
+            stats = await policy.read(users)
+            bars = policy.thresholds_for(users, stats)
+            np.testing.assert_allclose(bars, [0.2, 0.2, 0.2])
+            await policy.update(users, np.array([0.01, 0.02, 0.03]), bars, stats)
+        assert not await client.exists(policy.key("a"), policy.key("b"))
+        lowered = await policy.feedback("a", "fraud", "tx-1")
+        assert lowered < 0.2
+        stats = await policy.read(["a", "b"])
+        assert stats["a"].adj < 0 and stats["b"].adj == 0 and stats["a"].n == 0
+        np.testing.assert_allclose(policy.thresholds_for(["a", "b"], stats), [lowered, 0.2])
+        # the same keys with statistics kept: a per-user version writes them
+        per_user = policy.for_version("", 0.2, {"per_user": True})
+        stats = await per_user.read(["b"])
+        await per_user.update(["b"], np.array([0.01]), per_user.thresholds_for(["b"], stats), stats)
+        assert await client.exists(per_user.key("b")) == 1
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
 async def test_a_batch_write_does_not_undo_feedback_given_meanwhile(stack, unique_name) -> None:
     """A batch reads a user's statistics, an analyst's label lands, then the batch writes:
     the label's adjustment must survive (each writer writes only its own fields)."""

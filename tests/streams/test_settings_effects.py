@@ -36,7 +36,14 @@ async def test_thresholds_key_prefix_and_linger_take_effect(stack, tmp_path: Pat
     settings = service_settings(
         stack,
         tmp_path,
-        **{"thresholds.key_prefix": "thr-own:", "kafka.linger_ms": 37, "batch.idle_linger_ms": 3},
+        **{
+            "thresholds.key_prefix": "thr-own:",
+            # per-user statistics on (the packaged model learned a global policy, which
+            # keeps none), so that scoring writes a key per user under the prefix
+            "thresholds.learned": False,
+            "kafka.linger_ms": 37,
+            "batch.idle_linger_ms": 3,
+        },
     )
     seq_prefix = settings.sequence.key_prefix
     async with running_service(settings) as svc:
