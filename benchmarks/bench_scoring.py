@@ -9,6 +9,10 @@ incremental artifact: the state rebuilt from the window, what a cache miss costs
 warm: the window model re-encodes the grown history, the incremental model advances
 its state one step; both then run the head. ``steady_by_history`` splits that by
 history length: flat for the incremental model, growing for the window model.
+
+``--against DIR`` also times a second artifact on the same batches, alternating rounds
+(``steady_against``): e.g. the network-alone copy from ``benchmarks.part_artifact``, for
+what the served decision's tree adds per event.
 """
 
 from __future__ import annotations
@@ -43,16 +47,18 @@ def main() -> None:
         "--io-binding", default="auto", choices=("auto", "always"), help="ORT IO binding."
     )
     ap.add_argument("--users", type=int, default=800, help="Simulated card holders.")
+    ap.add_argument(
+        "--against", default=None, help="A second artifact, timed alternately (steady path)."
+    )
+    ap.add_argument("--rounds", type=int, default=6, help="Alternating rounds for --against.")
     args = ap.parse_args()
     from features.labelled_files import write_table
     from scoring.onnx_model import OnnxModelConfig
     from streams.devtools.simulator import SimulatorConfig, simulate
 
     artifact = load_artifact(args.model)
-    model = OnnxRiskModel(
-        artifact,
-        OnnxModelConfig(providers=tuple(args.providers.split(",")), io_binding=args.io_binding),
-    ).load()
+    config = OnnxModelConfig(providers=tuple(args.providers.split(",")), io_binding=args.io_binding)
+    model = OnnxRiskModel(artifact, config).load()
     import tempfile
     from pathlib import Path
 
@@ -130,6 +136,40 @@ def main() -> None:
         batch=32,
         sequences_per_s=by_history,
     )
+    if args.against:
+        other = OnnxRiskModel(load_artifact(args.against), config).load()
+        for b in (int(x) for x in args.batches.split(",")):
+            idx = rng.choice(late, b * max(1, 1024 // b))
+            batches = [data.features(idx[s : s + b], spec) for s in range(0, idx.size, b)]
+            times = _alternate({"model": model, "against": other}, batches, args.rounds)
+            per_event = {k: float(np.median(v)) * 1e6 / idx.size for k, v in times.items()}
+            report(
+                "steady_against",
+                batch=b,
+                model=model.version,
+                against=other.version,
+                model_us_per_event=round(per_event["model"], 1),
+                against_us_per_event=round(per_event["against"], 1),
+                ratio_model_over_against=round(per_event["model"] / per_event["against"], 3),
+                ratio_per_round=[
+                    round(a / o, 3) for a, o in zip(times["model"], times["against"], strict=True)
+                ],
+            )
+
+
+def _alternate(
+    models: dict[str, OnnxRiskModel], batches: list[Any], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds for the steady path over ``batches``, per model and round; the order flips
+    every round, so the host's drift falls on both sides alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds):
+        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            for fb in batches:
+                _steady(models[name], fb)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def _steady(model: OnnxRiskModel, fb: Any) -> None:
