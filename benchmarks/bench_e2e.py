@@ -10,6 +10,8 @@ are scored; (3) produce → decision-on-``scores`` latency at a fixed rate, afte
 of ``--warmup`` events (card holders with history, a warm cache); (4) the same two Kafka
 hops through a plain confluent-kafka relay at the same rates: the broker's floor.
 With ``--steady-users``, (5) card holders with weeks of history, streamed oldest first.
+(6) ``POST /v1/score`` for warm card holders, sequential and from 8 concurrent clients
+(``benchmarks.bench_http``; ``--http-requests 0`` skips it).
 With ``--redis-cluster N``, phases (2) and (5) also run with the state on an embedded
 cluster of N masters and on one Redis feeding a replica (the like-for-like control), and
 report each side's Redis CPU per event (for (5), over the second half, when the keys
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
+from benchmarks.bench_http import endpoint_medians, polling_env, request_set, score_endpoint_latency
 from benchmarks.common import (
     CpuMeter,
     assigned_reader,
@@ -272,6 +275,15 @@ def main() -> None:
         "(the tests' embedded cluster uses 1 s for fast failover; its pings cost idle CPU).",
     )
     ap.add_argument(
+        "--http-requests",
+        type=int,
+        default=400,
+        help="POST /v1/score phase: sequential requests per round for warm card holders, "
+        "then 8 clients at --http-rate for --http-seconds (0: skip the phase).",
+    )
+    ap.add_argument("--http-rate", type=float, default=500)
+    ap.add_argument("--http-seconds", type=float, default=5)
+    ap.add_argument(
         "--otlp-receiver",
         action="store_true",
         help="Run an OTLP receiver here and point the worker's tracing at it (with "
@@ -352,6 +364,18 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
             key = "redis_masters_us_per_event_second_half"
             if control[key] and on_cluster[key]:
                 steady_ratio.append(round(on_cluster[key] / control[key], 2))
+    # (6) POST /v1/score for warm card holders, the worker polling Kafka as in production
+    # (benchmarks.bench_http says why that matters); --worker-env still wins
+    endpoint: list[dict[str, Any]] = []
+    if args.http_requests:
+        history, bodies = request_set()
+        env = {**polling_env(), **worker_env}
+        for _ in range(args.rounds):
+            endpoint.append(
+                score_endpoint_latency(
+                    env, history, bodies, args.http_requests, args.http_rate, args.http_seconds
+                )
+            )
     rates_of = {
         "trivial": [r for r, _ in trivial],
         "tuned": [r for r, _ in tuned],
@@ -387,6 +411,8 @@ def _run(args: argparse.Namespace, worker_env: dict[str, str], receiver: Any) ->
         steady_state=steady or None,
         # the cluster's masters ÷ the replicated master, Redis CPU per event in steady state
         steady_redis_cpu_cluster_masters_over_replicated_master_per_round=steady_ratio or None,
+        score_endpoint_latency=endpoint_medians(endpoint) if endpoint else None,
+        score_endpoint_latency_per_round=endpoint or None,
     )
 
 

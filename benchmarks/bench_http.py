@@ -40,6 +40,9 @@ from streams.file_producer import rows_as_json
 from streams.kafka.publisher import Publisher
 from streams.settings import KafkaSettings, Settings
 
+#: the settings' default fetch wait: what a production worker polls Kafka with
+PRODUCTION_FETCH_WAIT_MS: int = KafkaSettings.model_fields["fetch_max_wait_ms"].default
+
 
 def _post(
     conn: http.client.HTTPConnection, body: bytes, server: list[float] | None = None
@@ -123,7 +126,7 @@ def _pct(values: list[float]) -> dict[str, float]:
     }
 
 
-def _one_side(
+def score_endpoint_latency(
     env: dict[str, str],
     history: list[tuple[str, bytes]],
     bodies: list[bytes],
@@ -132,6 +135,8 @@ def _one_side(
     seconds: float,
     wet_requests: int = 0,
 ) -> dict[str, Any]:
+    """One worker on a fresh embedded stack: ``history`` scored first (warm cards), then
+    ``requests`` sequential requests and 8 clients at ``rate`` for ``seconds``."""
     topics = Settings().topics
     with running_stack(topics.all(), topics.partitions) as stack:
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-http-")), env)
@@ -206,6 +211,36 @@ def _one_side(
     return out
 
 
+def request_set() -> tuple[list[tuple[str, bytes]], list[bytes]]:
+    """300 card holders' 30 days of history (to be scored first) and 600 dry-run request
+    bodies: later transactions of the same card holders, one per request."""
+    table = simulate(SimulatorConfig(users=300, days=30, seed=11))
+    rows = list(rows_as_json(table, with_labels=False))
+    bodies = []
+    for _, value in rows[-600:]:
+        tx = json.loads(value)
+        tx["transaction_id"] = "http-" + tx["transaction_id"]
+        bodies.append(json.dumps({"transactions": [tx], "dry_run": True}).encode())
+    return rows[:-600], bodies
+
+
+def polling_env(fetch_wait_ms: int = PRODUCTION_FETCH_WAIT_MS) -> dict[str, str]:
+    """The worker setting for its Kafka fetch wait (the module doc says why it matters)."""
+    return {"RISKSTREAM_KAFKA__FETCH_MAX_WAIT_MS": str(fetch_wait_ms)}
+
+
+def endpoint_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-round results of ``score_endpoint_latency``, as medians over the rounds."""
+
+    def med(part: str, key: str) -> float:
+        return round(float(np.median([r[part][key] for r in rounds])), 2)
+
+    return {
+        "sequential": {k: med("sequential", k) for k in ("p50_ms", "p99_ms")},
+        "concurrent_8": {k: med("concurrent_8", k) for k in ("p50_ms", "p99_ms", "achieved_rate")},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=400, help="Sequential requests.")
@@ -222,7 +257,7 @@ def main() -> None:
     ap.add_argument(
         "--fetch-wait-ms",
         type=int,
-        default=KafkaSettings.model_fields["fetch_max_wait_ms"].default,
+        default=PRODUCTION_FETCH_WAIT_MS,
         help="The worker's kafka.fetch_max_wait_ms (default: the production default; the "
         "embedded stack's workaround is 10).",
     )
@@ -234,15 +269,8 @@ def main() -> None:
         help="Also N sequential requests that are not dry runs (stored and published).",
     )
     args = ap.parse_args()
-    table = simulate(SimulatorConfig(users=300, days=30, seed=11))
-    rows = list(rows_as_json(table, with_labels=False))
-    history = rows[:-600]
-    bodies = []
-    for _, value in rows[-600:]:  # later transactions of the same card holders
-        tx = json.loads(value)
-        tx["transaction_id"] = "http-" + tx["transaction_id"]
-        bodies.append(json.dumps({"transactions": [tx], "dry_run": True}).encode())
-    polling = {"RISKSTREAM_KAFKA__FETCH_MAX_WAIT_MS": str(args.fetch_wait_ms)}
+    history, bodies = request_set()
+    polling = polling_env(args.fetch_wait_ms)
     sides = {
         "default": polling,
         **(
@@ -255,7 +283,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, env in sides.items():
             results[name].append(
-                _one_side(env, history, bodies, args.requests, args.rate, args.seconds, args.wet)
+                score_endpoint_latency(
+                    env, history, bodies, args.requests, args.rate, args.seconds, args.wet
+                )
             )
     report(
         "http_score_latency",

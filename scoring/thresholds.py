@@ -30,8 +30,9 @@ Statistics are kept only where they are used: when the policy in force for a ver
 global (``per_user`` false, which is what training learns when per-user bars do not pay),
 the Redis policy reads only the adjustment and writes nothing per event: reading and
 rewriting statistics that no threshold depends on cost Redis work on every event and a
-write script call per batch (docs/BENCHMARKS.md). An operator who later turns ``per_user`` on starts the statistics from
-zero, and the credibility weight ``w`` phases them in as they grow.
+write script call per batch (docs/BENCHMARKS.md). An operator who later turns
+``per_user`` on starts the statistics from zero, and the credibility weight ``w`` phases
+them in as they grow.
 """
 
 from __future__ import annotations
