@@ -34,7 +34,7 @@ from models.evaluate import entity_setup, score_onnx
 from models.metrics import weighted_pr_auc
 from models.tree_budget import first_trees, tree_count
 from scoring.artifact import load_artifact
-from scoring.onnx_model import SEQUENCE_PART, TREE_OUTPUT, OnnxRiskModel
+from scoring.onnx_model import SEQUENCE_PART, TREE_INPUT, TREE_OUTPUT, OnnxRiskModel
 from scoring.served_decision import tree_logit
 from streams.devtools.simulator import SimulatorConfig, simulate
 
@@ -44,7 +44,7 @@ _DAY_MS = 86_400_000
 def _per_row_us(sess: ort.InferenceSession, x: np.ndarray, repeat: int) -> float:
     t0 = time.perf_counter()
     for _ in range(repeat):
-        sess.run([TREE_OUTPUT], {sess.get_inputs()[0].name: x})
+        sess.run([TREE_OUTPUT], {TREE_INPUT: x})
     return (time.perf_counter() - t0) / repeat / len(x) * 1e6
 
 
@@ -90,7 +90,7 @@ def main() -> None:
         sess = ort.InferenceSession(
             first_trees(graph, k).SerializeToString(), providers=["CPUExecutionProvider"]
         )
-        tree = tree_logit(np.asarray(sess.run([TREE_OUTPUT], {"tree_features": x})[0])[:, 1])
+        tree = tree_logit(np.asarray(sess.run([TREE_OUTPUT], {TREE_INPUT: x})[0])[:, 1])
         best, best_w = max(
             (weighted_pr_auc(y, a * seq + (1 - a) * tree, w), a) for a in BLEND_WEIGHTS
         )

@@ -27,7 +27,6 @@ from features.featurize import (
     _HOUR_MS,
     _ROW_OFFSET,
     N_NUMERIC,
-    NUMERIC_FEATURES,
     PAD_ID,
     FeatureBatch,
     FeatureSpec,
@@ -36,10 +35,7 @@ from features.featurize import (
     _haversine_km,
     normalize_entity,
 )
-from features.tree_inputs import HISTORY_COLUMNS, aggregates, history_columns
-
-#: where the tree's history columns sit among the numeric features
-_HISTORY_AT = np.array([NUMERIC_FEATURES.index(c) for c in HISTORY_COLUMNS])
+from features.tree_inputs import HISTORY_INDEX, aggregates, history_columns
 
 
 def _last_before(flag: np.ndarray, hist: np.ndarray) -> np.ndarray:
@@ -75,7 +71,7 @@ def history_aggregates(
     row_of = np.repeat(np.arange(b), m)
     cols[..., 2] = _first_seen(r["merchant"].ravel(), row_of).reshape(b, m)
     cols[..., 3] = _first_seen(r["device"].ravel(), row_of).reshape(b, m)
-    mean, std = spec.mean_array[_HISTORY_AT], spec.std_array[_HISTORY_AT]
+    mean, std = spec.mean_array[HISTORY_INDEX], spec.std_array[HISTORY_INDEX]
     norm = ((cols - mean) / std).astype(np.float32)  # what the network's inputs hold
     raw = np.zeros((b, t, 4), dtype=np.float32)
     raw[:, :m] = norm

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.entity_profile import N_ENTITY
-from features.featurize import N_NUMERIC, NUMERIC_FEATURES, FeatureBatch
+from features.featurize import N_NUMERIC, FeatureBatch
 
 AGGREGATES = (
     "hist_len_log",
@@ -27,8 +27,9 @@ AGGREGATES = (
     "cur_mcc_share_in_history",
 )
 #: the history columns the aggregates read: log amount, country change, new merchant, new
-#: device (``features.featurize`` column order)
-_HIST_COLUMNS = [0, 8, 11, 12]
+#: device (positions in ``features.featurize``'s numeric features; the current-event
+#: featurizer reads the same ones)
+HISTORY_INDEX = np.array([0, 8, 11, 12])
 #: column positions of the categorical ids (MCC, channel) in the tree's input
 CATEGORICAL = (N_NUMERIC, N_NUMERIC + 1)
 
@@ -38,17 +39,13 @@ def tree_width(entity: bool) -> int:
     return N_NUMERIC + 2 + len(AGGREGATES) + (N_ENTITY if entity else 0)
 
 
-#: the history columns the aggregates read, by name (for the current-event featurizer)
-HISTORY_COLUMNS = tuple(NUMERIC_FEATURES[c] for c in _HIST_COLUMNS)
-
-
 def history_columns(norm: np.ndarray, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
     """The four history columns the aggregates read, un-normalised from the network's
     float32 inputs (``norm`` [B, T, 4], those columns of ``hist_num``) to [B, T, 4]
     float64: the tree is trained on exactly these values."""
     raw = norm.astype(np.float64)
-    raw *= spec_std[_HIST_COLUMNS]
-    raw += spec_mean[_HIST_COLUMNS]
+    raw *= spec_std[HISTORY_INDEX]
+    raw += spec_mean[HISTORY_INDEX]
     return raw
 
 
@@ -97,7 +94,7 @@ def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray
     agg = batch.aggregates
     if agg is None:
         agg = aggregates(
-            history_columns(batch.hist_num[..., _HIST_COLUMNS], spec_mean, spec_std),
+            history_columns(batch.hist_num[..., HISTORY_INDEX], spec_mean, spec_std),
             ~batch.hist_pad,
             batch.hist_channel,
             batch.hist_mcc,

@@ -23,7 +23,7 @@ ENSEMBLE_OP = "TreeEnsembleClassifier"
 
 def tree_count(graph: Any) -> int:
     """Trees in the graph's ensemble."""
-    return len(set(_ensemble(graph).attribute_ints("nodes_treeids")))
+    return len(set(_attributes(_ensemble(graph))["nodes_treeids"].ints))
 
 
 def first_trees(graph: Any, k: int) -> Any:
@@ -33,8 +33,7 @@ def first_trees(graph: Any, k: int) -> Any:
     if not 1 <= k <= n:
         raise ValueError(f"keep between 1 and {n} trees, not {k}")
     out = copy.deepcopy(graph)
-    node = _ensemble(out).node
-    attrs = {a.name: a for a in node.attribute}
+    attrs = _attributes(_ensemble(out))
     for prefix, ids in (("nodes_", "nodes_treeids"), ("class_", "class_treeids")):
         keep = np.asarray(attrs[ids].ints) < k
         for name, attr in attrs.items():
@@ -43,24 +42,16 @@ def first_trees(graph: Any, k: int) -> Any:
     return out
 
 
-class _Ensemble:
-    """The ensemble node of a graph and its attributes by name."""
-
-    def __init__(self, node: Any) -> None:
-        self.node = node
-
-    def attribute_ints(self, name: str) -> list[int]:
-        for attr in self.node.attribute:
-            if attr.name == name:
-                return list(attr.ints)
-        raise ValueError(f"the tree ensemble has no {name}")
-
-
-def _ensemble(graph: Any) -> _Ensemble:
+def _ensemble(graph: Any) -> Any:
+    """The graph's one ensemble node."""
     nodes = [n for n in graph.graph.node if n.op_type == ENSEMBLE_OP]
     if len(nodes) != 1:
         raise ValueError(f"expected one {ENSEMBLE_OP} node, found {len(nodes)}")
-    return _Ensemble(nodes[0])
+    return nodes[0]
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    return {a.name: a for a in node.attribute}
 
 
 def _filter(attr: Any, keep: np.ndarray) -> None:
