@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from features.entity_profile import N_ENTITY
 from features.featurize import (
     _DAY_MS,
     _HOUR_MS,
@@ -32,7 +33,7 @@ from features.featurize import (
     Windows,
     _first_seen,
     _haversine_km,
-    with_entity,
+    normalize_entity,
 )
 from features.tree_inputs import HISTORY_INDEX, aggregates, history_columns
 
@@ -157,9 +158,14 @@ def current_features(
     raw = current_raw(win)
     b = raw.shape[0]
     cur = win.records[np.arange(b), win.hist_len]
+    cur_entity = cur_entity_raw = None
+    if spec.entity:
+        raw_entity = np.zeros((b, N_ENTITY)) if entity is None else entity
+        cur_entity_raw = raw_entity.astype(np.float32)
+        cur_entity = normalize_entity(raw_entity, spec)
     cur_mcc = spec.mcc_ids(cur["mcc"])
     cur_raw = raw.astype(np.float32)
-    batch = FeatureBatch(
+    return FeatureBatch(
         hist_num=np.zeros((b, 0, N_NUMERIC), dtype=np.float32),
         hist_mcc=np.full((b, 0), PAD_ID, dtype=np.int64),
         hist_channel=np.full((b, 0), PAD_ID, dtype=np.int64),
@@ -169,6 +175,7 @@ def current_features(
         cur_mcc=cur_mcc,
         cur_channel=cur["channel"].astype(np.int64) + 1,
         cur_raw=cur_raw,
+        cur_entity=cur_entity,
+        cur_entity_raw=cur_entity_raw,
         aggregates=history_aggregates(win, spec, cur_mcc, cur_raw) if with_aggregates else None,
     )
-    return with_entity(batch, entity, spec)

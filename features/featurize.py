@@ -14,7 +14,7 @@ for velocity counts and one ``lexsort`` for first-seen merchants/devices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -375,7 +375,12 @@ def featurize_windows(
     chan = np.full((b, t), PAD_ID, dtype=np.int64)
     mcc[real] = mcc_all[is_hist]
     chan[real] = chan_all[is_hist]
-    batch = FeatureBatch(
+    cur_entity = cur_entity_raw = None
+    if spec.entity:
+        raw_entity = np.zeros((b, N_ENTITY)) if entity is None else entity
+        cur_entity_raw = raw_entity.astype(np.float32)
+        cur_entity = normalize_entity(raw_entity, spec)
+    return FeatureBatch(
         hist_num=hist_num,
         hist_mcc=mcc,
         hist_channel=chan,
@@ -385,21 +390,8 @@ def featurize_windows(
         cur_mcc=mcc_all[cur_idx],
         cur_channel=chan_all[cur_idx],
         cur_raw=flat[cur_idx].astype(np.float32),
-    )
-    return with_entity(batch, entity, spec)
-
-
-def with_entity(batch: FeatureBatch, entity: np.ndarray | None, spec: FeatureSpec) -> FeatureBatch:
-    """``batch`` with its entity inputs set from ``entity`` (raw, [B, N_ENTITY]; zeros,
-    entities absent, when None); unchanged when the spec has no entity features.
-
-    Only the head and the tree read them, so the scorer attaches them last, once the
-    profiles' round trip is back (``scoring.scorer.finish_batch``)."""
-    if not spec.entity:
-        return batch
-    raw = np.zeros((len(batch), N_ENTITY)) if entity is None else entity
-    return replace(
-        batch, cur_entity=normalize_entity(raw, spec), cur_entity_raw=raw.astype(np.float32)
+        cur_entity=cur_entity,
+        cur_entity_raw=cur_entity_raw,
     )
 
 

@@ -37,15 +37,7 @@ from scoring.decision import Decision, ScoreRequest
 from scoring.feedback import FeedbackApplier
 from scoring.metrics import VERSION_DECISIONS, VERSION_ERRORS, VERSION_LATENCY_MS, VERSION_SCORES
 from scoring.model_roles import CANARY, PRIMARY, SHADOW, ServingModel, ServingRoles
-from scoring.scorer import (
-    Encoded,
-    Scored,
-    encode_batch,
-    explain_alerts,
-    finish_batch,
-    score_alone,
-    store_next_states,
-)
+from scoring.scorer import Scored, explain_alerts, score_alone, score_batch, store_next_states
 from scoring.state.entity_store import EntityStore
 from scoring.state.sequence_store import SequenceStore
 from scoring.thresholds import ThresholdPolicy, UserStats
@@ -53,10 +45,6 @@ from scoring.thresholds import ThresholdPolicy, UserStats
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: loop turns the merchant/device profile request takes to reach its socket once started
-#: (redis-py checks a pooled connection before writing), so that it is on its way while
-#: the sequence model holds the loop; a test fails if a client upgrade needs more
-_SEND_TURNS = 3
 
 
 async def _timed(step: Awaitable[T]) -> tuple[T, int]:
@@ -243,29 +231,15 @@ class ScoringEngine:
                 reading,
             )
         else:
-            # the profiles' round trip overlaps the sequence model, which does not read
-            # them; only the head and the tree wait for them
-            observed = asyncio.ensure_future(
+            observed = (
                 profiles
                 if profiles is not None
                 else self._observe_entities(self.entities, prior, users, records, dry)
             )
-            for _ in range(_SEND_TURNS):  # its request goes out before the model holds the loop
-                await asyncio.sleep(0)
-            try:
-                encoded, failed = await self._on_model(
-                    n, _encode_groups, plan, prior, users, records, dry
-                )
-            except BaseException:
-                # the profile write and the threshold read run to their end, as they would
-                # have before a model failure; only then does the failure surface
-                await asyncio.gather(observed, reading, return_exceptions=True)
-                raise
             entity_stats, (reads, s3) = await asyncio.gather(observed, reading)
-            groups, failed_head = await self._on_model(
-                n, _finish_groups, encoded, records, entity_stats, reads_states=False
+            groups, failed = await self._on_model(
+                n, _score_groups, plan, prior, users, records, dry, entity_stats
             )
-            failed = failed if failed is not None else failed_head
         self._queue_states(groups)
         stats_of = {role: st for (role, _, _), st in zip(plan, reads, strict=False)}
         if failed is not None:  # the canary failed: its rows are decided by the primary
@@ -490,17 +464,6 @@ class _Group:
         return [users[i] for i in self.rows]
 
 
-@dataclass
-class _Encoding:
-    """One version's rows through the sequence model (``_encode_groups``)."""
-
-    role: str
-    model: ServingModel
-    rows: np.ndarray
-    encoded: Encoded
-    seconds: float  # for the version's latency metric, with its head's
-
-
 def _score_groups(
     plan: list[tuple[str, ServingModel, np.ndarray]],
     prior: dict[str, np.ndarray],
@@ -513,71 +476,29 @@ def _score_groups(
     """Score each version's rows (model thread). A canary that fails hands its rows back
     (second value) to be decided by the primary; a failing primary fails the batch.
     ``fallback``: these are the primary's run on a failed canary's rows."""
-    encoded, failed = _encode_groups(plan, prior, users, records, dry)
-    groups, failed_head = _finish_groups(encoded, records, entity_stats, fallback)
-    return groups, failed if failed is not None else failed_head
-
-
-def _encode_groups(
-    plan: list[tuple[str, ServingModel, np.ndarray]],
-    prior: dict[str, np.ndarray],
-    users: list[str],
-    records: np.ndarray,
-    dry: np.ndarray,
-) -> tuple[list[_Encoding], np.ndarray | None]:
-    """The sequence model's part of ``_score_groups``, for each version's rows."""
-    out: list[_Encoding] = []
+    groups: list[_Group] = []
     failed = None
     for role, model, rows in plan:
         t0 = time.perf_counter()
         try:
-            enc = encode_batch(
-                model.bundle, prior, [users[i] for i in rows], records[rows], dry[rows]
+            scored = score_batch(
+                model.bundle,
+                prior,
+                [users[i] for i in rows],
+                records[rows],
+                dry[rows],
+                None if entity_stats is None else entity_stats[rows],
             )
         except Exception:
             if role == PRIMARY:
                 raise
-            failed = _canary_failed(role, model, rows)
+            log.exception("canary model %s failed on a batch; the primary decides", model.version)
+            VERSION_ERRORS.labels(model.version, role).inc()
+            failed = rows
             continue
-        out.append(_Encoding(role, model, rows, enc, time.perf_counter() - t0))
-    return out, failed
-
-
-def _finish_groups(
-    encodings: list[_Encoding],
-    records: np.ndarray,
-    entity_stats: np.ndarray | None,
-    fallback: bool = False,
-) -> tuple[list[_Group], np.ndarray | None]:
-    """The head's part of ``_score_groups``: entity inputs, head, tree, per version."""
-    groups: list[_Group] = []
-    failed = None
-    for e in encodings:
-        t0 = time.perf_counter()
-        try:
-            scored = finish_batch(
-                e.model.bundle,
-                e.encoded,
-                records[e.rows],
-                None if entity_stats is None else entity_stats[e.rows],
-            )
-        except Exception:
-            if e.role == PRIMARY:
-                raise
-            failed = _canary_failed(e.role, e.model, e.rows)
-            continue
-        took = e.seconds + time.perf_counter() - t0
-        VERSION_LATENCY_MS.labels(e.model.version, e.role).observe(took * 1000)
-        groups.append(_Group(e.role, e.model, e.rows, scored, fallback))
+        VERSION_LATENCY_MS.labels(model.version, role).observe((time.perf_counter() - t0) * 1000)
+        groups.append(_Group(role, model, rows, scored, fallback))
     return groups, failed
-
-
-def _canary_failed(role: str, model: ServingModel, rows: np.ndarray) -> np.ndarray:
-    """A canary's failure (from an ``except`` block): logged and counted; its rows are
-    returned for the primary to decide."""
-    log.exception("canary model %s failed on a batch; the primary decides", model.version)
-    VERSION_ERRORS.labels(model.version, role).inc()
-    return rows
 
 
 def _log_state_failure(job: Future[int]) -> None:

@@ -28,7 +28,6 @@ from features.featurize import (
     featurize_windows,
     normalize_entity,
     windows_including_current,
-    with_entity,
 )
 from features.serving_windows import windows_for_batch_isolated
 from scoring.bundle import ModelBundle
@@ -63,22 +62,6 @@ class Scored:
     pending: PendingStates | None = None
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """One batch through the sequence model, before its entity inputs and the head.
-
-    Split from ``Scored`` so the engine can run this part while the merchant/device
-    profiles are still on their way from Redis: neither the encoder nor the incremental
-    step reads them, only the head and the tree do (``finish_batch``)."""
-
-    windows: Windows
-    features: FeatureBatch  # the entity inputs not yet attached
-    embeddings: np.ndarray
-    times: dict[str, tuple[int, int]]  # featurize, encoder: epoch ns
-    states: np.ndarray | None = None
-    pending: PendingStates | None = None
-
-
 def score_batch(
     bundle: ModelBundle,
     prior: dict[str, np.ndarray],
@@ -92,28 +75,16 @@ def score_batch(
     ``entity_stats``: the rows' merchant/device statistics (``scoring.state.entity_store``),
     used when the model has entity inputs.
     """
-    encoded = encode_batch(bundle, prior, users, records, dry)
-    return finish_batch(bundle, encoded, records, entity_stats)
-
-
-def encode_batch(
-    bundle: ModelBundle,
-    prior: dict[str, np.ndarray],
-    users: list[str],
-    records: np.ndarray,
-    dry: np.ndarray,
-) -> Encoded:
-    """Windows, the inputs without the entity ones, and the embeddings (the encoder or
-    the incremental step, only where the cache has no fresh embedding or state)."""
     model = bundle.model
     spec = model.artifact.spec
     w0 = time.time_ns()
     t0 = time.perf_counter()
     win = windows_for_batch_isolated(prior, users, records, dry, spec)
+    entity = entity_inputs(records, entity_stats, spec)
     if model.artifact.incremental:  # the history is in the state: the current event only
-        fb = current_features(win, spec, with_aggregates=model.tree is not None)
+        fb = current_features(win, spec, entity, with_aggregates=model.tree is not None)
     else:
-        fb = featurize_windows(win, spec)
+        fb = featurize_windows(win, spec, entity=entity)
     t1 = time.perf_counter()
     w1 = time.time_ns()
     MODEL_LATENCY_MS.labels("featurize").observe((t1 - t0) * 1000)
@@ -133,39 +104,13 @@ def encode_batch(
         miss = np.flatnonzero(~hit)
         if miss.size:
             emb[miss] = encode_bucketed(model, fb, miss)
-    MODEL_LATENCY_MS.labels("encoder").observe((time.perf_counter() - t1) * 1000)
-    times = {"featurize": (w0, w1), "encoder": (w1, time.time_ns())}
-    return Encoded(win, fb, emb, times, states, pending)
-
-
-def finish_batch(
-    bundle: ModelBundle,
-    encoded: Encoded,
-    records: np.ndarray,
-    entity_stats: np.ndarray | None = None,
-) -> Scored:
-    """The entity inputs attached, the head (and the tree) run: the served scores."""
-    model = bundle.model
-    w2 = time.time_ns()
     t2 = time.perf_counter()
-    fb = with_entity(
-        encoded.features,
-        entity_inputs(records, entity_stats, model.artifact.spec),
-        model.artifact.spec,
-    )
-    probs = model.score(fb, embedding=encoded.embeddings)
+    w2 = time.time_ns()
+    MODEL_LATENCY_MS.labels("encoder").observe((t2 - t1) * 1000)
+    probs = model.score(fb, embedding=emb)
     MODEL_LATENCY_MS.labels("head").observe((time.perf_counter() - t2) * 1000)
-    times = {**encoded.times, "head": (w2, time.time_ns())}
-    return Scored(
-        encoded.windows,
-        fb,
-        encoded.embeddings,
-        probs,
-        times,
-        entity_stats,
-        encoded.states,
-        encoded.pending,
-    )
+    times = {"featurize": (w0, w1), "encoder": (w1, w2), "head": (w2, time.time_ns())}
+    return Scored(win, fb, emb, probs, times, entity_stats, states, pending)
 
 
 @dataclass(frozen=True)
