@@ -28,6 +28,7 @@ class FakeStream:
         self.should_stop = False
         self._drainer: asyncio.Task[None] | None = None
         self.channel = self
+        self.timed_waits: list[float] = []  # the waits for company: their timeouts
 
     def __aiter__(self) -> FakeStream:
         return self
@@ -46,6 +47,8 @@ class FakeStream:
             self.current_event = None
 
     async def wait_for_stopped(self, event: asyncio.Event, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.timed_waits.append(timeout)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         return self.should_stop
@@ -80,6 +83,34 @@ async def test_events_that_waited_behind_a_batch_go_at_once_and_acks_follow_the_
     assert second == [2, 3, 4]
     assert at2 - body_done < linger / 2  # they had waited their linger: no second wait
     assert stream.enable_acks is True and stream._processors == []  # restored
+
+
+async def test_by_default_an_idle_worker_dispatches_at_once_and_batches_what_came_meanwhile() -> (
+    None
+):
+    """#22: no waiting for a batch that will not come. With the default
+    ``batch.max_wait_ms`` a lone event goes to the model at once, and what arrives while
+    the model is busy forms the next batch together."""
+    from streams.settings import BatchSettings
+
+    stream = FakeStream()
+    linger = BatchSettings().max_wait_ms / 1000.0
+    gen = busy_batches(stream, max_batch=100, linger_s=linger)
+    seen: list[list[int]] = []
+    stream.incoming.put_nowait(1)
+    async for batch in gen:
+        seen.append(batch)
+        if len(seen) == 1:
+            for i in (2, 3, 4):  # arrive while the model is busy with the first
+                stream.incoming.put_nowait(i)
+            await asyncio.sleep(0.05)
+        else:
+            break
+    await gen.aclose()
+    assert stream._drainer is not None
+    stream._drainer.cancel()
+    assert seen == [[1], [2, 3, 4]]
+    assert stream.timed_waits == []  # neither batch waited for company
 
 
 async def test_a_batch_never_exceeds_max_batch_and_nothing_is_lost() -> None:
