@@ -85,9 +85,7 @@ async def test_events_that_waited_behind_a_batch_go_at_once_and_acks_follow_the_
     assert stream.enable_acks is True and stream._processors == []  # restored
 
 
-async def test_by_default_an_idle_worker_dispatches_at_once_and_batches_what_came_meanwhile() -> (
-    None
-):
+async def test_by_default_an_idle_worker_dispatches_at_once() -> None:
     """#22: no waiting for a batch that will not come. With the default
     ``batch.max_wait_ms`` a lone event goes to the model at once, and what arrives while
     the model is busy forms the next batch together."""
