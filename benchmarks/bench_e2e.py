@@ -71,7 +71,7 @@ from streams.kafka.publisher import Publisher
 from streams.settings import Settings
 
 
-def _count_until(
+def count_until(
     consumer: Consumer, n: int, timeout_s: float, key: str | None = None
 ) -> tuple[float, dict[str, float]]:
     """Consume until ``n`` messages (distinct ``key`` values when given) have arrived;
@@ -102,9 +102,11 @@ def _count_until(
     return last, seen
 
 
-def _produce(
+def produce_rows(
     bootstrap: str, topic: str, rows: list[tuple[str, bytes]], rate: float | None = None
 ) -> dict[str, float]:
+    """Publish ``rows`` (key, JSON value); with ``rate``, paced at that many per second,
+    and returns each value's ``transaction_id`` with when it was sent."""
     p = Publisher({"bootstrap.servers": bootstrap}, linger_ms=2)
     p.start()
     tracker = p.tracker()
@@ -139,12 +141,12 @@ def _trivial_phase(
         stderr=subprocess.DEVNULL,
     )
     out = assigned_reader(bs, "bench-out")
-    _produce(bs, "bench-in", bulk[:200])  # warm-up: group join, first fetches
-    _count_until(out, 200, 60)
+    produce_rows(bs, "bench-in", bulk[:200])  # warm-up: group join, first fetches
+    count_until(out, 200, 60)
     meter = CpuMeter({"broker": stack.kafka.pid, "redis": stack.redis.pid, "agent": fwd.pid})
     t0 = time.monotonic()
-    _produce(bs, "bench-in", bulk)
-    last, _ = _count_until(out, len(bulk), 300)
+    produce_rows(bs, "bench-in", bulk)
+    last, _ = count_until(out, len(bulk), 300)
     rate = len(bulk) / (last - t0)  # NaN if the forwarder produced nothing
     cpu = meter.per_event_ms(len(bulk))
     fwd.send_signal(signal.SIGTERM)
@@ -159,10 +161,10 @@ def _paced(
     """Produce ``rows`` at ``rate`` while reading decisions; latency percentiles."""
     sent: dict[str, float] = {}
     producer = threading.Thread(  # read decisions while producing, not after
-        target=lambda: sent.update(_produce(bs, topic, rows, rate=rate))
+        target=lambda: sent.update(produce_rows(bs, topic, rows, rate=rate))
     )
     producer.start()
-    _, seen = _count_until(reader, len(rows), 180, key="transaction_id")
+    _, seen = count_until(reader, len(rows), 180, key="transaction_id")
     producer.join()
     lat = np.array([(seen[t] - sent[t]) * 1000 for t in sent if t in seen])
     return {
@@ -185,8 +187,8 @@ def _worker_latency(
         worker = start_worker(stack, Path(tempfile.mkdtemp(prefix="bench-e2e-")), worker_env)
         worker.wait_ready()
         scores = assigned_reader(bs, topics.scores)
-        _produce(bs, topics.transactions, warm)
-        _count_until(scores, len(warm), 120, key="transaction_id")
+        produce_rows(bs, topics.transactions, warm)
+        count_until(scores, len(warm), 120, key="transaction_id")
         time.sleep(1)
         meter = CpuMeter({"broker": stack.kafka.pid, "worker": worker.proc.pid})
         before = scrape(worker.port)
@@ -220,8 +222,8 @@ def _kafka_floor(n_warm: int, rate: float, n: int) -> dict[str, Any]:
                 (str(i), json.dumps({"transaction_id": f"f{rate}-{i}"}).encode())
                 for i in range(n_warm + n)
             ]
-            _produce(bs, "floor-in", rows[:n_warm])
-            _count_until(out, n_warm, 120, key="transaction_id")
+            produce_rows(bs, "floor-in", rows[:n_warm])
+            count_until(out, n_warm, 120, key="transaction_id")
             time.sleep(1)
             figures = _paced(bs, "floor-in", out, rows[n_warm:], rate)
             out.close()
@@ -477,8 +479,8 @@ def _worker_throughput(
             {"broker": stack.kafka.pid, "worker": worker.proc.pid}, redis_ports=redis_ports
         )
         t0 = time.monotonic()
-        _produce(stack.bootstrap_servers, topics.transactions, bulk)
-        last, seen = _count_until(scores, len(bulk), 600, key="transaction_id")
+        produce_rows(stack.bootstrap_servers, topics.transactions, bulk)
+        last, seen = count_until(scores, len(bulk), 600, key="transaction_id")
         rate = len(seen) / (last - t0)
         cpu = meter.per_event_ms(len(bulk))
         masters = sum(v for k, v in cpu.items() if k.startswith("redis_master_"))
@@ -516,7 +518,7 @@ def _steady_phase(
         worker.wait_ready()
         scores = assigned_reader(stack.bootstrap_servers, topics.scores)
         producer = threading.Thread(
-            target=_produce, args=(stack.bootstrap_servers, topics.transactions, rows)
+            target=produce_rows, args=(stack.bootstrap_servers, topics.transactions, rows)
         )
         producer.start()
         # the driver shares the cores with the worker: while it runs it only stamps

@@ -12,15 +12,14 @@ history) is partly this growth and not the worker (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import json
 import threading
-import time
 
 import numpy as np
-from confluent_kafka import Producer
 
+from benchmarks.bench_e2e import count_until, produce_rows
 from benchmarks.common import assigned_reader, report
 from streams.devtools.embedded import running_stack
-from streams.kafka.consume import ready_messages
 
 
 def main() -> None:
@@ -30,40 +29,25 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=6, help="Windows reported.")
     ap.add_argument("--value-bytes", type=int, default=600)
     args = ap.parse_args()
-    n, value = args.messages, b"x" * args.value_bytes
+    n, pad = args.messages, "x" * args.value_bytes
+    rows = [(str(i), json.dumps({"transaction_id": str(i), "pad": pad}).encode()) for i in range(n)]
+    sent: dict[str, float] = {}
     with running_stack(["growth"], 3) as stack:
         reader = assigned_reader(stack.bootstrap_servers, "growth")
-        producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "linger.ms": 2})
-        sent: dict[bytes, float] = {}
-        seen: dict[bytes, float] = {}
-
-        def read() -> None:
-            deadline = time.monotonic() + n / args.rate + 120
-            while len(seen) < n and time.monotonic() < deadline:
-                for m in ready_messages(reader, 500, 0.1):
-                    key = m.key()
-                    if not m.error() and key is not None:
-                        seen[key] = time.monotonic()
-
-        thread = threading.Thread(target=read, daemon=True)
-        thread.start()
-        start = time.monotonic()
-        for i in range(n):
-            delay = start + i / args.rate - time.monotonic()
-            if delay > 0.001:
-                time.sleep(delay)
-            key = str(i).encode()
-            producer.produce("growth", key=key, value=value)
-            producer.poll(0)
-            sent[key] = time.monotonic()
-        producer.flush(30)
-        thread.join()
+        producer = threading.Thread(  # read while producing, as bench_e2e's paced phase does
+            target=lambda: sent.update(
+                produce_rows(stack.bootstrap_servers, "growth", rows, rate=args.rate)
+            )
+        )
+        producer.start()
+        _, seen = count_until(reader, n, n / args.rate + 120, key="transaction_id")
+        producer.join()
         reader.close()
     size = n // args.windows
     windows = []
     for w in range(args.windows):
-        keys = [str(i).encode() for i in range(w * size, (w + 1) * size)]
-        lat = np.array([(seen[k] - sent[k]) * 1000 for k in keys if k in seen])
+        ids = [str(i) for i in range(w * size, (w + 1) * size)]
+        lat = np.array([(seen[t] - sent[t]) * 1000 for t in ids if t in seen and t in sent])
         windows.append(
             {
                 "messages_in_topic": [w * size, (w + 1) * size],
