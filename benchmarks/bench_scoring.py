@@ -12,7 +12,10 @@ history length: flat for the incremental model, growing for the window model.
 
 ``--against DIR`` also times a second artifact on the same batches, alternating rounds
 (``steady_against``): e.g. the network-alone copy from ``benchmarks.part_artifact``, for
-what the served decision's tree adds per event.
+what the served decision's tree adds per event. It reports the model alone and, beside
+it, the model with the featurization the worker runs for it (``scoring.scorer``): a model
+with a tree also needs the tree's history aggregates, which the worker computes from the
+window while featurizing, so the model alone leaves part of the tree's cost out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import report
+from features.current_features import current_features
+from features.featurize import featurize_windows, windows_from_sorted
 from features.label_delay import LabelDelay
 from models.dataset import LabelledData
 from scoring.artifact import load_artifact
@@ -51,13 +56,24 @@ def main() -> None:
         "--against", default=None, help="A second artifact, timed alternately (steady path)."
     )
     ap.add_argument("--rounds", type=int, default=6, help="Alternating rounds for --against.")
+    ap.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="ORT threads per session; 0 = ORT decides. The worker runs 1 "
+        "(model.intra_op_threads), one process per core.",
+    )
     args = ap.parse_args()
     from features.labelled_files import write_table
     from scoring.onnx_model import OnnxModelConfig
     from streams.devtools.simulator import SimulatorConfig, simulate
 
     artifact = load_artifact(args.model)
-    config = OnnxModelConfig(providers=tuple(args.providers.split(",")), io_binding=args.io_binding)
+    config = OnnxModelConfig(
+        providers=tuple(args.providers.split(",")),
+        io_binding=args.io_binding,
+        intra_op_threads=args.intra_op_threads,
+    )
     model = OnnxRiskModel(artifact, config).load()
     import tempfile
     from pathlib import Path
@@ -141,7 +157,8 @@ def main() -> None:
         for b in (int(x) for x in args.batches.split(",")):
             idx = rng.choice(late, b * max(1, 1024 // b))
             batches = [data.features(idx[s : s + b], spec) for s in range(0, idx.size, b)]
-            times = _alternate({"model": model, "against": other}, batches, args.rounds)
+            windows = [_window_inputs(data, idx[s : s + b], spec) for s in range(0, idx.size, b)]
+            times = _alternate({"model": model, "against": other}, batches, windows, args.rounds)
             per_event = {k: float(np.median(v)) * 1e6 / idx.size for k, v in times.items()}
             report(
                 "steady_against",
@@ -151,25 +168,57 @@ def main() -> None:
                 model_us_per_event=round(per_event["model"], 1),
                 against_us_per_event=round(per_event["against"], 1),
                 ratio_model_over_against=round(per_event["model"] / per_event["against"], 3),
-                ratio_per_round=[
-                    round(a / o, 3) for a, o in zip(times["model"], times["against"], strict=True)
-                ],
+                ratio_per_round=_ratios(times["model"], times["against"]),
+                served_us_per_event=round(per_event["model served"], 1),
+                against_served_us_per_event=round(per_event["against served"], 1),
+                ratio_served_over_against=round(
+                    per_event["model served"] / per_event["against served"], 3
+                ),
+                ratio_served_per_round=_ratios(times["model served"], times["against served"]),
             )
 
 
 def _alternate(
-    models: dict[str, OnnxRiskModel], batches: list[Any], rounds: int
+    models: dict[str, OnnxRiskModel], batches: list[Any], windows: list[Any], rounds: int
 ) -> dict[str, list[float]]:
-    """Seconds for the steady path over ``batches``, per model and round; the order flips
-    every round, so the host's drift falls on both sides alike."""
-    times: dict[str, list[float]] = {name: [] for name in models}
+    """Seconds for the steady path over ``batches`` (the model alone) and over ``windows``
+    (featurized as the worker does, then the model: ``NAME served``), per model and round;
+    the order flips every round, so the host's drift falls on both sides alike."""
+    times: dict[str, list[float]] = {}
     for r in range(rounds):
         for name in list(models)[:: 1 if r % 2 == 0 else -1]:
+            model = models[name]
             t0 = time.perf_counter()
             for fb in batches:
-                _steady(models[name], fb)
-            times[name].append(time.perf_counter() - t0)
+                _steady(model, fb)
+            t1 = time.perf_counter()
+            for win, entity in windows:
+                _steady(model, _served_features(model, win, entity))
+            t2 = time.perf_counter()
+            times.setdefault(name, []).append(t1 - t0)
+            times.setdefault(f"{name} served", []).append(t2 - t1)
     return times
+
+
+def _ratios(model: list[float], against: list[float]) -> list[float]:
+    return [round(a / o, 3) for a, o in zip(model, against, strict=True)]
+
+
+def _window_inputs(data: LabelledData, index: np.ndarray, spec: Any) -> tuple[Any, Any]:
+    """The events' windows and merchant/device inputs, as the worker holds them before
+    featurizing."""
+    win = windows_from_sorted(data.records, data.user_codes, index, spec)
+    return win, None if data.entity is None else data.entity[index]
+
+
+def _served_features(model: OnnxRiskModel, win: Any, entity: Any) -> Any:
+    """What ``scoring.scorer.score_batch`` featurizes for ``model``: the current event
+    (with the tree's aggregates when it has a tree) for an incremental model, the whole
+    window for a window model."""
+    spec = model.artifact.spec
+    if model.artifact.incremental:
+        return current_features(win, spec, entity, with_aggregates=model.tree is not None)
+    return featurize_windows(win, spec, entity=entity)
 
 
 def _steady(model: OnnxRiskModel, fb: Any) -> None:
