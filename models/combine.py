@@ -26,7 +26,7 @@ from scoring.served_decision import Combination
 BLEND_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _platt(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+def platt(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     """Slope and bias of a weighted logistic fit of ``y`` on one score (slope > 0)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -54,7 +54,7 @@ def choose(
     best: tuple[float, Combination] | None = None
     for name, ws in candidates():
         direction = ws * seq + (1.0 - ws) * tree
-        slope, bias = _platt(direction, y, w)
+        slope, bias = platt(direction, y, w)
         combo = Combination(slope * ws, slope * (1.0 - ws), bias, name)
         pr = weighted_pr_auc(y, combo.logit(seq, tree), w)
         table[name] = {"validation_pr_auc": pr, **combo.to_json()["weights"]}

@@ -1,4 +1,5 @@
-"""``train`` and ``evaluate``: build a model artifact and measure it on held-out data."""
+"""``train``, ``refit`` and ``evaluate``: build a model artifact, adapt one to a bank's
+labelled history without training, and measure either on held-out data."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
     app.command("train")(train_cmd)
+    app.command("refit")(refit_cmd)
     app.command("evaluate")(evaluate_cmd)
 
 
@@ -253,6 +255,52 @@ def train_cmd(
     parts = {k: results[k] for k in REPORTED_PARTS if k in results}
     update_metrics(out, {"test": parts})
     typer.echo(json.dumps(parts, indent=2))
+
+
+def refit_cmd(
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Labelled file(s)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact folder to write (replaced)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Artifact (default: packaged)."),
+    holdout: float = typer.Option(
+        0.15, min=0.01, max=0.9, help="Latest share of event time kept out and evaluated."
+    ),
+    alert_rate: float | None = typer.Option(
+        None, min=1e-6, max=1.0, help="Alert on this share of events (default: the model's)."
+    ),
+    target_recall: float | None = typer.Option(
+        None, min=0.01, max=1.0, help="Or catch this share of fraud with the fewest alerts."
+    ),
+    column_map: str | None = typer.Option(
+        None, "--map", help="A preset or a YAML mapping file, as for train and evaluate."
+    ),
+    label_delay: str | None = typer.Option(
+        None, help=_LABEL_DELAY_HELP + " Default: the model's training delay."
+    ),
+) -> None:
+    """Choose an artifact's served decision and thresholds again on your labelled history,
+    without training (docs/MODEL.md, Refit)."""
+    _require_train_extra()
+    delay = _label_delay(label_delay)
+    from models.dataset import LabelledData
+    from models.refit import RefitConfig, RefitError, refit
+
+    for path in data:
+        if not path.exists():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
+    dataset = LabelledData.from_files(data, _mapping(column_map))
+    cfg = RefitConfig(holdout=holdout, target_alert_rate=alert_rate, target_recall=target_recall)
+    try:
+        with console.status(f"scoring {len(dataset)} events and fitting the served decision"):
+            summary = refit(model, out, dataset, cfg, delay)
+    except RefitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
+    held = summary["held_out"]
+    console.print(
+        f"artifact written to {out} ({summary['model_version']}, from {summary['from']}): "
+        f"served decision {summary['served_decision']}, held-out PR-AUC "
+        f"{held['refit']['served']['pr_auc']:.4f} (before {held['source']['served']['pr_auc']:.4f})"
+    )
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def evaluate_cmd(
