@@ -228,6 +228,8 @@ def refit(
         "model_version": version,
         "from": artifact.version,
         "served_decision": combination.kind,
+        "weights": combination.to_json()["weights"],
+        "warnings": _warnings(combination),
         "fit": {k: report[k] for k in ("events", "fraud", "validation_pr_auc", "target")},
         "fit_pr_auc": {k: row["validation_pr_auc"] for k, row in report["candidates"].items()},
         "threshold_policy": learned["chosen"],
@@ -240,3 +242,18 @@ def refit(
     }
     update_manifest(out, {"metrics": {"test": parts(after), "test_source": parts(before)}})
     return summary
+
+
+def _warnings(combination: Combination) -> list[str]:
+    """What an operator should know about the chosen weights: a negative weight means
+    the part ranks this data's fraud backwards (its notion of fraud does not transfer).
+    The held-out figures say whether inverting it pays; it may stop paying when the
+    fraud changes, so a retrain on this data is the safer fix."""
+    out = []
+    for part, weight in (("transformer_lstm", combination.sequence), ("tree", combination.tree)):
+        if weight < 0:
+            out.append(
+                f"the {part} part has a negative weight ({weight:.3f}): it ranks this data's "
+                "fraud backwards, and the served decision inverts it"
+            )
+    return out

@@ -300,6 +300,8 @@ def refit_cmd(
         f"served decision {summary['served_decision']}, held-out PR-AUC "
         f"{held['refit']['served']['pr_auc']:.4f} (before {held['source']['served']['pr_auc']:.4f})"
     )
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]note:[/yellow] {warning}")
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -84,6 +84,8 @@ def test_refit_repairs_a_served_decision_that_is_wrong_for_the_data(
     parts = [fit["candidates"][p]["validation_pr_auc"] for p in ("transformer_lstm", "baseline")]
     assert fit["validation_pr_auc"] >= max(parts)
     assert artifact.combination.kind == fit["chosen"]
+    assert summary["weights"] == artifact.manifest["served"]["weights"]
+    assert all("negative weight" in w for w in summary["warnings"])
     # on the held-out period the repaired decision ranks fraud again; the source does not
     held = summary["held_out"]
     refit_pr, source_pr = held["refit"]["served"]["pr_auc"], held["source"]["served"]["pr_auc"]
@@ -142,3 +144,12 @@ def test_the_source_combination_stays_unless_another_wins_by_the_margin() -> Non
     assert report["validation_pr_auc"] > report["candidates"]["source"]["validation_pr_auc"] + 0.1
     # the kept one is rescaled to these rows, its ranking unchanged
     assert np.array_equal(np.argsort(kept.logit(seq, tree)), np.argsort(seq))
+
+
+def test_a_negative_weight_is_named() -> None:
+    from models.refit import _warnings
+    from scoring.served_decision import Combination
+
+    assert _warnings(Combination(0.5, 0.5, -1.0, "blend_0.5")) == []
+    (note,) = _warnings(Combination(-0.4, 0.9, -2.0, "stacked_logistic"))
+    assert "transformer_lstm" in note and "-0.400" in note
