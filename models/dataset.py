@@ -126,6 +126,21 @@ class LabelledData:
         return history_bounds(self.records["ts"], self.user_codes, np.asarray(index), spec)[1]
 
 
+def cap_negatives(
+    labels: np.ndarray, index: np.ndarray, max_negatives: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every fraud of ``index`` and at most ``max_negatives`` legitimate events, in index
+    order, with weights that restore the legitimate share (1 for fraud)."""
+    y = labels[index]
+    neg = np.flatnonzero(y == 0)
+    if neg.size <= max_negatives:
+        return index, np.ones(index.size)
+    rng = np.random.default_rng(seed)
+    take = rng.choice(neg, max_negatives, replace=False)
+    keep = np.sort(np.concatenate([np.flatnonzero(y == 1), take]))
+    return index[keep], np.where(y[keep] == 0, neg.size / max_negatives, 1.0)
+
+
 def length_sorted_batches(
     index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 from features.entity_profile import N_ENTITY
 from features.label_delay import LabelDelay
 from models.card_sequences import StepFeatures, card_runs
-from models.dataset import LabelledData
+from models.dataset import LabelledData, cap_negatives
 from models.metrics import alert_budget, summary
 from scoring.artifact import load_artifact
 from scoring.incremental_state import replay
@@ -120,15 +120,10 @@ def evaluate(
     model = OnnxRiskModel(artifact).load()
     entity_note = entity_setup(artifact, data, label_delay)
     idx = np.arange(len(data)) if index is None else np.asarray(index)
-    y = data.labels[idx].astype(int)
     weight = np.ones(idx.size)
-    neg = np.flatnonzero(y == 0)
-    if max_negatives is not None and neg.size > max_negatives:
-        rng = np.random.default_rng(seed)
-        keep_neg = rng.choice(neg, max_negatives, replace=False)
-        keep = np.sort(np.concatenate([np.flatnonzero(y == 1), keep_neg]))
-        weight = np.where(y == 0, neg.size / max_negatives, 1.0)[keep]
-        idx, y = idx[keep], y[keep]
+    if max_negatives is not None:
+        idx, weight = cap_negatives(data.labels, idx, max_negatives, seed)
+    y = data.labels[idx].astype(int)
     embeddings = np.zeros((idx.size, artifact.embedding_dim), dtype=np.float32)
     all_logits, latency = score_onnx(model, data, idx, embeddings=embeddings)
     all_scores = {name: model.probabilities(v) for name, v in all_logits.items()}

@@ -34,7 +34,7 @@ import numpy as np
 from features.errors import RiskstreamError
 from features.label_delay import LabelDelay
 from models.combine import choose, platt
-from models.dataset import LabelledData
+from models.dataset import LabelledData, cap_negatives
 from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
 from scoring.artifact import load_artifact, update_manifest
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
@@ -79,22 +79,6 @@ def split_by_time(data: LabelledData, holdout: float) -> tuple[np.ndarray, np.nd
                 f"the earlier {1 - holdout:.0%} and the latest {holdout:.0%} of event time"
             )
     return fit, test
-
-
-def _sample(
-    y: np.ndarray, index: np.ndarray, max_negatives: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every fraud and at most ``max_negatives`` legitimate events; weights restore the
-    legitimate share."""
-    labels = y[index]
-    neg = np.flatnonzero(labels == 0)
-    if neg.size <= max_negatives:
-        return index, np.ones(index.size)
-    rng = np.random.default_rng(seed)
-    take = rng.choice(neg, max_negatives, replace=False)
-    keep = np.sort(np.concatenate([np.flatnonzero(labels == 1), take]))
-    weight = np.where(labels[keep] == 0, neg.size / max_negatives, 1.0)
-    return index[keep], weight
 
 
 def _threshold(score: np.ndarray, y: np.ndarray, w: np.ndarray, target: dict[str, float]) -> float:
@@ -154,7 +138,7 @@ def fit_served(
     """The combination and thresholds chosen on ``index``, and the choice's figures."""
     from models.evaluate import score_onnx
 
-    rows, w = _sample(data.labels, index, cfg.max_negatives, cfg.seed)
+    rows, w = cap_negatives(data.labels, index, cfg.max_negatives, cfg.seed)
     y = data.labels[rows].astype(int)
     logits, _ = score_onnx(model, data, rows)
     seq, tree = logits[SEQUENCE_PART], logits.get(TREE_PART)

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 
 from features.labelled_files import write_table
-from models.dataset import LabelledData
-from models.refit import RefitConfig, RefitError, _sample, refit, split_by_time
+from models.dataset import LabelledData, cap_negatives
+from models.refit import RefitConfig, RefitError, refit, split_by_time
 from scoring.artifact import MANIFEST_FILE, load_artifact
 from scoring.onnx_model import OnnxRiskModel
 from streams.devtools.simulator import SimulatorConfig, simulate
@@ -61,7 +61,7 @@ def test_the_fit_sample_keeps_every_fraud_and_restores_the_legitimate_weight() -
     y = np.zeros(1000, dtype=np.int8)
     y[::100] = 1
     index = np.arange(1000)
-    rows, w = _sample(y, index, 90, seed=0)
+    rows, w = cap_negatives(y, index, 90, seed=0)
     assert set(np.flatnonzero(y)) <= set(rows.tolist())
     assert rows.size == 10 + 90 and np.all(np.diff(rows) > 0)  # no repeats, in order
     assert w[y[rows] == 0].sum() == pytest.approx(990) and np.all(w[y[rows] == 1] == 1)
