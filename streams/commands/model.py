@@ -283,10 +283,12 @@ def refit_cmd(
     delay = _label_delay(label_delay)
     from models.dataset import LabelledData
     from models.refit import RefitConfig, RefitError, refit
+    from scoring.artifact import load_artifact
 
     for path in data:
         if not path.exists():
             raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
+    load_artifact(model)  # a bad artifact is one line before the data is read
     dataset = LabelledData.from_files(data, _mapping(column_map))
     cfg = RefitConfig(holdout=holdout, target_alert_rate=alert_rate, target_recall=target_recall)
     try:

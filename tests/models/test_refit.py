@@ -153,3 +153,10 @@ def test_a_negative_weight_is_named() -> None:
     assert _warnings(Combination(0.5, 0.5, -1.0, "blend_0.5")) == []
     (note,) = _warnings(Combination(-0.4, 0.9, -2.0, "stacked_logistic"))
     assert "transformer_lstm" in note and "-0.400" in note
+
+
+def test_the_cli_names_a_bad_artifact_in_one_line(tmp_path: Path, labelled: Path) -> None:
+    out = str(tmp_path / "o")
+    run = _cli("refit", "--model", str(tmp_path), "--data", str(labelled), "--out", out)
+    assert run.returncode != 0
+    assert "not a model artifact" in run.stderr and "Traceback" not in run.stderr
