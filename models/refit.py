@@ -7,12 +7,13 @@ alert thresholds at the artifact's target (or a new one), and the per-user thres
 policy (``models.threshold_learning``). The latest part (``holdout`` of event time) is
 kept out and evaluated, for the refit artifact and for the one it came from.
 
-Why: a combination chosen on one population can lose to its own tree on another. The
-packaged artifact's blend, chosen on our simulator, scored PR-AUC 0.499 on finforge where
-its tree alone scored 0.728 (docs/MODEL.md). ``riskstream train`` on the bank's history
-fixes that too, at the price of a training run. A refit only scores the data with the
-artifact and fits a handful of numbers, so a bank can adapt a model it was given in
-minutes, and it is never worse than either part on the period it was fitted on.
+Why: a combination chosen on one population can lose to its own tree on another: the
+packaged artifact's blend, chosen on our simulator, scores far below its tree on finforge
+(docs/MODEL.md, Refit). ``riskstream train`` on the bank's history fixes that too, at the
+price of a training run. A refit only scores the data with the artifact and fits a handful
+of numbers, so a bank can adapt a model it was given in minutes. On the period it was
+fitted on it is never more than ``keep_margin`` below the better part (the margin by which
+the source's own combination is preferred).
 
 The refit artifact is a copy of the graphs with a new ``model.json``. Its version is the
 source's with a digest of what changed, and ``refit`` in ``model.json`` records where it
