@@ -84,6 +84,22 @@ def weighted_recall_threshold(
     return float(s[order][min(k, s.size - 1)])
 
 
+def target_threshold(
+    y: np.ndarray,
+    score: np.ndarray,
+    w: np.ndarray | None,
+    recall: float | None,
+    alert_rate: float | None,
+) -> float:
+    """The alert threshold for a calibration target: a recall when one is given (the
+    fewest alerts that reach it), else an alert rate."""
+    if recall is not None:
+        return weighted_recall_threshold(y, score, w, recall)
+    if alert_rate is None:
+        raise ValueError("a threshold needs a recall or an alert rate")
+    return weighted_alert_threshold(score, w, alert_rate)
+
+
 def alert_budget(alert_rate: float, fraud_rate: float) -> dict[str, float]:
     """The most fraud an alert budget can catch: alerting on a share ``alert_rate`` of
     events catches at most ``alert_rate / fraud_rate`` of the fraud (all of it, at best)."""

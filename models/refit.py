@@ -36,7 +36,7 @@ from features.errors import RiskstreamError
 from features.label_delay import LabelDelay
 from models.combine import choose, platt
 from models.dataset import LabelledData, cap_negatives
-from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
+from models.metrics import target_threshold, weighted_pr_auc
 from scoring.artifact import load_artifact, update_manifest
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
 from scoring.served_decision import Combination
@@ -80,12 +80,6 @@ def split_by_time(data: LabelledData, holdout: float) -> tuple[np.ndarray, np.nd
                 f"the earlier {1 - holdout:.0%} and the latest {holdout:.0%} of event time"
             )
     return fit, test
-
-
-def _threshold(score: np.ndarray, y: np.ndarray, w: np.ndarray, target: dict[str, float]) -> float:
-    if "recall" in target:
-        return weighted_recall_threshold(y, score, w, target["recall"])
-    return weighted_alert_threshold(score, w, target["alert_rate"])
 
 
 def _target(artifact: Any, cfg: RefitConfig) -> dict[str, float]:
@@ -145,13 +139,15 @@ def fit_served(
     seq, tree = logits[SEQUENCE_PART], logits.get(TREE_PART)
     combination, report = _keep_or_choose(model.combination, y, w, seq, tree, cfg.keep_margin)
     target = _target(model.artifact, cfg)
-    probability = model.probabilities
-    thresholds = {
-        "global": _threshold(probability(combination.logit(seq, tree)), y, w, target),
-        SEQUENCE_PART: _threshold(probability(seq), y, w, target),
-    }
+    parts = {"global": combination.logit(seq, tree), SEQUENCE_PART: seq}
     if tree is not None:
-        thresholds[TREE_PART] = _threshold(probability(tree), y, w, target)
+        parts[TREE_PART] = tree
+    thresholds = {
+        name: target_threshold(
+            y, model.probabilities(logit), w, target.get("recall"), target.get("alert_rate")
+        )
+        for name, logit in parts.items()
+    }
     report = {**report, "events": int(rows.size), "fraud": int(y.sum()), "target": target}
     return combination, report, thresholds
 

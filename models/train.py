@@ -30,7 +30,7 @@ from models.combine import choose
 from models.dataset import LabelledData, length_sorted_batches
 from models.early_stopping import EarlyStopping, report_step
 from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
-from models.metrics import weighted_alert_threshold, weighted_pr_auc, weighted_recall_threshold
+from models.metrics import target_threshold, weighted_pr_auc
 from models.network import NetworkConfig, RiskModel
 from models.train_incremental import (
     CardLayout,
@@ -293,9 +293,7 @@ def _train_baseline(
 
 def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> float:
     """The alert threshold for the configured target: a recall, or an alert rate."""
-    if cfg.target_recall is not None:
-        return weighted_recall_threshold(y, score, w, cfg.target_recall)
-    return weighted_alert_threshold(score, w, cfg.target_alert_rate)
+    return target_threshold(y, score, w, cfg.target_recall, cfg.target_alert_rate)
 
 
 def fraud_case_embeddings(
