@@ -73,7 +73,7 @@ def main() -> None:
     logits, _ = score_onnx(model, data, index)
     x = np.concatenate(
         [
-            tree_inputs(data.features(index[s : s + 4096], artifact.spec), *model._spec_stats)
+            tree_inputs(data.features(index[s : s + 4096], artifact.spec), artifact.spec)
             for s in range(0, index.size, 4096)
         ]
     )

@@ -35,6 +35,7 @@ from features.featurize import (
     _haversine_km,
     normalize_entity,
 )
+from features.match_aggregates import match_aggregates
 from features.tree_inputs import HISTORY_INDEX, aggregates, history_columns
 
 
@@ -47,10 +48,11 @@ def _last_before(flag: np.ndarray, hist: np.ndarray) -> np.ndarray:
 def history_aggregates(
     win: Windows, spec: FeatureSpec, cur_mcc: np.ndarray, cur_raw: np.ndarray
 ) -> np.ndarray:
-    """The tree's history aggregates, from the windows' records: the four history
-    columns it reads, computed per history position as the full featurization computes
-    them (and rounded through its float32 inputs), padded to the same bucket, so the
-    aggregates are the ones ``tree_inputs`` computes from a full batch."""
+    """The tree's "window" history aggregates (older artifacts), from the windows'
+    records: the four history columns it reads, computed per history position as the
+    full featurization computes them (and rounded through its float32 inputs), padded to
+    the same bucket, so the aggregates are the ones ``tree_inputs`` computes from a full
+    batch."""
     recs, n = win.records, win.hist_len
     b = n.size
     m = int(n.max(initial=0))
@@ -177,5 +179,14 @@ def current_features(
         cur_raw=cur_raw,
         cur_entity=cur_entity,
         cur_entity_raw=cur_entity_raw,
-        aggregates=history_aggregates(win, spec, cur_mcc, cur_raw) if with_aggregates else None,
+        aggregates=_aggregates(win, spec, cur_mcc, cur_raw) if with_aggregates else None,
     )
+
+
+def _aggregates(
+    win: Windows, spec: FeatureSpec, cur_mcc: np.ndarray, cur_raw: np.ndarray
+) -> np.ndarray:
+    """The tree's aggregates of the spec's kind (``features.tree_inputs``)."""
+    if spec.tree_aggregates == "match":
+        return match_aggregates(win.records, win.hist_len)
+    return history_aggregates(win, spec, cur_mcc, cur_raw)

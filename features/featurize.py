@@ -22,6 +22,7 @@ import numpy as np
 from features.contracts import CHANNELS
 from features.entity_profile import ENTITY_FEATURES, N_ENTITY
 from features.events import RECORD_DTYPE, opaque
+from features.match_aggregates import match_aggregates
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "log_amount",
@@ -46,6 +47,8 @@ PAD_ID = 0
 OOV_ID = 1
 N_CHANNELS = len(CHANNELS) + 1  # + padding id 0
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256)
+#: the tree's history aggregates a spec can name (``FeatureSpec.tree_aggregates``)
+TREE_AGGREGATE_KINDS = ("match", "window")
 _HOUR_MS = 3_600_000
 _DAY_MS = 86_400_000
 _ROW_OFFSET = np.int64(1) << np.int64(44)  # > any epoch ms before 2500
@@ -68,6 +71,11 @@ class FeatureSpec:
     entity: bool = False
     entity_mean: tuple[float, ...] = (0.0,) * N_ENTITY
     entity_std: tuple[float, ...] = (1.0,) * N_ENTITY
+    #: which history aggregates the tree part reads (``features.tree_inputs``):
+    #: "match" (comparisons with the current event, ``features.match_aggregates``) for
+    #: artifacts trained since 2026-12-07; "window" (per-position shares) for older ones,
+    #: whose trees were trained on those and keep being served with them
+    tree_aggregates: str = "match"
     _mcc_lut: np.ndarray = field(init=False, repr=False, compare=False)
     #: the normalization statistics as read-only arrays, built once: serving featurizes a
     #: request of one event, where converting the tuples on every call showed up
@@ -89,6 +97,11 @@ class FeatureSpec:
             raise ValueError("normalization stats do not match the numeric features")
         if len(self.entity_mean) != N_ENTITY or len(self.entity_std) != N_ENTITY:
             raise ValueError("normalization stats do not match the entity features")
+        if self.tree_aggregates not in TREE_AGGREGATE_KINDS:
+            raise ValueError(
+                f"tree aggregates {self.tree_aggregates!r}: this build computes "
+                f"{', '.join(TREE_AGGREGATE_KINDS)}"
+            )
 
     @property
     def n_mcc(self) -> int:
@@ -123,6 +136,7 @@ class FeatureSpec:
             "window_ms": self.window_ms,
             "max_history": self.max_history,
             "buckets": list(self.buckets),
+            "tree_aggregates": self.tree_aggregates,
         }
 
     @classmethod
@@ -149,6 +163,8 @@ class FeatureSpec:
             entity=bool(entity),
             entity_mean=tuple(float(x) for x in data.get("entity_mean", (0.0,) * N_ENTITY)),
             entity_std=tuple(float(x) for x in data.get("entity_std", (1.0,) * N_ENTITY)),
+            # a spec written before the key existed was trained on the per-position ones
+            tree_aggregates=str(data.get("tree_aggregates", "window")),
         )
 
     @classmethod
@@ -186,8 +202,10 @@ class FeatureBatch:
     #: spec has no entity features
     cur_entity: np.ndarray | None = None
     cur_entity_raw: np.ndarray | None = field(default=None, repr=False)
-    #: [B, len(features.tree_inputs.AGGREGATES)] float64: the tree's history aggregates,
-    #: set only on batches without history arrays (``features.current_features``)
+    #: [B, 10] float64: the tree's history aggregates (``features.tree_inputs``). Set for
+    #: a "match" spec, and for a "window" spec on batches without history arrays
+    #: (``features.current_features``); None: ``tree_inputs`` computes the "window"
+    #: ones from the history arrays
     aggregates: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -400,6 +418,9 @@ def featurize_windows(
         cur_raw=flat[cur_idx].astype(np.float32),
         cur_entity=cur_entity,
         cur_entity_raw=cur_entity_raw,
+        aggregates=(
+            match_aggregates(win.records, win.hist_len) if spec.tree_aggregates == "match" else None
+        ),
     )
 
 

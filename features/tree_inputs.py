@@ -1,5 +1,11 @@
 """The tree model's inputs: the current event, its ids, and order-free history aggregates.
 
+Two definitions of the aggregates exist, named by the artifact's spec
+(``FeatureSpec.tree_aggregates``): "match" (``features.match_aggregates``, computed from
+the windows while featurizing; every artifact trained since 2026-12-07) and "window"
+(``AGGREGATES`` below, per-position shares computed here from the history arrays), which
+older artifacts' trees were trained on and keep being served with.
+
 Computed from the same ``FeatureBatch`` the network sees, so training (``models.baseline``)
 and serving (``scoring.onnx_model``, where the tree runs in ONNX Runtime in the same batch
 call as the network) share one definition and cannot drift apart. Returned as float32:
@@ -12,8 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from features.entity_profile import N_ENTITY
-from features.featurize import N_NUMERIC, FeatureBatch
+from features.featurize import N_NUMERIC, FeatureBatch, FeatureSpec
+from features.match_aggregates import MATCH_AGGREGATES
 
+#: the "window" aggregates (specs written before 2026-12-07)
 AGGREGATES = (
     "hist_len_log",
     "hist_log_amount_mean",
@@ -32,6 +40,11 @@ AGGREGATES = (
 HISTORY_INDEX = np.array([0, 8, 11, 12])
 #: column positions of the categorical ids (MCC, channel) in the tree's input
 CATEGORICAL = (N_NUMERIC, N_NUMERIC + 1)
+
+
+def aggregate_names(spec: FeatureSpec) -> tuple[str, ...]:
+    """The names of the aggregate columns the spec's tree reads."""
+    return MATCH_AGGREGATES if spec.tree_aggregates == "match" else AGGREGATES
 
 
 def tree_width(entity: bool) -> int:
@@ -85,16 +98,19 @@ def aggregates(
     return out
 
 
-def tree_inputs(batch: FeatureBatch, spec_mean: np.ndarray, spec_std: np.ndarray) -> np.ndarray:
+def tree_inputs(batch: FeatureBatch, spec: FeatureSpec) -> np.ndarray:
     """[B, tree_width] float32: raw current features, ids, aggregates, entity profile.
 
-    A batch without history arrays (``features.current_features``) carries its
-    aggregates, computed the same way from its windows.
+    A "match" batch carries its aggregates (computed from the windows while featurizing).
+    So does a "window" batch without history arrays (``features.current_features``);
+    otherwise the "window" aggregates are computed here from the history arrays.
     """
     agg = batch.aggregates
     if agg is None:
+        if spec.tree_aggregates == "match":
+            raise ValueError("a match-aggregate tree needs the batch featurized with them")
         agg = aggregates(
-            history_columns(batch.hist_num[..., HISTORY_INDEX], spec_mean, spec_std),
+            history_columns(batch.hist_num[..., HISTORY_INDEX], spec.mean_array, spec.std_array),
             ~batch.hist_pad,
             batch.hist_channel,
             batch.hist_mcc,

@@ -269,9 +269,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def tree_features(data: LabelledData, spec: FeatureSpec, index: np.ndarray) -> np.ndarray:
     """The tree's inputs (``features.tree_inputs``) for ``index``, float32."""
-    mean, std = spec.mean_array, spec.std_array
     parts = [
-        tree_inputs(data.features(index[s : s + 4096], spec), mean, std)
+        tree_inputs(data.features(index[s : s + 4096], spec), spec)
         for s in range(0, index.size, 4096)
     ]
     return np.concatenate(parts)

@@ -99,10 +99,6 @@ class OnnxRiskModel:
     #: the incremental model's rebuild graph, when the artifact has one (a miss is then
     #: one call per distinct window length instead of one per stored event)
     rebuild_graph: ort.InferenceSession | None = field(default=None, init=False)
-    #: the spec's normalisation statistics as arrays (the tree's inputs undo it)
-    _spec_stats: tuple[np.ndarray, np.ndarray] = field(
-        default_factory=lambda: (np.zeros(0), np.zeros(0)), init=False, repr=False
-    )
     ready: bool = field(default=False, init=False)
     io_bound: bool = field(default=False, init=False)
     on_gpu: bool = field(default=False, init=False)
@@ -158,10 +154,6 @@ class OnnxRiskModel:
             self._check(self.encoder, ENCODER_INPUTS, ["history_embedding"], "encoder")
         head_inputs = {**HEAD_INPUTS, **(ENTITY_INPUT if self.artifact.spec.entity else {})}
         self._check(self.head, head_inputs, ["logit"], "head")
-        self._spec_stats = (
-            np.asarray(self.artifact.spec.mean, dtype=np.float64),
-            np.asarray(self.artifact.spec.std, dtype=np.float64),
-        )
         tree_path = self.artifact.tree_path
         if tree_path is not None:
             self.tree = ort.InferenceSession(
@@ -396,7 +388,7 @@ class OnnxRiskModel:
         """The tree part's logits [B] (calibrated: trained on re-weighted negatives)."""
         if self.tree is None:
             raise ModelLoadError(f"model {self.version} has no tree part")
-        x = tree_inputs(batch, *self._spec_stats)
+        x = tree_inputs(batch, self.artifact.spec)
         prob = self.tree.run([TREE_OUTPUT], {TREE_INPUT: x})[0]
         return tree_logit(np.asarray(prob)[:, 1])
 

@@ -3,6 +3,8 @@ featurization (the incremental serving path uses them; training uses the full on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,11 +18,15 @@ _DAY = 86_400_000
 
 
 def _assert_same(win: Windows, spec, entity=None) -> None:
+    for kind in ("match", "window"):  # today's aggregates, and older artifacts'
+        _assert_same_kind(win, dataclasses.replace(spec, tree_aggregates=kind), entity)
+
+
+def _assert_same_kind(win: Windows, spec, entity=None) -> None:
     full = featurize_windows(win, spec, entity=entity)
     cur = current_features(win, spec, entity=entity, with_aggregates=True)
-    mean, std = np.asarray(spec.mean), np.asarray(spec.std)
     # the tree's inputs, aggregates included, bit for bit (a split must not flip)
-    assert np.array_equal(tree_inputs(cur, mean, std), tree_inputs(full, mean, std))
+    assert np.array_equal(tree_inputs(cur, spec), tree_inputs(full, spec))
     np.testing.assert_allclose(cur.cur_raw, full.cur_raw, rtol=0, atol=1e-6)
     np.testing.assert_allclose(cur.cur_num, full.cur_num, rtol=0, atol=1e-6)
     assert np.array_equal(cur.cur_mcc, full.cur_mcc)

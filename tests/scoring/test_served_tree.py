@@ -49,7 +49,7 @@ def test_the_served_score_combines_the_network_and_the_tree(tmp_path: Path) -> N
     emb = model.encode(batch)
     seq = model.head_logits(emb, batch.cur_num, batch.cur_mcc, batch.cur_channel, batch.cur_entity)
     # the training-side reference: LightGBM on the same inputs, not the ONNX graph
-    x = tree_inputs(batch, np.asarray(spec.mean), np.asarray(spec.std))
+    x = tree_inputs(batch, spec)
     tree = tree_logit(baseline_probabilities(clf, x))
     served = model.score(batch, embedding=emb)
     # compared as log-odds: the tree's probability is float32 in the graph
