@@ -43,8 +43,14 @@ def fit_baseline(
     seed: int = 0,
     threads: int = 2,
     holdout: float = 0.15,
+    rounds: int | None = None,
 ) -> Any:
-    """Fit with early stopping (20 rounds) on a random ``holdout`` of the given rows."""
+    """Fit with early stopping (20 rounds) on a random ``holdout`` of the given rows.
+
+    ``rounds``: exactly that many boosting rounds, no early stopping, on the same rows.
+    Boosting is sequential and the fit deterministic, so this is the first ``rounds``
+    trees of the early-stopped fit (``models.tree_budget.choose_rounds`` picks how many
+    the served decision needs)."""
     import lightgbm as lgb
 
     rng = np.random.default_rng(seed)
@@ -53,7 +59,9 @@ def fit_baseline(
         held[:] = False
     clf = make_baseline(seed, threads)
     fit_args: dict[str, Any] = {"categorical_feature": list(CATEGORICAL)}
-    if held.any():
+    if rounds is not None:
+        clf.set_params(n_estimators=rounds)
+    elif held.any():
         fit_args |= {
             "eval_X": (x[held],),
             "eval_y": (y[held],),
@@ -64,9 +72,15 @@ def fit_baseline(
     return clf
 
 
-def baseline_probabilities(clf: Any, x: np.ndarray) -> np.ndarray:
-    """P(fraud) [B] from the trained classifier (the training-side reference)."""
-    return np.asarray(clf.predict_proba(x)[:, 1], dtype=np.float64)
+def baseline_probabilities(clf: Any, x: np.ndarray, rounds: int | None = None) -> np.ndarray:
+    """P(fraud) [B] from the trained classifier (the training-side reference); with
+    ``rounds``, from its first ``rounds`` trees."""
+    return np.asarray(clf.predict_proba(x, num_iteration=rounds)[:, 1], dtype=np.float64)
+
+
+def trained_rounds(clf: Any) -> int:
+    """The boosting rounds the classifier predicts with (the early-stopped best)."""
+    return int(clf.best_iteration_ or clf.booster_.current_iteration())
 
 
 def export_tree(clf: Any, entity: bool) -> bytes:

@@ -25,7 +25,7 @@ from features.entity_profile import N_ENTITY
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureBatch, FeatureSpec, fit_spec
 from features.label_delay import LabelDelay
 from features.tree_inputs import tree_inputs
-from models.baseline import baseline_probabilities, fit_baseline
+from models.baseline import baseline_probabilities, fit_baseline, trained_rounds
 from models.combine import choose
 from models.dataset import LabelledData, length_sorted_batches
 from models.early_stopping import EarlyStopping, report_step
@@ -38,6 +38,7 @@ from models.train_incremental import (
     fit_incremental,
     sequence_logits,
 )
+from models.tree_budget import choose_rounds
 from scoring.served_decision import Combination, tree_logit
 
 
@@ -72,6 +73,9 @@ class TrainConfig:
     entity_features: bool = True
     #: when labels reach the bank in the replay that builds them (``features.label_delay``)
     label_delay: str = "mix"
+    #: served validation PR-AUC the tree may give up for fewer trees
+    #: (``models.tree_budget.choose_rounds``); 0 keeps every early-stopped round that helps
+    tree_margin: float = 0.002
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,11 +207,14 @@ def train(
     outcome.network_threshold = threshold
     if cfg.baseline:
         report("baseline", {})
-        outcome.baseline = _train_baseline(data, spec, train_idx, cfg, rng)
         x_val = tree_features(data, spec, val_sub)
+        outcome.baseline, rounds_report = _train_baseline(
+            data, spec, train_idx, cfg, rng, (x_val, val_y, val_w, val_logits)
+        )
         tree_val = tree_logit(baseline_probabilities(outcome.baseline, x_val))
         outcome.baseline_threshold = calibrate(_sigmoid(tree_val), val_y, val_w, cfg)
         outcome.combination, outcome.combination_report = choose(val_y, val_w, val_logits, tree_val)
+        outcome.combination_report["tree_rounds"] = rounds_report
         served = outcome.combination.logit(val_logits, tree_val)
         outcome.threshold = calibrate(_sigmoid(served), val_y, val_w, cfg)
         outcome.tree_parity_rows = x_val[:: max(1, x_val.shape[0] // 4096)]
@@ -282,12 +289,25 @@ def _train_baseline(
     train_idx: np.ndarray,
     cfg: TrainConfig,
     rng: np.random.Generator,
-) -> Any:
-    """Same split, negatives at twice the network's rate, weights restore the balance."""
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[Any, dict[str, Any]]:
+    """Same split, negatives at twice the network's rate, weights restore the balance;
+    then as few rounds as the served decision needs on validation (``validation``: the
+    tree's inputs, labels, weights and the network's logits there), refitted to exactly
+    those rounds."""
     idx, weight = _subsample(train_idx, data.labels, cfg.negative_rate * 2, rng)
-    return fit_baseline(
-        tree_features(data, spec, idx), data.labels[idx], weight, cfg.seed, cfg.threads
-    )
+    x, y = tree_features(data, spec, idx), data.labels[idx]
+    clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads)
+    x_val, val_y, val_w, val_logits = validation
+
+    def served(k: int) -> float:
+        tree_val = tree_logit(baseline_probabilities(clf, x_val, rounds=k))
+        return float(choose(val_y, val_w, val_logits, tree_val)[1]["validation_pr_auc"])
+
+    rounds, report = choose_rounds(trained_rounds(clf), served, cfg.tree_margin)
+    if rounds < trained_rounds(clf):
+        clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads, rounds=rounds)
+    return clf, report
 
 
 def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> float:

@@ -1,4 +1,9 @@
-"""A served tree cut to its first k trees: the same model that k boosting rounds give.
+"""How many trees the served decision needs, and a served tree cut to its first k trees.
+
+``choose_rounds`` is training's choice (on validation): the fewest boosting rounds whose
+served decision stays within a margin of the whole early-stopped tree's. The tree is
+part of every event's cost, and most of what its last rounds add, the blend with the
+network does not need (docs/MODEL.md, "What the tree costs to serve").
 
 Gradient boosting adds one tree per round, and each round fits the residual of the ones
 before, so the first k trees of a trained ensemble are exactly what training with k rounds
@@ -13,12 +18,35 @@ writes; anything else is refused.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 #: the operator ``models.baseline.export_tree`` writes (onnxmltools' LightGBM converter)
 ENSEMBLE_OP = "TreeEnsembleClassifier"
+#: the round counts tried below the trained one
+ROUND_GRID = (25, 50, 75, 100, 150, 200, 300, 400)
+
+
+def choose_rounds(
+    trained: int, served_pr_auc: Callable[[int], float], margin: float
+) -> tuple[int, dict[str, Any]]:
+    """The fewest rounds k (of ``ROUND_GRID`` below ``trained``, and ``trained``) whose
+    ``served_pr_auc(k)`` (validation) is at least the trained tree's minus ``margin``;
+    with the figures behind the choice, for ``model.json``."""
+    if margin < 0:
+        raise ValueError(f"the tree margin must be 0 or more, not {margin}")
+    grid = sorted({k for k in ROUND_GRID if k < trained} | {trained})
+    figures = {k: float(served_pr_auc(k)) for k in grid}
+    floor = figures[trained] - margin
+    chosen = min(k for k in grid if figures[k] >= floor)
+    return chosen, {
+        "rounds": chosen,
+        "trained_rounds": trained,
+        "margin": margin,
+        "served_validation_pr_auc": {str(k): v for k, v in figures.items()},
+    }
 
 
 def tree_count(graph: Any) -> int:

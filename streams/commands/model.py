@@ -105,6 +105,13 @@ def train_cmd(
     band: int = typer.Option(
         8, min=2, max=64, help="Incremental model: events each attention layer sees."
     ),
+    tree_margin: float = typer.Option(
+        0.002,
+        min=0.0,
+        max=0.1,
+        help="Served validation PR-AUC the tree may give up for fewer trees (each tree "
+        "costs every event; 0: keep every early-stopped round that helps).",
+    ),
 ) -> None:
     """Train the Transformer+LSTM and the baseline; export and evaluate the artifact."""
     if architecture not in ("incremental", "window"):
@@ -139,6 +146,7 @@ def train_cmd(
         entity_features=entity,
         architecture=architecture,
         band=band,
+        tree_margin=tree_margin,
     )
     with Progress(
         TextColumn("{task.description}"),

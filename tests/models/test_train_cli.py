@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
+from models.tree_budget import tree_count
 from streams.devtools.simulator import SimulatorConfig, simulate
 
 pytestmark = pytest.mark.slow
@@ -80,6 +82,12 @@ def test_train_with_only_a_merchant_id_then_evaluate_with_history(
     assert set(report["served_alternatives"]) == set(chosen["candidates"])
     assert "tree.onnx" in manifest["files"] and not (tmp_path / "m" / "baseline.pkl").exists()
     assert manifest["served"]["tree_parity_max_abs_diff"] <= 1e-5
+    # the tree keeps the rounds its served figure needs, and reads the "match" aggregates
+    rounds = chosen["tree_rounds"]
+    figures = rounds["served_validation_pr_auc"]
+    assert figures[str(rounds["rounds"])] >= figures[str(rounds["trained_rounds"])] - 0.002
+    assert tree_count(onnx.load(str(tmp_path / "m" / "tree.onnx"))) == rounds["rounds"]
+    assert spec["tree_aggregates"] == "match"
     # the default architecture: per-event cost independent of history (models/incremental_*)
     assert manifest["network"]["architecture"] == "incremental"
     assert manifest["network"]["context"] == 15
