@@ -23,9 +23,9 @@ from benchmarks.common import report
 
 
 def run_one(data: Any, arch: str, seed: int, minutes: float, entity: bool) -> dict[str, Any]:
-    from models.baseline import baseline_probabilities
+    from models.baseline import baseline_probabilities, tree_features
     from models.metrics import weighted_pr_auc
-    from models.train import TrainConfig, predict_logits, train, tree_features
+    from models.train import TrainConfig, predict_logits, train
     from models.train_incremental import CardLayout, sequence_logits
     from scoring.served_decision import tree_logit
 

@@ -11,11 +11,29 @@ splits, while skl2onnx has no converter for a histogram GBDT with categorical fe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from features.tree_inputs import CATEGORICAL, tree_width
+from features.featurize import FeatureSpec
+from features.tree_inputs import CATEGORICAL, tree_inputs, tree_width
+from models.combine import choose
+from models.dataset import LabelledData, sample_negatives
+from models.tree_budget import choose_rounds
+from scoring.served_decision import tree_logit
+
+
+@dataclass(frozen=True)
+class TreeFit:
+    """How the served decision's tree is fitted (``fit_tree``)."""
+
+    #: legitimate events sampled per legitimate event (weights restore the balance)
+    negative_rate: float = 0.1
+    #: served validation PR-AUC the tree may give up for fewer rounds
+    margin: float = 0.002
+    seed: int = 0
+    threads: int = 2
 
 
 def make_baseline(seed: int = 0, threads: int = 2) -> Any:
@@ -96,3 +114,39 @@ def export_tree(clf: Any, entity: bool) -> bytes:
         target_opset=15,  # the newest opset onnxmltools' LightGBM converter writes
     )
     return bytes(onx.SerializeToString())
+
+
+def tree_features(data: LabelledData, spec: FeatureSpec, index: np.ndarray) -> np.ndarray:
+    """The tree's inputs (``features.tree_inputs``) for ``index``, float32."""
+    parts = [
+        tree_inputs(data.features(index[s : s + 4096], spec), spec)
+        for s in range(0, index.size, 4096)
+    ]
+    return np.concatenate(parts)
+
+
+def fit_tree(
+    data: LabelledData,
+    spec: FeatureSpec,
+    index: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cfg: TreeFit,
+    rng: np.random.Generator,
+) -> tuple[Any, dict[str, Any]]:
+    """The served decision's tree, fitted on ``index`` (training's, or a refit's earlier
+    period) and cut to as few rounds as the served decision needs on ``validation``: the
+    tree's inputs there, labels, weights and the network's logits. Returns it refitted to
+    exactly those rounds, and the figures behind the choice."""
+    idx, weight = sample_negatives(index, data.labels, cfg.negative_rate, rng)
+    x, y = tree_features(data, spec, idx), data.labels[idx]
+    clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads)
+    x_val, val_y, val_w, val_logits = validation
+
+    def served(k: int) -> float:
+        tree_val = tree_logit(baseline_probabilities(clf, x_val, rounds=k))
+        return float(choose(val_y, val_w, val_logits, tree_val)[1]["validation_pr_auc"])
+
+    rounds, report = choose_rounds(trained_rounds(clf), served, cfg.margin)
+    if rounds < trained_rounds(clf):
+        clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads, rounds=rounds)
+    return clf, report

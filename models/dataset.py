@@ -126,6 +126,20 @@ class LabelledData:
         return history_bounds(self.records["ts"], self.user_codes, np.asarray(index), spec)[1]
 
 
+def sample_negatives(
+    index: np.ndarray, labels: np.ndarray, rate: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """All positives + negatives at ``rate``; returns (index, weight) with weight 1/rate
+    (training's samples: the tree and the network fit on fraud-rich rows, the weights
+    restore the legitimate share)."""
+    pos = index[labels[index] == 1]
+    neg = index[labels[index] == 0]
+    take = rng.choice(neg, size=max(1, round(rate * neg.size)), replace=False) if neg.size else neg
+    idx = np.concatenate([pos, take])
+    weight = np.concatenate([np.ones(pos.size), np.full(take.size, neg.size / max(take.size, 1))])
+    return idx, weight
+
+
 def cap_negatives(
     labels: np.ndarray, index: np.ndarray, max_negatives: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -22,10 +22,12 @@ came from and on what. The graphs' hashes stay valid.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +35,15 @@ from typing import Any
 import numpy as np
 
 from features.errors import RiskstreamError
+from features.featurize import FeatureSpec
 from features.label_delay import LabelDelay
+from models.baseline import TreeFit, baseline_probabilities, fit_tree, tree_features
 from models.combine import choose, platt
 from models.dataset import LabelledData, cap_negatives
 from models.metrics import target_threshold, weighted_pr_auc
-from scoring.artifact import load_artifact, update_manifest
+from scoring.artifact import MANIFEST_FILE, TREE_FILE, load_artifact, sha256_file, update_manifest
 from scoring.onnx_model import SEQUENCE_PART, TREE_PART, OnnxRiskModel
-from scoring.served_decision import Combination
+from scoring.served_decision import Combination, tree_logit
 
 
 class RefitError(RiskstreamError):
@@ -63,6 +67,14 @@ class RefitConfig:
     #: events of the fit period the per-user threshold replay reads at most (the latest)
     max_policy_events: int = 1_000_000
     seed: int = 0
+    #: train the tree part again on the bank's data (``retrain_tree``), keep the network
+    retrain_tree: bool = False
+    #: with ``retrain_tree``: the share of event time, just before the held-out period,
+    #: on which the combination and thresholds are chosen (the tree fits on what is
+    #: earlier), as ``riskstream train`` splits 70 / 15 / 15
+    choice: float = 0.15
+    #: with ``retrain_tree``: how the tree is fitted (``models.baseline.TreeFit``)
+    tree: TreeFit = field(default_factory=TreeFit)
 
 
 def split_by_time(data: LabelledData, holdout: float) -> tuple[np.ndarray, np.ndarray]:
@@ -128,15 +140,23 @@ def _keep_or_choose(
 
 
 def fit_served(
-    model: OnnxRiskModel, data: LabelledData, index: np.ndarray, cfg: RefitConfig
+    model: OnnxRiskModel,
+    data: LabelledData,
+    index: np.ndarray,
+    cfg: RefitConfig,
+    retrained: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Combination, dict[str, Any], dict[str, float]]:
-    """The combination and thresholds chosen on ``index``, and the choice's figures."""
+    """The combination and thresholds chosen on ``index``, and the choice's figures.
+
+    ``retrained``: gives the tree logits to combine from (rows, labels, weights, network
+    logits) there, in place of the artifact's own tree's (``retrain_tree``)."""
     from models.evaluate import score_onnx
 
     rows, w = cap_negatives(data.labels, index, cfg.max_negatives, cfg.seed)
     y = data.labels[rows].astype(int)
     logits, _ = score_onnx(model, data, rows)
-    seq, tree = logits[SEQUENCE_PART], logits.get(TREE_PART)
+    seq = logits[SEQUENCE_PART]
+    tree = logits.get(TREE_PART) if retrained is None else retrained(rows, y, w, seq)
     combination, report = _keep_or_choose(model.combination, y, w, seq, tree, cfg.keep_margin)
     target = _target(model.artifact, cfg)
     parts = {"global": combination.logit(seq, tree), SEQUENCE_PART: seq}
@@ -168,36 +188,52 @@ def refit(
     fit_idx, test_idx = split_by_time(data, cfg.holdout)
     model = OnnxRiskModel(artifact).load()
     entity_setup(artifact, data, label_delay)
-    combination, report, thresholds = fit_served(model, data, fit_idx, cfg)
+    tree = _TreeRetrain(data, artifact.spec, fit_idx, cfg) if cfg.retrain_tree else None
+    combination, report, thresholds = fit_served(
+        model,
+        data,
+        fit_idx if tree is None else tree.choice_idx,
+        cfg,
+        None if tree is None else tree.logits,
+    )
     served = {
         **(artifact.manifest.get("served") or {}),
         **combination.to_json(),
         "validation": report,
     }
     changed = json.dumps({"served": combination.to_json(), "thresholds": thresholds})
-    version = f"{artifact.version}-refit-{hashlib.sha256(changed.encode()).hexdigest()[:8]}"
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(artifact.path, out)
+    record: dict[str, Any] = {
+        "from": artifact.version,
+        "at": datetime.now(UTC).isoformat(),
+        "events": len(data),
+        "fit_events": int(fit_idx.size),
+        "held_out_events": int(test_idx.size),
+        "holdout": cfg.holdout,
+    }
+    changes: dict[str, Any] = {}
+    if tree is not None:
+        changes, record["retrained_tree"] = tree.write(out, combination, report)
+        report["tree_rounds"] = record["retrained_tree"]["rounds"]
+        changed += changes["files"][TREE_FILE]
+    version = f"{artifact.version}-refit-{hashlib.sha256(changed.encode()).hexdigest()[:8]}"
     update_manifest(
         out,
         {
+            **changes,
             "model_version": version,
             "served": served,
             "thresholds": {**thresholds, "policy": {"per_user": False}},
             "metrics": {},
-            "refit": {
-                "from": artifact.version,
-                "at": datetime.now(UTC).isoformat(),
-                "events": len(data),
-                "fit_events": int(fit_idx.size),
-                "held_out_events": int(test_idx.size),
-                "holdout": cfg.holdout,
-            },
+            "refit": record,
         },
     )
-    latest = np.argsort(data.records["ts"][fit_idx], kind="stable")[-cfg.max_policy_events :]
-    policy_rows = np.sort(fit_idx[latest])
+    # the per-user policy is replayed where the served scores are out of sample
+    chosen_on = fit_idx if tree is None else tree.choice_idx
+    latest = np.argsort(data.records["ts"][chosen_on], kind="stable")[-cfg.max_policy_events :]
+    policy_rows = np.sort(chosen_on[latest])
     learned = learn_for_artifact(out, data, policy_rows)
     after = evaluate(out, data, out / "report", index=test_idx, max_negatives=1_000_000)
     before = evaluate(artifact.path, data, None, index=test_idx, max_negatives=1_000_000)
@@ -223,6 +259,66 @@ def refit(
     }
     update_manifest(out, {"metrics": {"test": parts(after), "test_source": parts(before)}})
     return summary
+
+
+class _TreeRetrain:
+    """A new tree for a refit: fitted on the fit period's earlier part (reading the
+    "match" aggregates whatever the source's tree read), its rounds, the combination and
+    the thresholds chosen on the later part (``RefitConfig.choice``)."""
+
+    def __init__(
+        self, data: LabelledData, spec: FeatureSpec, fit_idx: np.ndarray, cfg: RefitConfig
+    ) -> None:
+        if not 0.0 < cfg.choice < 1.0 - cfg.holdout:
+            raise RefitError(
+                f"choice must be between 0 and {1 - cfg.holdout:.2f}, not {cfg.choice}"
+            )
+        ts = data.records["ts"]
+        cut = np.quantile(ts, 1.0 - cfg.holdout - cfg.choice)
+        self.tree_idx = fit_idx[ts[fit_idx] < cut]
+        self.choice_idx = fit_idx[ts[fit_idx] >= cut]
+        for name, idx in (("tree's fit", self.tree_idx), ("choice", self.choice_idx)):
+            if idx.size == 0 or data.labels[idx].sum() == 0:
+                raise RefitError(
+                    f"the {name} period has no fraud: retraining the tree needs labelled "
+                    "fraud before and after the choice cut"
+                )
+        self.data, self.cfg = data, cfg
+        self.spec = dataclasses.replace(spec, tree_aggregates="match")
+        self.clf: Any = None
+        self.rounds: dict[str, Any] = {}
+        self.parity_rows = np.zeros((0, 0), np.float32)
+
+    def logits(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        """Fit the tree (its rounds chosen on ``rows``); its logits there."""
+        x = tree_features(self.data, self.spec, rows)
+        rng = np.random.default_rng(self.cfg.seed)
+        self.clf, self.rounds = fit_tree(
+            self.data, self.spec, self.tree_idx, (x, y, w, seq), self.cfg.tree, rng
+        )
+        self.parity_rows = x[:: max(1, x.shape[0] // 4096)]
+        return tree_logit(baseline_probabilities(self.clf, x))
+
+    def write(
+        self, out: Path, combination: Combination, report: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Write ``tree.onnx`` into ``out`` (parity-checked against LightGBM); the
+        manifest keys that change with it, and what the refit record says of it."""
+        from models.export import TreePart, export_tree_part
+
+        part = TreePart(self.clf, self.parity_rows, combination, report, {})
+        parity = export_tree_part(part, self.spec.entity, out)
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
+        files = {**manifest["files"], TREE_FILE: sha256_file(out / TREE_FILE)}
+        served = {"tree_parity_max_abs_diff": parity}
+        changes = {"files": files, "feature_spec": self.spec.to_json(), **served}
+        return changes, {
+            "rounds": self.rounds,
+            "aggregates": self.spec.tree_aggregates,
+            "fit_events": int(self.tree_idx.size),
+            "choice_events": int(self.choice_idx.size),
+            "parity_max_abs_diff": parity,
+        }
 
 
 def _warnings(combination: Combination) -> list[str]:

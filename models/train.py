@@ -24,10 +24,9 @@ from torch import nn
 from features.entity_profile import N_ENTITY
 from features.featurize import N_CHANNELS, N_NUMERIC, FeatureBatch, FeatureSpec, fit_spec
 from features.label_delay import LabelDelay
-from features.tree_inputs import tree_inputs
-from models.baseline import baseline_probabilities, fit_baseline, trained_rounds
+from models.baseline import TreeFit, baseline_probabilities, fit_tree, tree_features
 from models.combine import choose
-from models.dataset import LabelledData, length_sorted_batches
+from models.dataset import LabelledData, length_sorted_batches, sample_negatives
 from models.early_stopping import EarlyStopping, report_step
 from models.incremental_network import INCREMENTAL, IncrementalConfig, IncrementalRiskModel
 from models.metrics import target_threshold, weighted_pr_auc
@@ -38,7 +37,6 @@ from models.train_incremental import (
     fit_incremental,
     sequence_logits,
 )
-from models.tree_budget import choose_rounds
 from scoring.served_decision import Combination, tree_logit
 
 
@@ -141,18 +139,6 @@ def predict_logits(
     return out
 
 
-def _subsample(
-    index: np.ndarray, labels: np.ndarray, rate: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """All positives + negatives at ``rate``; returns (index, weight) with weight 1/rate."""
-    pos = index[labels[index] == 1]
-    neg = index[labels[index] == 0]
-    take = rng.choice(neg, size=max(1, round(rate * neg.size)), replace=False) if neg.size else neg
-    idx = np.concatenate([pos, take])
-    weight = np.concatenate([np.ones(pos.size), np.full(take.size, neg.size / max(take.size, 1))])
-    return idx, weight
-
-
 def train(
     data: LabelledData,
     cfg: TrainConfig,
@@ -187,7 +173,7 @@ def train(
         n_layers=cfg.n_layers,
         n_entity=N_ENTITY if spec.entity else 0,
     )
-    val_sub, val_w = _subsample(val_idx, data.labels, cfg.val_negative_rate, rng)
+    val_sub, val_w = sample_negatives(val_idx, data.labels, cfg.val_negative_rate, rng)
     split = (train_idx, val_idx, test_idx)
     model: RiskModel | IncrementalRiskModel
     layout: CardLayout | None = None
@@ -208,8 +194,9 @@ def train(
     if cfg.baseline:
         report("baseline", {})
         x_val = tree_features(data, spec, val_sub)
-        outcome.baseline, rounds_report = _train_baseline(
-            data, spec, train_idx, cfg, rng, (x_val, val_y, val_w, val_logits)
+        tree_cfg = TreeFit(cfg.negative_rate * 2, cfg.tree_margin, cfg.seed, cfg.threads)
+        outcome.baseline, rounds_report = fit_tree(
+            data, spec, train_idx, (x_val, val_y, val_w, val_logits), tree_cfg, rng
         )
         tree_val = tree_logit(baseline_probabilities(outcome.baseline, x_val))
         outcome.baseline_threshold = calibrate(_sigmoid(tree_val), val_y, val_w, cfg)
@@ -272,42 +259,6 @@ def _fit_window(
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def tree_features(data: LabelledData, spec: FeatureSpec, index: np.ndarray) -> np.ndarray:
-    """The tree's inputs (``features.tree_inputs``) for ``index``, float32."""
-    parts = [
-        tree_inputs(data.features(index[s : s + 4096], spec), spec)
-        for s in range(0, index.size, 4096)
-    ]
-    return np.concatenate(parts)
-
-
-def _train_baseline(
-    data: LabelledData,
-    spec: FeatureSpec,
-    train_idx: np.ndarray,
-    cfg: TrainConfig,
-    rng: np.random.Generator,
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[Any, dict[str, Any]]:
-    """Same split, negatives at twice the network's rate, weights restore the balance;
-    then as few rounds as the served decision needs on validation (``validation``: the
-    tree's inputs, labels, weights and the network's logits there), refitted to exactly
-    those rounds."""
-    idx, weight = _subsample(train_idx, data.labels, cfg.negative_rate * 2, rng)
-    x, y = tree_features(data, spec, idx), data.labels[idx]
-    clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads)
-    x_val, val_y, val_w, val_logits = validation
-
-    def served(k: int) -> float:
-        tree_val = tree_logit(baseline_probabilities(clf, x_val, rounds=k))
-        return float(choose(val_y, val_w, val_logits, tree_val)[1]["validation_pr_auc"])
-
-    rounds, report = choose_rounds(trained_rounds(clf), served, cfg.tree_margin)
-    if rounds < trained_rounds(clf):
-        clf = fit_baseline(x, y, weight, cfg.seed, cfg.threads, rounds=rounds)
-    return clf, report
 
 
 def calibrate(score: np.ndarray, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> float:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
-from features.tree_inputs import tree_inputs, tree_width
+from features.tree_inputs import AGGREGATES, tree_inputs, tree_width
 from scoring.artifact import ModelArtifact
 from scoring.errors import ModelLoadError
 from scoring.incremental_state import StateLayout, rebuild, rebuild_whole
@@ -416,7 +416,8 @@ class OnnxRiskModel:
 
 
 def _synthetic_batch(hist_len: np.ndarray, t: int, entity: bool = False) -> FeatureBatch:
-    """Rows with the given history lengths, padded to ``t``; zero features, valid ids."""
+    """Rows with the given history lengths, padded to ``t``; zero features (the tree's
+    aggregates included, as a featurized batch of either kind carries them), valid ids."""
     b = hist_len.size
     ent = np.zeros((b, N_ENTITY), np.float32) if entity else None
     pad = np.arange(t)[None, :] >= hist_len[:, None]
@@ -432,4 +433,5 @@ def _synthetic_batch(hist_len: np.ndarray, t: int, entity: bool = False) -> Feat
         cur_raw=np.zeros((b, N_NUMERIC), np.float32),
         cur_entity=ent,
         cur_entity_raw=ent,
+        aggregates=np.zeros((b, len(AGGREGATES))),
     )

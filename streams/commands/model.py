@@ -284,11 +284,33 @@ def refit_cmd(
     label_delay: str | None = typer.Option(
         None, help=_LABEL_DELAY_HELP + " Default: the model's training delay."
     ),
+    retrain_tree: bool = typer.Option(
+        False,
+        "--retrain-tree",
+        help="Also train the tree part again on this data (minutes, no network training): "
+        "fitted on the earlier part of the fit period, chosen with the network on the later "
+        "--choice share.",
+    ),
+    choice: float = typer.Option(
+        0.15,
+        min=0.01,
+        max=0.9,
+        help="With --retrain-tree: the share of event time, just before the held-out period, "
+        "on which the combination and thresholds are chosen.",
+    ),
+    tree_margin: float = typer.Option(
+        0.002,
+        min=0.0,
+        max=0.1,
+        help="With --retrain-tree: served PR-AUC the tree may give up for fewer trees.",
+    ),
 ) -> None:
     """Choose an artifact's served decision and thresholds again on your labelled history,
-    without training (docs/MODEL.md, Refit)."""
+    without training the network; --retrain-tree also fits a new tree (docs/MODEL.md,
+    Refit)."""
     _require_train_extra()
     delay = _label_delay(label_delay)
+    from models.baseline import TreeFit
     from models.dataset import LabelledData
     from models.refit import RefitConfig, RefitError, refit
     from scoring.artifact import load_artifact
@@ -298,7 +320,14 @@ def refit_cmd(
             raise typer.BadParameter(f"{path}: no such file", param_hint="--data")
     load_artifact(model)  # a bad artifact is one line before the data is read
     dataset = LabelledData.from_files(data, _mapping(column_map))
-    cfg = RefitConfig(holdout=holdout, target_alert_rate=alert_rate, target_recall=target_recall)
+    cfg = RefitConfig(
+        holdout=holdout,
+        target_alert_rate=alert_rate,
+        target_recall=target_recall,
+        retrain_tree=retrain_tree,
+        choice=choice,
+        tree=TreeFit(margin=tree_margin),
+    )
     try:
         with console.status(f"scoring {len(dataset)} events and fitting the served decision"):
             summary = refit(model, out, dataset, cfg, delay)

@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pyarrow as pa
 import pytest
 
 from features.labelled_files import write_table
 from models.dataset import LabelledData, cap_negatives
 from models.refit import RefitConfig, RefitError, refit, split_by_time
-from scoring.artifact import MANIFEST_FILE, load_artifact
+from models.tree_budget import tree_count
+from scoring.artifact import MANIFEST_FILE, TREE_FILE, load_artifact
 from scoring.onnx_model import OnnxRiskModel
 from streams.devtools.simulator import SimulatorConfig, simulate
 
@@ -161,3 +163,44 @@ def test_the_cli_names_a_bad_artifact_in_one_line(tmp_path: Path, labelled: Path
     run = _cli("refit", "--model", str(tmp_path), "--data", str(labelled), "--out", out)
     assert run.returncode != 0
     assert "not a model artifact" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_refit_can_train_the_tree_again_and_keep_the_network(
+    labelled: Path, tmp_path: Path
+) -> None:
+    data = LabelledData.from_files([labelled])
+    out = tmp_path / "retrained"
+    cfg = RefitConfig(holdout=0.2, choice=0.2, retrain_tree=True)
+    summary = refit(None, out, data, cfg)
+    artifact, source = load_artifact(out), load_artifact(None)  # the new tree's hash holds
+    assert artifact.spec.tree_aggregates == "match" != source.spec.tree_aggregates
+    assert (out / TREE_FILE).read_bytes() != (source.path / TREE_FILE).read_bytes()
+    assert (out / "head.onnx").read_bytes() == (source.path / "head.onnx").read_bytes()
+    record = artifact.manifest["refit"]["retrained_tree"]
+    assert record["parity_max_abs_diff"] <= 1e-5 and record["aggregates"] == "match"
+    assert (
+        record["fit_events"] + record["choice_events"] == artifact.manifest["refit"]["fit_events"]
+    )
+    rounds = record["rounds"]
+    assert tree_count(onnx.load(str(out / TREE_FILE))) == rounds["rounds"]
+    # chosen on the later part of the fit period, where the new tree is out of sample
+    fit = artifact.manifest["served"]["validation"]
+    assert fit["events"] <= record["choice_events"]
+    parts = [fit["candidates"][p]["validation_pr_auc"] for p in ("transformer_lstm", "baseline")]
+    assert fit["validation_pr_auc"] >= max(parts) - RefitConfig().keep_margin
+    # held out: the network is the source's, the tree is not
+    held = summary["held_out"]
+    seq = "transformer_lstm"
+    assert held["refit"][seq]["pr_auc"] == pytest.approx(held["source"][seq]["pr_auc"])
+    assert held["refit"]["baseline"]["pr_auc"] != held["source"]["baseline"]["pr_auc"]
+    model = OnnxRiskModel(artifact).load()
+    assert np.all(np.isfinite(model.score(data.features(np.arange(8), artifact.spec))))
+
+
+def test_a_choice_period_that_leaves_no_room_is_one_clear_error(labelled: Path) -> None:
+    data = LabelledData.from_files([labelled])
+    cfg = RefitConfig(holdout=0.2, choice=0.85, retrain_tree=True)
+    with pytest.raises(RefitError, match=r"choice must be between 0 and 0\.80"):
+        refit(None, Path("unused"), data, cfg)
