@@ -50,28 +50,33 @@ _MATCHED = ((4, "merchant"), (5, "device"), (7, "country"), (9, "mcc"))
 
 def match_aggregates(records: np.ndarray, hist_len: np.ndarray) -> np.ndarray:
     """[B, len(MATCH_AGGREGATES)] float64 from padded windows (``records`` [B, L]: each
-    row's history, then its current event at ``hist_len``)."""
+    row's history, then its current event at ``hist_len``).
+
+    Serving calls this for batches of one event too, so it is written for few numpy
+    calls: log-amounts are never negative, so masking by multiplication and a plain
+    maximum give what ``np.where`` and a masked maximum would, bit for bit."""
     b, width = records.shape
     rows = np.arange(b)
-    n = hist_len.astype(np.int64)
-    hist = np.arange(width)[None, :] < n[:, None]
+    n = hist_len
+    hist = np.arange(width) < n[:, None]
     cur = records[rows, n]
     denom = np.maximum(n, 1)
-    la = np.log1p(np.maximum(records["amount"].astype(np.float64), 0.0))
-    la_hist = np.where(hist, la, 0.0)
+    la = np.log1p(np.maximum(records["amount"], 0.0))
+    la_hist = la * hist
     # running sums read at position n: the sum of the n history positions, padding-free
     mean = np.cumsum(la_hist, axis=1)[rows, n] / denom
-    dev = np.where(hist, la - mean[:, None], 0.0)
+    dev = (la - mean[:, None]) * hist
     std = np.sqrt(np.cumsum(dev * dev, axis=1)[rows, n] / denom)
     out = np.empty((b, len(MATCH_AGGREGATES)))
     out[:, 0] = np.log1p(n)
     out[:, 1] = mean
     out[:, 2] = std
-    out[:, 3] = np.where(n > 0, np.where(hist, la, -np.inf).max(axis=1, initial=-np.inf), 0.0)
+    out[:, 3] = la_hist.max(axis=1, initial=0.0)
     for col, name in _MATCHED:
         value = cur[name]
-        same = (records[name] == value[:, None]) & hist
-        out[:, col] = np.where(value != 0, same.sum(axis=1) / denom, 0.0)
-    out[:, 6] = ((records["channel"] == ONLINE_CHANNEL) & hist).sum(axis=1) / denom
+        out[:, col] = ((records[name] == value[:, None]) & hist).sum(axis=1) * (value != 0)
+    out[:, 6] = ((records["channel"] == ONLINE_CHANNEL) & hist).sum(axis=1)
+    out[:, 4:8] /= denom[:, None]
+    out[:, 9] /= denom
     out[:, 8] = np.where(n > 1, (la[rows, n] - mean) / np.maximum(std, 0.1), 0.0)
     return out

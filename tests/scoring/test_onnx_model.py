@@ -6,6 +6,7 @@ import numpy as np
 
 from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
+from features.match_aggregates import MATCH_AGGREGATES
 from scoring.artifact import load_artifact
 from scoring.metrics import NONFINITE_FALLBACKS
 from scoring.onnx_model import OnnxRiskModel
@@ -26,6 +27,7 @@ def _batch(b: int, t: int) -> FeatureBatch:
         cur_raw=np.zeros((b, N_NUMERIC), np.float32),
         cur_entity=rng.normal(size=(b, N_ENTITY)).astype(np.float32),
         cur_entity_raw=np.zeros((b, N_ENTITY), np.float32),
+        aggregates=np.zeros((b, len(MATCH_AGGREGATES))),  # the packaged tree reads them
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch
+from features.match_aggregates import MATCH_AGGREGATES
 from features.tree_inputs import tree_inputs, tree_width
 from models.baseline import baseline_probabilities
 from scoring.artifact import MANIFEST_FILE, ArtifactError, load_artifact
@@ -37,6 +38,7 @@ def _batch(b: int, t: int, n_mcc: int) -> FeatureBatch:
         cur_raw=(2 * rng.normal(size=(b, N_NUMERIC))).astype(np.float32),
         cur_entity=ent,
         cur_entity_raw=np.abs(ent),
+        aggregates=rng.normal(size=(b, len(MATCH_AGGREGATES))),
     )
 
 
