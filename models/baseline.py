@@ -28,7 +28,7 @@ from scoring.served_decision import tree_logit
 class TreeFit:
     """How the served decision's tree is fitted (``fit_tree``)."""
 
-    #: legitimate events sampled per legitimate event (weights restore the balance)
+    #: the share of legitimate events sampled (weights restore the balance)
     negative_rate: float = 0.1
     #: served validation PR-AUC the tree may give up for fewer rounds
     margin: float = 0.002

@@ -217,6 +217,7 @@ def refit(
     if tree is not None:
         changes, record["retrained_tree"] = tree.write(out, combination, report)
         report["tree_rounds"] = record["retrained_tree"]["rounds"]
+        served["tree_parity_max_abs_diff"] = record["retrained_tree"]["parity_max_abs_diff"]
         changed += changes["files"][TREE_FILE]
     version = f"{artifact.version}-refit-{hashlib.sha256(changed.encode()).hexdigest()[:8]}"
     update_manifest(
@@ -310,8 +311,7 @@ class _TreeRetrain:
         parity = export_tree_part(part, self.spec.entity, out)
         manifest = json.loads((out / MANIFEST_FILE).read_text())
         files = {**manifest["files"], TREE_FILE: sha256_file(out / TREE_FILE)}
-        served = {"tree_parity_max_abs_diff": parity}
-        changes = {"files": files, "feature_spec": self.spec.to_json(), **served}
+        changes = {"files": files, "feature_spec": self.spec.to_json()}
         return changes, {
             "rounds": self.rounds,
             "aggregates": self.spec.tree_aggregates,

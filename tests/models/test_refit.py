@@ -180,6 +180,7 @@ def test_refit_can_train_the_tree_again_and_keep_the_network(
     assert (out / "head.onnx").read_bytes() == (source.path / "head.onnx").read_bytes()
     record = artifact.manifest["refit"]["retrained_tree"]
     assert record["parity_max_abs_diff"] <= 1e-5 and record["aggregates"] == "match"
+    assert artifact.manifest["served"]["tree_parity_max_abs_diff"] == record["parity_max_abs_diff"]
     assert (
         record["fit_events"] + record["choice_events"] == artifact.manifest["refit"]["fit_events"]
     )
