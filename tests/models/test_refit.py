@@ -3,6 +3,7 @@ bank's labelled history, the parts untouched, the latest period held out and eva
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -175,7 +176,7 @@ def test_refit_can_train_the_tree_again_and_keep_the_network(
     cfg = RefitConfig(holdout=0.2, choice=0.2, retrain_tree=True)
     summary = refit(None, out, data, cfg)
     artifact, source = load_artifact(out), load_artifact(None)  # the new tree's hash holds
-    assert artifact.spec.tree_aggregates == "match" != source.spec.tree_aggregates
+    assert artifact.spec.tree_aggregates == "match"
     assert (out / TREE_FILE).read_bytes() != (source.path / TREE_FILE).read_bytes()
     assert (out / "head.onnx").read_bytes() == (source.path / "head.onnx").read_bytes()
     record = artifact.manifest["refit"]["retrained_tree"]
@@ -198,6 +199,25 @@ def test_refit_can_train_the_tree_again_and_keep_the_network(
     assert held["refit"]["baseline"]["pr_auc"] != held["source"]["baseline"]["pr_auc"]
     model = OnnxRiskModel(artifact).load()
     assert np.all(np.isfinite(model.score(data.features(np.arange(8), artifact.spec))))
+
+
+def test_a_retrained_tree_reads_the_match_aggregates_and_splits_the_fit_period(
+    labelled: Path,
+) -> None:
+    """Whatever the source's tree read; the tree fits before the choice cut, the
+    combination is chosen after it, as train splits 70 / 15 / 15."""
+    from models.refit import _TreeRetrain
+
+    data = LabelledData.from_files([labelled])
+    cfg = RefitConfig(holdout=0.15, choice=0.15, retrain_tree=True)
+    fit, _ = split_by_time(data, cfg.holdout)
+    old = dataclasses.replace(load_artifact(None).spec, tree_aggregates="window")
+    retrain = _TreeRetrain(data, old, fit, cfg)
+    assert retrain.spec.tree_aggregates == "match"
+    ts = data.records["ts"]
+    assert ts[retrain.tree_idx].max() < ts[retrain.choice_idx].min()
+    assert retrain.tree_idx.size + retrain.choice_idx.size == fit.size
+    assert retrain.tree_idx.size == pytest.approx(0.70 * len(data), rel=0.02)
 
 
 def test_a_choice_period_that_leaves_no_room_is_one_clear_error(labelled: Path) -> None:
