@@ -247,10 +247,11 @@ def refit(
         "from": artifact.version,
         "served_decision": combination.kind,
         "weights": combination.to_json()["weights"],
-        "warnings": _warnings(combination),
+        "warnings": _warnings(combination) + _held_out_warning(after, before),
         "fit": {k: report[k] for k in ("events", "fraud", "validation_pr_auc", "target")},
         "fit_pr_auc": {k: row["validation_pr_auc"] for k, row in report["candidates"].items()},
         "threshold_policy": learned["chosen"],
+        **({"retrained_tree": record["retrained_tree"]} if tree is not None else {}),
         "held_out": {
             "events": after["events"],
             "fraud": after["fraud"],
@@ -319,6 +320,18 @@ class _TreeRetrain:
             "choice_events": int(self.choice_idx.size),
             "parity_max_abs_diff": parity,
         }
+
+
+def _held_out_warning(after: dict[str, Any], before: dict[str, Any]) -> list[str]:
+    """A refit that scores below its source on the held-out period is not an improvement:
+    say so (a retrained tree on a small sample, or a choice won by noise, can do that)."""
+    refit_pr, source_pr = after["served"]["pr_auc"], before["served"]["pr_auc"]
+    if refit_pr >= source_pr:
+        return []
+    return [
+        f"on the held-out period the refit artifact scores below its source (PR-AUC "
+        f"{refit_pr:.4f} against {source_pr:.4f}): keep the source, or refit on more data"
+    ]
 
 
 def _warnings(combination: Combination) -> list[str]:

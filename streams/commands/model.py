@@ -339,6 +339,12 @@ def refit_cmd(
         f"served decision {summary['served_decision']}, held-out PR-AUC "
         f"{held['refit']['served']['pr_auc']:.4f} (before {held['source']['served']['pr_auc']:.4f})"
     )
+    if "retrained_tree" in summary:
+        rounds = summary["retrained_tree"]["rounds"]
+        console.print(
+            f"tree trained again: {rounds['rounds']} of {rounds['trained_rounds']} rounds kept "
+            f"(served PR-AUC within {rounds['margin']} of all of them on the choice period)"
+        )
     for warning in summary["warnings"]:
         console.print(f"[yellow]note:[/yellow] {warning}")
     typer.echo(json.dumps(summary, indent=2))

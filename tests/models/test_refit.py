@@ -159,6 +159,15 @@ def test_a_negative_weight_is_named() -> None:
     assert "transformer_lstm" in note and "-0.400" in note
 
 
+def test_a_refit_worse_than_its_source_on_the_held_out_period_says_so() -> None:
+    from models.refit import _held_out_warning
+
+    better, worse = {"served": {"pr_auc": 0.9}}, {"served": {"pr_auc": 0.8}}
+    assert _held_out_warning(better, worse) == []
+    (note,) = _held_out_warning(worse, better)
+    assert "below its source" in note and "0.8000 against 0.9000" in note
+
+
 def test_the_cli_names_a_bad_artifact_in_one_line(tmp_path: Path, labelled: Path) -> None:
     out = str(tmp_path / "o")
     run = _cli("refit", "--model", str(tmp_path), "--data", str(labelled), "--out", out)
@@ -187,6 +196,7 @@ def test_refit_can_train_the_tree_again_and_keep_the_network(
     )
     rounds = record["rounds"]
     assert tree_count(onnx.load(str(out / TREE_FILE))) == rounds["rounds"]
+    assert summary["retrained_tree"] == record
     # chosen on the later part of the fit period, where the new tree is out of sample
     fit = artifact.manifest["served"]["validation"]
     assert fit["events"] <= record["choice_events"]
