@@ -19,7 +19,6 @@ import numpy as np
 
 from features.entity_profile import N_ENTITY
 from features.featurize import N_NUMERIC, FeatureBatch, FeatureSpec
-from features.match_aggregates import MATCH_AGGREGATES
 
 #: the "window" aggregates (specs written before 2026-12-07)
 AGGREGATES = (
@@ -40,11 +39,6 @@ AGGREGATES = (
 HISTORY_INDEX = np.array([0, 8, 11, 12])
 #: column positions of the categorical ids (MCC, channel) in the tree's input
 CATEGORICAL = (N_NUMERIC, N_NUMERIC + 1)
-
-
-def aggregate_names(spec: FeatureSpec) -> tuple[str, ...]:
-    """The names of the aggregate columns the spec's tree reads."""
-    return MATCH_AGGREGATES if spec.tree_aggregates == "match" else AGGREGATES
 
 
 def tree_width(entity: bool) -> int:
