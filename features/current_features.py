@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from features.current_view import FIRST_SEEN_IDS, MATCHED_IDS, CurrentView
 from features.entity_profile import N_ENTITY
 from features.featurize import (
     _DAY_MS,
@@ -93,20 +94,17 @@ def history_aggregates(
     )
 
 
-def current_raw(win: Windows) -> np.ndarray:
+def current_raw(view: CurrentView) -> np.ndarray:
     """Raw numeric features of each row's current event, [B, F] float64."""
-    recs, n = win.records, win.hist_len
-    b, width = recs.shape
-    rows = np.arange(b)
-    pos = np.arange(width)[None, :]
-    hist = pos < n[:, None]  # the history positions (before the current event)
-    cur = recs[rows, n]
+    recs, n, rows, hist, cur = view.records, view.hist_len, view.rows, view.hist, view.cur
+    b = n.size
     ts = cur["ts"]
     has_prev = n >= 1
     f = np.zeros((b, N_NUMERIC), dtype=np.float64)
-    la2d = np.where(pos <= n[:, None], np.log1p(np.maximum(recs["amount"], 0.0)), 0.0)
-    la = la2d[rows, n]
-    prev_sum = np.cumsum(la2d, axis=1)[rows, n] - la  # the training path's running sum
+    la = view.current_log_amount
+    # the training path's running sum through the current event, less the current event:
+    # the history's running sum plus ``la`` is that sum's last addition, bit for bit
+    prev_sum = (view.history_sum + la) - la
     f[:, 0] = la
     f[:, 1] = np.where(has_prev, la - prev_sum / np.maximum(n, 1), 0.0)
     prev_ts = recs["ts"][rows, np.maximum(n - 1, 0)]
@@ -133,10 +131,9 @@ def current_raw(win: Windows) -> np.ndarray:
     hours = (ts - recs["ts"][rows, plc]) / _HOUR_MS
     f[:, 9] = np.log1p(km)
     f[:, 10] = np.where(has_pl, np.log1p(km / np.maximum(hours, 1 / 60)), 0.0)
-    for col, field in ((11, "merchant"), (12, "device")):
-        value = cur[field]
-        seen = ((recs[field] == value[:, None]) & hist).any(axis=1)
-        f[:, col] = (value != 0) & ~seen
+    # first-seen merchant and device: known here, and in none of the history's events
+    for col, field in zip((11, 12), FIRST_SEEN_IDS, strict=True):
+        f[:, col] = (cur[field] != 0) & (view.same_count(field) == 0)
     # velocity: earlier events of the window no older than the span (the training path
     # counts them with a searchsorted over time-sorted positions: the same set)
     clamped = np.minimum(recs["ts"], _ROW_OFFSET - 1)
@@ -157,9 +154,11 @@ def current_features(
     """The current events' model inputs (as ``featurize_windows`` gives them); the
     history arrays are empty (width 0). ``with_aggregates``: also the tree's history
     aggregates (a model with a tree part)."""
-    raw = current_raw(win)
+    match = with_aggregates and spec.tree_aggregates == "match"
+    view = CurrentView.of(win.records, win.hist_len, MATCHED_IDS if match else FIRST_SEEN_IDS)
+    raw = current_raw(view)
     b = raw.shape[0]
-    cur = win.records[np.arange(b), win.hist_len]
+    cur = view.cur
     cur_entity = cur_entity_raw = None
     if spec.entity:
         raw_entity = np.zeros((b, N_ENTITY)) if entity is None else entity
@@ -167,6 +166,11 @@ def current_features(
         cur_entity = normalize_entity(raw_entity, spec)
     cur_mcc = spec.mcc_ids(cur["mcc"])
     cur_raw = raw.astype(np.float32)
+    aggregates = None
+    if match:
+        aggregates = match_aggregates(view)
+    elif with_aggregates:
+        aggregates = history_aggregates(win, spec, cur_mcc, cur_raw)
     return FeatureBatch(
         hist_num=np.zeros((b, 0, N_NUMERIC), dtype=np.float32),
         hist_mcc=np.full((b, 0), PAD_ID, dtype=np.int64),
@@ -179,14 +183,5 @@ def current_features(
         cur_raw=cur_raw,
         cur_entity=cur_entity,
         cur_entity_raw=cur_entity_raw,
-        aggregates=_aggregates(win, spec, cur_mcc, cur_raw) if with_aggregates else None,
+        aggregates=aggregates,
     )
-
-
-def _aggregates(
-    win: Windows, spec: FeatureSpec, cur_mcc: np.ndarray, cur_raw: np.ndarray
-) -> np.ndarray:
-    """The tree's aggregates of the spec's kind (``features.tree_inputs``)."""
-    if spec.tree_aggregates == "match":
-        return match_aggregates(win.records, win.hist_len)
-    return history_aggregates(win, spec, cur_mcc, cur_raw)

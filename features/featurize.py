@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from features.contracts import CHANNELS
+from features.current_view import CurrentView
 from features.entity_profile import ENTITY_FEATURES, N_ENTITY
 from features.events import RECORD_DTYPE, opaque
 from features.match_aggregates import match_aggregates
@@ -419,7 +420,9 @@ def featurize_windows(
         cur_entity=cur_entity,
         cur_entity_raw=cur_entity_raw,
         aggregates=(
-            match_aggregates(win.records, win.hist_len) if spec.tree_aggregates == "match" else None
+            match_aggregates(CurrentView.of(win.records, win.hist_len))
+            if spec.tree_aggregates == "match"
+            else None
         ),
     )
 

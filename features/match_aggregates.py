@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.contracts import CHANNELS
+from features.current_view import MATCHED_IDS, CurrentView
 
 #: column names, in order (``features.tree_inputs`` places them after the ids)
 MATCH_AGGREGATES = (
@@ -44,39 +45,41 @@ MATCH_AGGREGATES = (
 )
 #: the record's channel index of an online event
 ONLINE_CHANNEL = CHANNELS.index("online")
-#: id columns compared with the current event; 0 means unknown for each
-_MATCHED = ((4, "merchant"), (5, "device"), (7, "country"), (9, "mcc"))
+#: the columns of the shares of history at the current id, in ``MATCHED_IDS``' order
+_SHARES = [
+    MATCH_AGGREGATES.index(name)
+    for name in (
+        "hist_same_merchant_share",
+        "hist_same_device_share",
+        "hist_same_country_share",
+        "cur_mcc_share_in_history",
+    )
+]
 
 
-def match_aggregates(records: np.ndarray, hist_len: np.ndarray) -> np.ndarray:
-    """[B, len(MATCH_AGGREGATES)] float64 from padded windows (``records`` [B, L]: each
-    row's history, then its current event at ``hist_len``).
+def match_aggregates(view: CurrentView) -> np.ndarray:
+    """[B, len(MATCH_AGGREGATES)] float64 from a batch of padded windows.
 
     Serving calls this for batches of one event too, so it is written for few numpy
-    calls: log-amounts are never negative, so masking by multiplication and a plain
-    maximum give what ``np.where`` and a masked maximum would, bit for bit."""
-    b, width = records.shape
-    rows = np.arange(b)
-    n = hist_len
-    hist = np.arange(width) < n[:, None]
-    cur = records[rows, n]
+    calls, and reads what the current event's features share with it
+    (``features.current_view``)."""
+    n = view.hist_len
     denom = np.maximum(n, 1)
-    la = np.log1p(np.maximum(records["amount"], 0.0))
-    la_hist = la * hist
-    # running sums read at position n: the sum of the n history positions, padding-free
-    mean = np.cumsum(la_hist, axis=1)[rows, n] / denom
-    dev = (la - mean[:, None]) * hist
-    std = np.sqrt(np.cumsum(dev * dev, axis=1)[rows, n] / denom)
-    out = np.empty((b, len(MATCH_AGGREGATES)))
+    # running sums read at the last column: the sum of the n history positions, as
+    # ``CurrentView.history_sum`` explains
+    mean = view.history_sum / denom
+    dev = (view.log_amount - mean[:, None]) * view.hist
+    std = np.sqrt(np.cumsum(dev * dev, axis=1)[:, -1] / denom)
+    out = np.empty((n.size, len(MATCH_AGGREGATES)))
     out[:, 0] = np.log1p(n)
     out[:, 1] = mean
     out[:, 2] = std
-    out[:, 3] = la_hist.max(axis=1, initial=0.0)
-    for col, name in _MATCHED:
-        value = cur[name]
-        out[:, col] = ((records[name] == value[:, None]) & hist).sum(axis=1) * (value != 0)
-    out[:, 6] = ((records["channel"] == ONLINE_CHANNEL) & hist).sum(axis=1)
-    out[:, 4:8] /= denom[:, None]
-    out[:, 9] /= denom
-    out[:, 8] = np.where(n > 1, (la[rows, n] - mean) / np.maximum(std, 0.1), 0.0)
+    out[:, 3] = view.hist_log_amount.max(axis=1, initial=0.0)
+    if view.ids != MATCHED_IDS:
+        raise ValueError(f"the aggregates compare {MATCHED_IDS}, the view {view.ids}")
+    out[:, _SHARES] = view.same_counts().T / denom[:, None]
+    online = ((view.records["channel"] == ONLINE_CHANNEL) & view.hist).sum(axis=1)
+    out[:, 6] = online / denom
+    z = (view.current_log_amount - mean) / np.maximum(std, 0.1)
+    out[:, 8] = np.where(n > 1, z, 0.0)
     return out

@@ -35,6 +35,11 @@ def _assert_same_kind(win: Windows, spec, entity=None) -> None:
     assert cur.hist_num.shape == (len(win.hist_len), 0, full.hist_num.shape[2])
     if full.cur_entity is not None:
         np.testing.assert_array_equal(cur.cur_entity, full.cur_entity)
+    # without a tree the features compare fewer ids (``CurrentView.ids``): same values
+    plain = current_features(win, spec, entity=entity)
+    assert plain.aggregates is None
+    assert np.array_equal(plain.cur_raw, cur.cur_raw)
+    assert np.array_equal(plain.cur_num, cur.cur_num)
 
 
 def _simulated() -> tuple[np.ndarray, np.ndarray]:

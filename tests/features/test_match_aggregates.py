@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from features.current_view import FIRST_SEEN_IDS, CurrentView
 from features.events import RECORD_DTYPE
 from features.featurize import FeatureSpec, Windows, featurize_windows
 from features.match_aggregates import MATCH_AGGREGATES, ONLINE_CHANNEL, match_aggregates
@@ -60,7 +61,7 @@ def _reference(row: np.ndarray, n: int) -> list[float]:
 
 def test_match_aggregates_equal_a_row_by_row_reference() -> None:
     win = _windows(1)
-    got = match_aggregates(win.records, win.hist_len)
+    got = match_aggregates(CurrentView.of(win.records, win.hist_len))
     assert got.shape == (len(win.hist_len), len(MATCH_AGGREGATES))
     for i, n in enumerate(win.hist_len):
         np.testing.assert_allclose(got[i], _reference(win.records[i], int(n)), rtol=1e-12)
@@ -73,13 +74,19 @@ def test_a_rows_aggregates_do_not_depend_on_the_batch_it_is_padded_in() -> None:
     win = _windows(2, b=30, width=12)
     wide = np.zeros((30, 70), dtype=RECORD_DTYPE)
     wide[:, :12] = win.records
-    alone = match_aggregates(win.records, win.hist_len)
-    padded = match_aggregates(wide, win.hist_len)
+    alone = match_aggregates(CurrentView.of(win.records, win.hist_len))
+    padded = match_aggregates(CurrentView.of(wide, win.hist_len))
     assert np.array_equal(alone, padded)
     for i in range(0, 30, 7):
         n = win.hist_len[i : i + 1]
-        one = match_aggregates(win.records[i : i + 1, : n[0] + 1], n)
+        one = match_aggregates(CurrentView.of(win.records[i : i + 1, : n[0] + 1], n))
         assert np.array_equal(one[0], alone[i])
+
+
+def test_a_view_that_compares_fewer_ids_is_refused() -> None:
+    win = _windows(4)
+    with pytest.raises(ValueError, match="the aggregates compare"):
+        match_aggregates(CurrentView.of(win.records, win.hist_len, FIRST_SEEN_IDS))
 
 
 def test_the_spec_names_the_kind_and_older_specs_keep_theirs() -> None:
@@ -100,7 +107,7 @@ def test_tree_inputs_carry_the_spec_kind() -> None:
     spec = FeatureSpec.identity((5411, 5812))
     batch = featurize_windows(win, spec)
     x = tree_inputs(batch, spec)
-    agg = match_aggregates(win.records, win.hist_len).astype(np.float32)
+    agg = match_aggregates(CurrentView.of(win.records, win.hist_len)).astype(np.float32)
     assert np.array_equal(x[:, 18:28], agg)
     old = dataclasses.replace(spec, tree_aggregates="window")
     old_batch = featurize_windows(win, old)
