@@ -13,7 +13,7 @@ no value: the tests of both readers hold them to their reference definitions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,10 +23,11 @@ MATCHED_IDS = ("merchant", "device", "country", "mcc")
 FIRST_SEEN_IDS = ("merchant", "device")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurrentView:
     """A padded batch of windows (``records`` [B, L]: each row's history, then its current
-    event at ``hist_len``), with the arrays its readers share."""
+    event at ``hist_len``), with the arrays its readers share. Every reader needs all of
+    them, so ``of`` computes them at once (lazy caches cost more per call at batch 1)."""
 
     records: np.ndarray
     hist_len: np.ndarray
@@ -38,12 +39,21 @@ class CurrentView:
     cur: np.ndarray
     #: [B, L] float64: ``log1p(max(amount, 0))`` at every position, padding included
     log_amount: np.ndarray
+    #: [B] float64: the current events' log-amounts
+    current_log_amount: np.ndarray
+    #: [B, L] float64: the log-amounts at history positions, 0 elsewhere. Masked by
+    #: multiplication: log-amounts are never negative, so this equals ``np.where``'s
+    #: result bit for bit, in one call fewer
+    hist_log_amount: np.ndarray
+    #: [B] float64: each row's history log-amounts summed in order: a running sum, read at
+    #: the last column (past the history every addend is +0.0, which changes no sum), so
+    #: the same bits however far the batch pads the row
+    history_sum: np.ndarray
     #: the id columns ``same_counts`` compares, in its order
     ids: tuple[str, ...]
-    _counts: np.ndarray | None = field(default=None, repr=False)
-    _current_log_amount: np.ndarray | None = field(default=None, repr=False)
-    _hist_log_amount: np.ndarray | None = field(default=None, repr=False)
-    _history_sum: np.ndarray | None = field(default=None, repr=False)
+    #: [len(ids), B] int: for each id column, the history events that share the current
+    #: event's id; 0 where the current one is unknown (0)
+    same_counts: np.ndarray
 
     @classmethod
     def of(
@@ -53,58 +63,40 @@ class CurrentView:
         windows, so a batch served without a tree compares only the first-seen ones)."""
         b, width = records.shape
         rows = np.arange(b)
+        hist = np.arange(width) < hist_len[:, None]
+        cur = records[rows, hist_len]
+        log_amount = np.log1p(np.maximum(records["amount"], 0.0))
+        hist_log_amount = log_amount * hist
         return cls(
             records=records,
             hist_len=hist_len,
             rows=rows,
-            hist=np.arange(width) < hist_len[:, None],
-            cur=records[rows, hist_len],
-            log_amount=np.log1p(np.maximum(records["amount"], 0.0)),
+            hist=hist,
+            cur=cur,
+            log_amount=log_amount,
+            current_log_amount=log_amount[rows, hist_len],
+            hist_log_amount=hist_log_amount,
+            history_sum=np.cumsum(hist_log_amount, axis=1)[:, -1],
             ids=ids,
+            same_counts=_same_counts(records, cur, hist, ids),
         )
 
     def same_count(self, name: str) -> np.ndarray:
-        """[B] int: the history events that share the current event's ``name`` (one of
-        ``ids``); 0 where the current one is unknown (0)."""
-        return self.same_counts()[self.ids.index(name)]
+        """[B] int: ``same_counts`` of one id column (one of ``ids``)."""
+        return self.same_counts[self.ids.index(name)]
 
-    def same_counts(self) -> np.ndarray:
-        """[len(ids), B] int: ``same_count`` of each id column. All in one comparison
-        each and one count: at batch 1, a count per column cost about as much as the rest
-        of the aggregates."""
-        if self._counts is None:
-            b, width = self.records.shape
-            same = np.empty((len(self.ids), b, width), dtype=bool)
-            known = np.empty((len(self.ids), b), dtype=bool)
-            for i, name in enumerate(self.ids):
-                value = self.cur[name]
-                np.equal(self.records[name], value[:, None], out=same[i])
-                np.not_equal(value, 0, out=known[i])
-            same &= self.hist
-            self._counts = same.sum(axis=2) * known
-        return self._counts
 
-    @property
-    def current_log_amount(self) -> np.ndarray:
-        """[B] float64: the current events' log-amounts."""
-        if self._current_log_amount is None:
-            self._current_log_amount = self.log_amount[self.rows, self.hist_len]
-        return self._current_log_amount
-
-    @property
-    def hist_log_amount(self) -> np.ndarray:
-        """[B, L] float64: the log-amounts at history positions, 0 elsewhere. Masked by
-        multiplication: log-amounts are never negative, so this equals ``np.where``'s
-        result bit for bit, in one call fewer."""
-        if self._hist_log_amount is None:
-            self._hist_log_amount = self.log_amount * self.hist
-        return self._hist_log_amount
-
-    @property
-    def history_sum(self) -> np.ndarray:
-        """[B] float64: each row's history log-amounts summed in order: a running sum,
-        read at the last column (past the history every addend is +0.0, which changes no
-        sum), so the same bits however far the batch pads the row."""
-        if self._history_sum is None:
-            self._history_sum = np.cumsum(self.hist_log_amount, axis=1)[:, -1]
-        return self._history_sum
+def _same_counts(
+    records: np.ndarray, cur: np.ndarray, hist: np.ndarray, ids: tuple[str, ...]
+) -> np.ndarray:
+    """``CurrentView.same_counts``: all columns in one comparison each and one count (at
+    batch 1, a count per column cost about as much as the rest of the aggregates)."""
+    b, width = records.shape
+    same = np.empty((len(ids), b, width), dtype=bool)
+    known = np.empty((len(ids), b), dtype=bool)
+    for i, name in enumerate(ids):
+        value = cur[name]
+        np.equal(records[name], value[:, None], out=same[i])
+        np.not_equal(value, 0, out=known[i])
+    same &= hist
+    return same.sum(axis=2) * known

@@ -63,6 +63,8 @@ def match_aggregates(view: CurrentView) -> np.ndarray:
     Serving calls this for batches of one event too, so it is written for few numpy
     calls, and reads what the current event's features share with it
     (``features.current_view``)."""
+    if view.ids != MATCHED_IDS:
+        raise ValueError(f"the aggregates compare {MATCHED_IDS}, the view {view.ids}")
     n = view.hist_len
     denom = np.maximum(n, 1)
     # running sums read at the last column: the sum of the n history positions, as
@@ -75,9 +77,7 @@ def match_aggregates(view: CurrentView) -> np.ndarray:
     out[:, 1] = mean
     out[:, 2] = std
     out[:, 3] = view.hist_log_amount.max(axis=1, initial=0.0)
-    if view.ids != MATCHED_IDS:
-        raise ValueError(f"the aggregates compare {MATCHED_IDS}, the view {view.ids}")
-    out[:, _SHARES] = view.same_counts().T / denom[:, None]
+    out[:, _SHARES] = view.same_counts.T / denom[:, None]
     online = ((view.records["channel"] == ONLINE_CHANNEL) & view.hist).sum(axis=1)
     out[:, 6] = online / denom
     z = (view.current_log_amount - mean) / np.maximum(std, 0.1)
